@@ -1,0 +1,412 @@
+//! Errors as values with a code, a message and an HTTP status.
+//!
+//! Every failure sentri reports is a [`SentriError`]. It renders the documented JSON
+//! envelope (`{"error": true, "statusCode", "code", "message", "data": null}`) through
+//! its [`IntoResponse`] impl, so handlers can return `Result<_, SentriError>` directly.
+//!
+//! Internal failures (a database that is down, a thread pool that went away) are
+//! reported as `SERVICE_UNAVAILABLE` (503) or `INTERNAL_ERROR` (500) with a generic
+//! message; the underlying error is kept as the `source` and logged with `tracing`,
+//! never sent to the client.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// A machine-readable error code.
+///
+/// The built-in codes map to fixed HTTP statuses ([`ErrorCode::status`]); an
+/// application's own codes are [`ErrorCode::Custom`] and carry their status in the
+/// [`SentriError`] (default 500).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Unknown identifier or wrong password (401). Both give the same error.
+    InvalidCredentials,
+    /// No user with that id (404).
+    UserNotFound,
+    /// The identifier is taken (409).
+    UserAlreadyExists,
+    /// The token's `exp` has passed (401).
+    TokenExpired,
+    /// The token is malformed, forged, of the wrong type or revoked (401).
+    TokenInvalid,
+    /// Authenticated, but not allowed (403).
+    Forbidden,
+    /// No credentials at all, or a wrong API key (401).
+    Unauthorized,
+    /// A role that is not in `valid_roles` (400).
+    InvalidRole,
+    /// Bad input: malformed JSON, missing or wrongly typed fields, values out of range (400).
+    ValidationError,
+    /// The configuration is invalid (500). Returned by `create_auth`, never at request time.
+    ConfigurationError,
+    /// A backend (database, Redis, key server) is unreachable or failed (503).
+    ServiceUnavailable,
+    /// An unexpected internal failure (500). The message never carries details.
+    InternalError,
+    /// No such route (404).
+    NotFound,
+    /// The request body is larger than allowed (413).
+    PayloadTooLarge,
+    /// A request with the same idempotency key is still running (409).
+    IdempotencyInProgress,
+    /// The idempotency key was used before with a different request (422).
+    IdempotencyKeyMismatch,
+    /// An application's own code (the Rust form of subclassing `SentriError`).
+    Custom(Cow<'static, str>),
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire, e.g. `"TOKEN_INVALID"`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::InvalidCredentials => "INVALID_CREDENTIALS",
+            Self::UserNotFound => "USER_NOT_FOUND",
+            Self::UserAlreadyExists => "USER_ALREADY_EXISTS",
+            Self::TokenExpired => "TOKEN_EXPIRED",
+            Self::TokenInvalid => "TOKEN_INVALID",
+            Self::Forbidden => "FORBIDDEN",
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::InvalidRole => "INVALID_ROLE",
+            Self::ValidationError => "VALIDATION_ERROR",
+            Self::ConfigurationError => "CONFIGURATION_ERROR",
+            Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            Self::InternalError => "INTERNAL_ERROR",
+            Self::NotFound => "NOT_FOUND",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
+            Self::IdempotencyKeyMismatch => "IDEMPOTENCY_KEY_MISMATCH",
+            Self::Custom(code) => code,
+        }
+    }
+
+    /// The HTTP status for a built-in code; custom codes default to 500.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidCredentials
+            | Self::TokenExpired
+            | Self::TokenInvalid
+            | Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::UserNotFound | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::UserAlreadyExists | Self::IdempotencyInProgress => StatusCode::CONFLICT,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::InvalidRole | Self::ValidationError => StatusCode::BAD_REQUEST,
+            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::IdempotencyKeyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::ConfigurationError | Self::InternalError | Self::Custom(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// sentri's error: a code, a human-readable message and an HTTP status.
+///
+/// ```
+/// use sentri::{ErrorCode, SentriError};
+/// use axum::http::StatusCode;
+///
+/// // A built-in code takes its status from the code.
+/// let err = SentriError::new(ErrorCode::TokenExpired, "token expired");
+/// assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
+///
+/// // An application's own error, with an explicit status.
+/// let err = SentriError::custom("PAYMENT_FAILED", "Card declined", StatusCode::PAYMENT_REQUIRED);
+/// assert_eq!(err.code().as_str(), "PAYMENT_FAILED");
+/// assert_eq!(err.status().as_u16(), 402);
+/// ```
+#[derive(Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct SentriError {
+    code: ErrorCode,
+    message: Cow<'static, str>,
+    status: StatusCode,
+    retry_after: Option<u64>,
+    #[source]
+    source: Option<Source>,
+}
+
+impl fmt::Debug for SentriError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentriError")
+            .field("code", &self.code.as_str())
+            .field("status", &self.status.as_u16())
+            .field("message", &self.message)
+            .field("source", &self.source.as_ref().map(|s| s.to_string()))
+            .finish()
+    }
+}
+
+impl SentriError {
+    /// An error with a built-in (or custom) code; the status follows from the code.
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        let status = code.status();
+        Self {
+            code,
+            message: message.into(),
+            status,
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    /// An application's own error code with an explicit HTTP status.
+    pub fn custom(
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<Cow<'static, str>>,
+        status: StatusCode,
+    ) -> Self {
+        Self {
+            code: ErrorCode::Custom(code.into()),
+            message: message.into(),
+            status,
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    /// Overrides the HTTP status.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Adds a `Retry-After` (seconds) to the rendered response.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// Attaches the underlying cause (logged, never rendered).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// The error code.
+    pub fn code(&self) -> &ErrorCode {
+        &self.code
+    }
+
+    /// The human-readable message sent to the client.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// `Retry-After` seconds, if any.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
+    /// `true` when the code is `code`.
+    pub fn is(&self, code: &ErrorCode) -> bool {
+        &self.code == code
+    }
+
+    // ---- constructors for the common cases -------------------------------------------
+
+    /// `INVALID_CREDENTIALS`: the one error for unknown identifier and wrong password.
+    pub fn invalid_credentials() -> Self {
+        Self::new(ErrorCode::InvalidCredentials, "Invalid credentials")
+    }
+
+    /// `TOKEN_INVALID` with a message.
+    pub fn token_invalid(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::TokenInvalid, message)
+    }
+
+    /// `TOKEN_EXPIRED`.
+    pub fn token_expired() -> Self {
+        Self::new(ErrorCode::TokenExpired, "Token expired")
+    }
+
+    /// `UNAUTHORIZED`: no credentials.
+    pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+
+    /// `FORBIDDEN`.
+    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    /// `VALIDATION_ERROR`.
+    pub fn validation(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::ValidationError, message)
+    }
+
+    /// `INVALID_ROLE`.
+    pub fn invalid_role(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidRole, message)
+    }
+
+    /// `CONFIGURATION_ERROR`.
+    pub fn configuration(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::ConfigurationError, message)
+    }
+
+    /// `USER_NOT_FOUND`.
+    pub fn user_not_found() -> Self {
+        Self::new(ErrorCode::UserNotFound, "User not found")
+    }
+
+    /// `USER_ALREADY_EXISTS`.
+    pub fn user_already_exists() -> Self {
+        Self::new(ErrorCode::UserAlreadyExists, "User already exists")
+    }
+
+    /// `SERVICE_UNAVAILABLE` caused by `source` (a backend failure). The message is generic.
+    pub fn unavailable(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::new(
+            ErrorCode::ServiceUnavailable,
+            "Service temporarily unavailable",
+        )
+        .with_retry_after(1)
+        .with_source(source)
+    }
+
+    /// `INTERNAL_ERROR` caused by `source`. The message is generic.
+    pub fn internal(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::new(ErrorCode::InternalError, "Internal server error").with_source(source)
+    }
+}
+
+/// The JSON envelope every sentri endpoint answers with.
+///
+/// Success: `{"error": false, "statusCode": 200, "message": "...", "data": {...}}`;
+/// error: `{"error": true, "statusCode": 401, "code": "TOKEN_INVALID", "message": "...", "data": null}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiResponse<'a, T: Serialize> {
+    /// `true` for an error.
+    pub error: bool,
+    /// The HTTP status, repeated in the body.
+    pub status_code: u16,
+    /// The error code (errors only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'a str>,
+    /// A human-readable message.
+    pub message: &'a str,
+    /// The payload (`null` for errors).
+    pub data: Option<T>,
+}
+
+/// Renders a success envelope with `data`.
+///
+/// ```
+/// use axum::http::StatusCode;
+/// let res = sentri::error::success(StatusCode::CREATED, "Created", serde_json::json!({"id": 1}));
+/// assert_eq!(res.status(), StatusCode::CREATED);
+/// ```
+pub fn success<T: Serialize>(status: StatusCode, message: &str, data: T) -> Response {
+    json_response(
+        status,
+        &ApiResponse {
+            error: false,
+            status_code: status.as_u16(),
+            code: None,
+            message,
+            data: Some(data),
+        },
+    )
+}
+
+pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "failed to serialise a response body");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+impl IntoResponse for SentriError {
+    fn into_response(self) -> Response {
+        if let Some(source) = &self.source {
+            if self.status.is_server_error() {
+                tracing::error!(code = %self.code, error = %source, "request failed");
+            } else {
+                tracing::debug!(code = %self.code, error = %source, "request rejected");
+            }
+        }
+        let mut res = json_response(
+            self.status,
+            &ApiResponse::<()> {
+                error: true,
+                status_code: self.status.as_u16(),
+                code: Some(self.code.as_str()),
+                message: &self.message,
+                data: None,
+            },
+        );
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
+    }
+}
+
+/// `Result` with [`SentriError`].
+pub type Result<T, E = SentriError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_codes_map_to_their_statuses() {
+        let cases = [
+            (ErrorCode::InvalidCredentials, 401),
+            (ErrorCode::UserNotFound, 404),
+            (ErrorCode::UserAlreadyExists, 409),
+            (ErrorCode::TokenExpired, 401),
+            (ErrorCode::TokenInvalid, 401),
+            (ErrorCode::Forbidden, 403),
+            (ErrorCode::Unauthorized, 401),
+            (ErrorCode::InvalidRole, 400),
+            (ErrorCode::ValidationError, 400),
+            (ErrorCode::ConfigurationError, 500),
+            (ErrorCode::ServiceUnavailable, 503),
+            (ErrorCode::Custom("WHATEVER".into()), 500),
+        ];
+        for (code, status) in cases {
+            assert_eq!(SentriError::new(code.clone(), "x").status().as_u16(), status, "{code}");
+        }
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_source() {
+        let err = SentriError::unavailable(std::io::Error::other("password=hunter2 at db:5432"));
+        assert_eq!(err.message(), "Service temporarily unavailable");
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

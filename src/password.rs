@@ -1,0 +1,1 @@
+//! Password hashing (bcrypt on the blocking pool).

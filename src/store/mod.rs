@@ -1,0 +1,1 @@
+//! Storage: users and sessions on PostgreSQL, MySQL/MariaDB and SQLite.

@@ -1,0 +1,1 @@
+//! Tokens: signing keys, claims, verification and JWKS.
