@@ -1,0 +1,237 @@
+//! sentri's example auth server: `cargo run --example server`.
+//!
+//! Configured only by environment variables (see README): by default it listens on
+//! 127.0.0.1:3000 and keeps users in the SQLite file `sentri-example.db`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use sentri::store::Database;
+use sentri::token::{Algorithm, SigningKey};
+use sentri::{
+    AccessCookieConfig, CookieConfig, CurrentUser, IdempotencyOptions, PermitOptions,
+    RegisterInput, SentriError, ServerAuth, ServerConfig, create_auth, error::success,
+};
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn algorithm(name: &str) -> Result<Algorithm, SentriError> {
+    Ok(match name.to_ascii_uppercase().as_str() {
+        "HS256" => Algorithm::HS256,
+        "HS384" => Algorithm::HS384,
+        "HS512" => Algorithm::HS512,
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "ES256" => Algorithm::ES256,
+        "EDDSA" => Algorithm::EdDSA,
+        other => {
+            return Err(SentriError::configuration(format!(
+                "SENTRI_ALGORITHM={other} is not supported"
+            )));
+        }
+    })
+}
+
+async fn signing_key() -> Result<SigningKey, SentriError> {
+    let alg = algorithm(&env("SENTRI_ALGORITHM").unwrap_or_else(|| "HS256".into()))?;
+    match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => match env("SENTRI_SECRET") {
+            Some(secret) => match alg {
+                Algorithm::HS384 => SigningKey::hs384(secret.as_bytes()),
+                Algorithm::HS512 => SigningKey::hs512(secret.as_bytes()),
+                _ => SigningKey::hs256(secret.as_bytes()),
+            },
+            None => {
+                tracing::warn!("SENTRI_SECRET is not set: generated a random secret; tokens die with this process");
+                SigningKey::generate(alg).await
+            }
+        },
+        _ => match env("SENTRI_PRIVATE_KEY_FILE") {
+            Some(path) => {
+                let pem = std::fs::read_to_string(&path).map_err(|e| {
+                    SentriError::configuration(format!("cannot read SENTRI_PRIVATE_KEY_FILE {path}"))
+                        .with_source(e)
+                })?;
+                SigningKey::from_pem(alg, &pem)
+            }
+            None => {
+                tracing::warn!("SENTRI_PRIVATE_KEY_FILE is not set: generated an ephemeral {alg:?} key");
+                SigningKey::generate(alg).await
+            }
+        },
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    auth: ServerAuth,
+    orders: Arc<AtomicU64>,
+}
+
+async fn health(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>) {
+    let started = Instant::now();
+    let health = app.auth.database().health_check().await;
+    let latency = started.elapsed().as_secs_f64() * 1000.0;
+    let status = if health.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let label = if health.healthy { "ok" } else { "unavailable" };
+    (status, Json(serde_json::json!({ "status": label, "latencyMs": latency })))
+}
+
+async fn profile(user: CurrentUser) -> Response {
+    success(StatusCode::OK, "Profile", serde_json::json!({ "user": user.user }))
+}
+
+async fn admin(user: CurrentUser) -> Response {
+    success(StatusCode::OK, "Welcome, admin", serde_json::json!({ "user": user.user }))
+}
+
+async fn update_user(Path(id): Path<String>, user: CurrentUser) -> Response {
+    success(
+        StatusCode::OK,
+        "User updated",
+        serde_json::json!({ "id": id, "by": user.user.id }),
+    )
+}
+
+async fn create_order(State(app): State<App>, user: CurrentUser) -> Response {
+    let seq = app.orders.fetch_add(1, Ordering::SeqCst) + 1;
+    success(
+        StatusCode::CREATED,
+        "Order created",
+        serde_json::json!({ "orderId": uuid::Uuid::now_v7().to_string(), "seq": seq, "userId": user.user.id }),
+    )
+}
+
+async fn ensure_admin(auth: &ServerAuth) -> Result<(), SentriError> {
+    let (Some(identifier), Some(password)) =
+        (env("SENTRI_ADMIN_IDENTIFIER"), env("SENTRI_ADMIN_PASSWORD"))
+    else {
+        return Ok(());
+    };
+    let normalized = auth.normalize_identifier(&identifier)?;
+    if auth.database().find_user_by_identifier(&normalized).await?.is_some() {
+        return Ok(());
+    }
+    auth.register(RegisterInput {
+        identifier,
+        password,
+        roles: Some(vec!["admin".into(), "user".into()]),
+    })
+    .await?;
+    tracing::info!("created the admin user");
+    Ok(())
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let addr: SocketAddr = env("SENTRI_ADDR")
+        .unwrap_or_else(|| "127.0.0.1:3000".into())
+        .parse()?;
+    let url = env("DATABASE_URL").unwrap_or_else(|| "sqlite://sentri-example.db?mode=rwc".into());
+    let db = Database::connect(&url).await?;
+    let mut config = ServerConfig::new(db, signing_key().await?, ["user", "admin"]);
+    if let Some(ttl) = env("SENTRI_ACCESS_TTL") {
+        config = config.access_expires_in(ttl);
+    }
+    if let Some(ttl) = env("SENTRI_REFRESH_TTL") {
+        config = config.refresh_expires_in(ttl);
+    }
+    if env("SENTRI_COOKIES").as_deref() == Some("0") {
+        config = config.cookie(None).access_cookie(None);
+    } else {
+        config = config
+            .cookie(Some(CookieConfig::default()))
+            .access_cookie(Some(AccessCookieConfig::default()));
+    }
+    if let Some(key) = env("SENTRI_API_KEY") {
+        config = config.api_key(key);
+    }
+    if let Some(iss) = env("SENTRI_ISSUER") {
+        config = config.issuer(iss);
+    }
+    if let Some(aud) = env("SENTRI_AUDIENCE") {
+        config = config.audience(aud);
+    }
+    if let Some(url) = env("REDIS_URL") {
+        config = config.redis_url(url);
+    }
+    if let Some(cost) = env("SENTRI_BCRYPT_COST") {
+        config = config.salt_rounds(cost.parse()?);
+    }
+    let auth = create_auth(config)?;
+    auth.migrate().await?;
+    ensure_admin(&auth).await?;
+
+    let app_state = App { auth: auth.clone(), orders: Arc::new(AtomicU64::new(0)) };
+    let own_id_or_admin = PermitOptions::new(["admin"], |parts, user| {
+        let allowed = parts
+            .uri
+            .path()
+            .rsplit('/')
+            .next()
+            .is_some_and(|id| id == user.id);
+        async move { allowed }
+    });
+    let api = Router::new()
+        .route("/profile", get(profile).route_layer(auth.protect()))
+        .route("/admin", get(admin).route_layer(auth.authorize(["admin"])))
+        .route("/users/{id}", put(update_user).route_layer(auth.permit(own_id_or_admin)))
+        .route(
+            "/orders",
+            post(create_order)
+                .route_layer(auth.idempotency(IdempotencyOptions::default())?)
+                .route_layer(auth.protect()),
+        );
+    let app = Router::new()
+        .route("/health", get(health))
+        .nest("/auth", auth.router())
+        .nest("/api", api)
+        .with_state(app_state)
+        .layer(auth.error_handler());
+
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    if let Err(err) = run().await {
+        eprintln!("sentri example server failed: {err}");
+        std::process::exit(1);
+    }
+}

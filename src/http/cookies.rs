@@ -1,0 +1,175 @@
+//! Cookie rules in one place: reading the token cookies and building `Set-Cookie`.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use cookie::Cookie;
+
+use crate::config::{AccessCookieConfig, CookieConfig, SameSite};
+
+fn same_site(s: SameSite) -> cookie::SameSite {
+    match s {
+        SameSite::Strict => cookie::SameSite::Strict,
+        SameSite::Lax => cookie::SameSite::Lax,
+        SameSite::None => cookie::SameSite::None,
+    }
+}
+
+/// Longest cookie value read (a token is refused anyway above 8 KiB).
+const MAX_COOKIE_VALUE: usize = 8 * 1024;
+
+/// The value of the first cookie named `name` in the request's `Cookie` headers.
+///
+/// Values are taken verbatim (tokens are base64url: no percent-decoding). When a name
+/// appears twice the first one wins. Oversized values are ignored.
+pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else {
+            continue;
+        };
+        for pair in value.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=')
+                && k.trim() == name
+            {
+                let v = v.trim().trim_matches('"');
+                if v.is_empty() || v.len() > MAX_COOKIE_VALUE {
+                    return None;
+                }
+                return Some(v);
+            }
+        }
+    }
+    None
+}
+
+fn to_header(cookie: Cookie<'_>) -> Option<HeaderValue> {
+    HeaderValue::from_str(&cookie.to_string()).ok()
+}
+
+fn max_age(ttl: Duration) -> cookie::time::Duration {
+    cookie::time::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// `Set-Cookie` for the refresh token.
+pub(crate) fn refresh_cookie(cfg: &CookieConfig, value: &str, ttl: Duration) -> Option<HeaderValue> {
+    let mut c = Cookie::build((cfg.name.clone(), value.to_owned()))
+        .http_only(cfg.http_only)
+        .secure(cfg.secure)
+        .same_site(same_site(cfg.same_site))
+        .path(cfg.path.clone())
+        .max_age(max_age(ttl));
+    if let Some(d) = &cfg.domain {
+        c = c.domain(d.clone());
+    }
+    to_header(c.build())
+}
+
+/// `Set-Cookie` for the access token (not `HttpOnly`: the front-end may read it).
+pub(crate) fn access_cookie(
+    cfg: &AccessCookieConfig,
+    value: &str,
+    ttl: Duration,
+) -> Option<HeaderValue> {
+    let mut c = Cookie::build((cfg.name.clone(), value.to_owned()))
+        .http_only(false)
+        .secure(cfg.secure)
+        .same_site(same_site(cfg.same_site))
+        .path(cfg.path.clone())
+        .max_age(max_age(ttl));
+    if let Some(d) = &cfg.domain {
+        c = c.domain(d.clone());
+    }
+    to_header(c.build())
+}
+
+/// `Set-Cookie` headers that clear the refresh cookie (`Max-Age=0`).
+pub(crate) fn clear_refresh(cfg: &CookieConfig) -> Option<HeaderValue> {
+    let mut c = Cookie::build((cfg.name.clone(), ""))
+        .http_only(cfg.http_only)
+        .secure(cfg.secure)
+        .same_site(same_site(cfg.same_site))
+        .path(cfg.path.clone())
+        .max_age(cookie::time::Duration::ZERO);
+    if let Some(d) = &cfg.domain {
+        c = c.domain(d.clone());
+    }
+    to_header(c.build())
+}
+
+/// `Set-Cookie` that clears the access cookie.
+pub(crate) fn clear_access(cfg: &AccessCookieConfig) -> Option<HeaderValue> {
+    let mut c = Cookie::build((cfg.name.clone(), ""))
+        .http_only(false)
+        .secure(cfg.secure)
+        .same_site(same_site(cfg.same_site))
+        .path(cfg.path.clone())
+        .max_age(cookie::time::Duration::ZERO);
+    if let Some(d) = &cfg.domain {
+        c = c.domain(d.clone());
+    }
+    to_header(c.build())
+}
+
+/// Largest `Authorization` header read.
+const MAX_AUTHORIZATION: usize = 16 * 1024;
+
+/// The bearer token of an `Authorization: Bearer <token>` header (scheme matched
+/// case-insensitively, RFC 7235). `Err(())` for a bearer header that is malformed
+/// (several headers, several tokens, oversized); `Ok(None)` when there is none.
+#[allow(clippy::result_unit_err)]
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ()> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(());
+    }
+    let bytes = value.as_bytes();
+    if bytes.len() < 7 || !bytes[..7].eq_ignore_ascii_case(b"bearer ") {
+        // Another scheme (Basic, …): not ours.
+        return Ok(None);
+    }
+    if bytes.len() > MAX_AUTHORIZATION {
+        return Err(());
+    }
+    let token = value.to_str().map_err(|_| ())?[7..].trim();
+    if token.is_empty() || token.contains([' ', ',', '\t']) {
+        return Err(());
+    }
+    Ok(Some(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn reads_first_cookie_of_a_name() {
+        let h = headers(&[("cookie", "a=1; refresh_token=xyz; refresh_token=other")]);
+        assert_eq!(read_cookie(&h, "refresh_token"), Some("xyz"));
+        assert_eq!(read_cookie(&h, "missing"), None);
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token(&headers(&[("authorization", "Bearer abc")])), Ok(Some("abc")));
+        assert_eq!(bearer_token(&headers(&[("authorization", "bearer abc")])), Ok(Some("abc")));
+        assert_eq!(bearer_token(&headers(&[("authorization", "Basic abc")])), Ok(None));
+        assert_eq!(bearer_token(&headers(&[("authorization", "Bearer a b")])), Err(()));
+        assert_eq!(bearer_token(&headers(&[("authorization", "Bearer ")])), Err(()));
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")])),
+            Err(())
+        );
+        assert_eq!(bearer_token(&HeaderMap::new()), Ok(None));
+    }
+}

@@ -1,0 +1,256 @@
+//! `protect()`, `authorize(roles)` and `permit(check)`: one tower layer, three rules.
+//!
+//! The layer authenticates the request (unless an outer sentri layer already did),
+//! puts [`CurrentUser`] and [`AuthUser`] into the request extensions, then applies its
+//! rule. `authorize` and `permit` authenticate by themselves, so using one without
+//! `protect` can never let an anonymous request through: layer order can only deny.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::config::BoxFuture;
+use crate::error::{Result, SentriError};
+use crate::user::AuthUser;
+
+/// The authenticated caller, available to handlers behind `protect()`.
+///
+/// As an extractor on a route without a sentri layer it rejects with 401 UNAUTHORIZED
+/// (never a panic or a 500). `Option<CurrentUser>` never rejects.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    /// The user as carried by the access token (or refreshed from the store).
+    pub user: AuthUser,
+    /// The session id (`sid` claim).
+    pub session_id: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
+    type Rejection = SentriError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self> {
+        parts
+            .extensions
+            .get::<CurrentUser>()
+            .cloned()
+            .ok_or_else(|| SentriError::unauthorized("Authentication required"))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for CurrentUser {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> std::result::Result<Option<Self>, Infallible> {
+        Ok(parts.extensions.get::<CurrentUser>().cloned())
+    }
+}
+
+/// The outcome of authenticating one request.
+pub struct Authenticated {
+    /// Who the caller is.
+    pub user: CurrentUser,
+    /// `Set-Cookie` values to add to the response (silent refresh).
+    pub set_cookies: Vec<HeaderValue>,
+}
+
+/// Something that can authenticate a request: `ServerAuth` (tokens + live sessions)
+/// and `ClientAuth` (tokens from a remote JWKS) both implement it, so routes written
+/// for one compile against the other.
+pub trait Authenticate: Send + Sync + 'static {
+    /// Authenticates from the request head.
+    fn authenticate<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Result<Authenticated>>;
+
+    /// Checks role names when a layer is built; panics with a clear message on a role
+    /// that can never match (a typo must not silently deny everyone).
+    fn check_role_names(&self, roles: &[String]);
+}
+
+/// An async permission check over the request head and the user.
+pub type PermitCheck =
+    Arc<dyn Fn(&Parts, &AuthUser) -> BoxFuture<'static, bool> + Send + Sync + 'static>;
+
+/// Options of `permit`: listed `roles` bypass the `check`.
+#[derive(Clone)]
+pub struct PermitOptions {
+    /// Roles that pass without running the check (e.g. `admin`).
+    pub roles: Vec<String>,
+    /// The check; `false` → 403 FORBIDDEN.
+    pub check: PermitCheck,
+}
+
+impl PermitOptions {
+    /// Builds options from a check closure and bypass roles.
+    ///
+    /// The closure gets the request head and the user and returns a future of `bool`;
+    /// copy what it needs out of the head before the `async` block.
+    pub fn new<F, Fut, R, S>(roles: R, check: F) -> Self
+    where
+        F: Fn(&Parts, &AuthUser) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+        R: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            roles: roles.into_iter().map(Into::into).collect(),
+            check: Arc::new(move |p, u| Box::pin(check(p, u))),
+        }
+    }
+}
+
+impl fmt::Debug for PermitOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PermitOptions")
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+enum Rule {
+    Authenticated,
+    AnyRole(Arc<[String]>),
+    Permit(PermitOptions),
+}
+
+/// The layer returned by `protect()`, `authorize(..)` and `permit(..)`.
+#[derive(Clone)]
+pub struct GuardLayer {
+    auth: Arc<dyn Authenticate>,
+    rule: Rule,
+}
+
+impl fmt::Debug for GuardLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rule = match &self.rule {
+            Rule::Authenticated => "protect".to_owned(),
+            Rule::AnyRole(r) => format!("authorize({r:?})"),
+            Rule::Permit(p) => format!("permit({:?})", p.roles),
+        };
+        f.debug_struct("GuardLayer").field("rule", &rule).finish()
+    }
+}
+
+impl GuardLayer {
+    /// Requires an authenticated caller.
+    pub fn protect(auth: Arc<dyn Authenticate>) -> Self {
+        Self {
+            auth,
+            rule: Rule::Authenticated,
+        }
+    }
+
+    /// Requires at least one of `roles`. Panics at build time on an unknown role name.
+    pub fn authorize<R, S>(auth: Arc<dyn Authenticate>, roles: R) -> Self
+    where
+        R: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let roles: Vec<String> = roles.into_iter().map(Into::into).collect();
+        assert!(
+            !roles.is_empty(),
+            "sentri: authorize() needs at least one role"
+        );
+        auth.check_role_names(&roles);
+        Self {
+            auth,
+            rule: Rule::AnyRole(roles.into()),
+        }
+    }
+
+    /// Runs a permission check; listed roles bypass it.
+    pub fn permit(auth: Arc<dyn Authenticate>, options: PermitOptions) -> Self {
+        auth.check_role_names(&options.roles);
+        Self {
+            auth,
+            rule: Rule::Permit(options),
+        }
+    }
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`GuardLayer`].
+#[derive(Clone)]
+pub struct Guard<S> {
+    inner: S,
+    layer: GuardLayer,
+}
+
+impl<S> fmt::Debug for Guard<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.layer.fmt(f)
+    }
+}
+
+impl<S> Service<Request> for Guard<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, std::result::Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let mut set_cookies = Vec::new();
+            let user = match parts.extensions.get::<CurrentUser>() {
+                Some(user) => user.user.clone(),
+                None => match layer.auth.authenticate(&parts).await {
+                    Ok(done) => {
+                        set_cookies = done.set_cookies;
+                        let user = done.user.user.clone();
+                        parts.extensions.insert(done.user.user.clone());
+                        parts.extensions.insert(done.user);
+                        user
+                    }
+                    Err(err) => return Ok(err.into_response()),
+                },
+            };
+            let allowed = match &layer.rule {
+                Rule::Authenticated => true,
+                Rule::AnyRole(roles) => user.has_any_role(roles),
+                Rule::Permit(opts) => {
+                    user.has_any_role(&opts.roles) || (opts.check)(&parts, &user).await
+                }
+            };
+            let mut res = if allowed {
+                inner.call(Request::from_parts(parts, body)).await?
+            } else {
+                SentriError::forbidden("Insufficient permissions").into_response()
+            };
+            for c in set_cookies {
+                res.headers_mut().append(header::SET_COOKIE, c);
+            }
+            Ok(res)
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! Cross-process session revocation.
+//!
+//! `protect()` trusts a live session for `session_cache_ttl` (default 5 s) without
+//! asking the store. A session revoked on this process is dropped from its cache at
+//! once. With a `redis_url`, the revoking process also publishes the session id on the
+//! Redis channel `sentri:revoked`, and every other process subscribed to it drops the
+//! session from its cache as soon as the message arrives (well under a second on a
+//! healthy network). If Redis is unreachable, revocation falls back to the cache TTL:
+//! no process trusts a revoked session for longer than `session_cache_ttl`.
+
+#[cfg(feature = "redis")]
+use std::time::Duration;
+
+use crate::error::Result;
+
+/// The Redis channel revocations are published on.
+pub const REVOCATION_CHANNEL: &str = "sentri:revoked";
+
+#[cfg(feature = "redis")]
+pub(crate) struct Revocations {
+    client: Option<redis::Client>,
+    publisher: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+}
+
+#[cfg(not(feature = "redis"))]
+pub(crate) struct Revocations;
+
+#[cfg(not(feature = "redis"))]
+impl Revocations {
+    pub(crate) fn new(redis_url: Option<&str>) -> Result<Self> {
+        if redis_url.is_some() {
+            tracing::warn!(
+                "redis_url is set but sentri was built without the `redis` feature: revocation is per process"
+            );
+        }
+        Ok(Revocations)
+    }
+
+    pub(crate) fn start(&self, _auth: &crate::auth::ServerAuth) {}
+
+    pub(crate) async fn publish(&self, _sid: &str) {}
+}
+
+#[cfg(feature = "redis")]
+impl Revocations {
+    pub(crate) fn new(redis_url: Option<&str>) -> Result<Self> {
+        let client = match redis_url {
+            Some(url) => Some(redis::Client::open(url).map_err(|e| {
+                crate::SentriError::configuration("redis_url is not a valid Redis URL")
+                    .with_source(e)
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            client,
+            publisher: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// Spawns the subscriber that drops revoked sessions from this process's cache.
+    pub(crate) fn start(&self, auth: &crate::auth::ServerAuth) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                "create_auth was called outside a Tokio runtime: cross-process revocation is off"
+            );
+            return;
+        };
+        let weak = std::sync::Arc::downgrade(&auth.inner);
+        handle.spawn(async move {
+            use futures_util::StreamExt;
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        if let Err(err) = pubsub.subscribe(REVOCATION_CHANNEL).await {
+                            tracing::warn!(error = %err, "revocation subscribe failed");
+                        } else {
+                            backoff = Duration::from_millis(100);
+                            let mut stream = pubsub.into_on_message();
+                            while let Some(msg) = stream.next().await {
+                                let Some(inner) = weak.upgrade() else {
+                                    return;
+                                };
+                                if let Ok(sid) = msg.get_payload::<String>() {
+                                    inner.sessions.invalidate(&sid).await;
+                                }
+                            }
+                            tracing::warn!("revocation channel closed; reconnecting");
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "revocation subscriber cannot reach Redis"),
+                }
+                if weak.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
+    /// Publishes a revoked session id (best effort: failures are logged).
+    pub(crate) async fn publish(&self, sid: &str) {
+        let Some(client) = &self.client else {
+            return;
+        };
+        let conn = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.publisher
+                .get_or_try_init(|| async { client.get_connection_manager().await }),
+        )
+        .await;
+        let mut conn = match conn {
+            Ok(Ok(conn)) => conn.clone(),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "revocation publish: Redis unreachable");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("revocation publish: Redis connect timed out");
+                return;
+            }
+        };
+        let sent = tokio::time::timeout(
+            Duration::from_secs(1),
+            redis::AsyncCommands::publish::<_, _, i64>(&mut conn, REVOCATION_CHANNEL, sid),
+        )
+        .await;
+        match sent {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "revocation publish failed"),
+            Err(_) => tracing::warn!("revocation publish timed out"),
+        }
+    }
+}
