@@ -598,6 +598,16 @@ async fn verifier_skips_bad_jwks_with_warnings() {
 }
 
 #[test]
+fn crit_header_is_rejected() {
+    let key = hs();
+    let svc = service(vec![key.clone()]);
+    let mut h = hs_header(key.kid(), Some("at+jwt"));
+    h.crit = Some(vec!["exp".into()]);
+    let token = forge(&h, &valid_access_claims(), SECRET.as_bytes());
+    assert_eq!(code(svc.verify_access(&token)), ErrorCode::TokenInvalid);
+}
+
+#[test]
 fn peek_kid_handles_garbage() {
     assert_eq!(peek_kid(""), None);
     assert_eq!(peek_kid("a.b.c"), None);

@@ -56,6 +56,9 @@ struct MinimalHeader {
     kid: Option<String>,
     #[serde(default)]
     typ: Option<String>,
+    /// RFC 7515 §4.1.11: sentri understands no header extension, so any `crit` is refused.
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +226,9 @@ impl Verifier {
     /// claims through the key's precomputed `Validation`.
     pub(crate) fn verify<T: DeserializeOwned>(&self, token: &str, kind: TokenKind) -> Result<T> {
         let header: MinimalHeader = decode_header_segment(token).ok_or_else(invalid)?;
+        if header.crit.is_some() {
+            return Err(invalid());
+        }
         let kid = header.kid.as_deref().ok_or_else(invalid)?;
         let key = self.keys.get(kid).ok_or_else(invalid)?;
         if header.alg != key.alg {
