@@ -2,16 +2,17 @@
 //!
 //! Every DDL statement is built with sea-query; the MySQL/MariaDB variant differs in
 //! two ways: indexes are declared inline in `CREATE TABLE` (MySQL has no
-//! `CREATE INDEX IF NOT EXISTS`), and the tables use `utf8mb4` with the byte-exact
-//! `utf8mb4_bin` collation so identifiers compare like on PostgreSQL and SQLite
-//! (`'A' != 'a'`, `'é' != 'e'`).
+//! `CREATE INDEX IF NOT EXISTS`), and the tables use `utf8mb4` with a byte-exact binary
+//! collation (`utf8mb4_bin`, or its `NO PAD` variant where the server has one, see
+//! [`Target::collation`]) so identifiers compare like on PostgreSQL and SQLite
+//! (`'A' != 'a'`, `'é' != 'e'`, `'x ' != 'x'`).
 
 use sea_query::{
     ColumnDef, Expr, ForeignKey, ForeignKeyAction, Index, IndexCreateStatement, OnConflict,
     Query, SchemaStatementBuilder, Table, TableCreateStatement,
 };
 
-use super::{Database, Dialect, Pool, db_err, now_ms};
+use super::{Database, Dialect, Pool, db_err, now_ms, on_pool};
 use crate::error::SentriError;
 
 pub(crate) const USERS: &str = "sentri_users";
@@ -52,8 +53,43 @@ const MYSQL_LOCK_WAIT_SECS: i64 = 60;
 #[cfg(feature = "sqlite")]
 static SQLITE_MIGRATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// What the DDL is rendered for.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    dialect: Dialect,
+    /// MySQL/MariaDB table collation: a byte-exact binary collation, `NO PAD` where the
+    /// server has one (MariaDB ≥ 10.2 `utf8mb4_nopad_bin`, MySQL ≥ 8.0.17
+    /// `utf8mb4_0900_bin`) so that even trailing spaces are significant; older servers
+    /// get `utf8mb4_bin` (byte-exact except for trailing spaces).
+    collation: &'static str,
+}
+
+/// The byte-exact collation to use on a MySQL/MariaDB server reporting `version`.
+fn mysql_collation(version: &str) -> &'static str {
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor, patch) = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    if version.to_ascii_lowercase().contains("mariadb") {
+        if (major, minor, patch) >= (10, 2, 2) {
+            "utf8mb4_nopad_bin"
+        } else {
+            "utf8mb4_bin"
+        }
+    } else if (major, minor, patch) >= (8, 0, 17) {
+        "utf8mb4_0900_bin"
+    } else {
+        "utf8mb4_bin"
+    }
+}
+
 /// A schema version and the statements that create it.
-type Migration = (i64, fn(Dialect) -> Vec<String>);
+type Migration = (i64, fn(Target) -> Vec<String>);
 
 /// Every migration, in order. Versions are never reused or edited once released.
 const ALL: &[Migration] = &[(1, v1)];
@@ -72,28 +108,30 @@ fn ddl<S: SchemaStatementBuilder>(dialect: Dialect, stmt: &S) -> String {
 }
 
 /// MySQL: InnoDB, utf8mb4, byte-exact collation.
-fn table_options(dialect: Dialect, table: &mut TableCreateStatement) {
-    if dialect == Dialect::MySql {
+fn table_options(target: Target, table: &mut TableCreateStatement) {
+    if target.dialect == Dialect::MySql {
         table
             .engine("InnoDB")
             .character_set("utf8mb4")
-            .collate("utf8mb4_bin");
+            .collate(target.collation);
     }
 }
 
-fn migrations_table(dialect: Dialect) -> String {
+fn migrations_table(target: Target) -> String {
+    let dialect = target.dialect;
     let mut table = Table::create();
     table
         .table(MIGRATIONS)
         .if_not_exists()
         .col(ColumnDef::new(VERSION).big_integer().not_null().primary_key())
         .col(ColumnDef::new(APPLIED_AT).big_integer().not_null());
-    table_options(dialect, &mut table);
+    table_options(target, &mut table);
     ddl(dialect, &table)
 }
 
 /// Version 1: users and sessions.
-fn v1(dialect: Dialect) -> Vec<String> {
+fn v1(target: Target) -> Vec<String> {
+    let dialect = target.dialect;
     let mut users = Table::create();
     users
         .table(USERS)
@@ -104,7 +142,7 @@ fn v1(dialect: Dialect) -> Vec<String> {
         .col(ColumnDef::new(ROLES).text().not_null())
         .col(ColumnDef::new(CREATED_AT).big_integer().not_null())
         .col(ColumnDef::new(UPDATED_AT).big_integer().not_null());
-    table_options(dialect, &mut users);
+    table_options(target, &mut users);
 
     let mut sessions = Table::create();
     sessions
@@ -128,7 +166,7 @@ fn v1(dialect: Dialect) -> Vec<String> {
                 .to(USERS, ID)
                 .on_delete(ForeignKeyAction::Cascade),
         );
-    table_options(dialect, &mut sessions);
+    table_options(target, &mut sessions);
 
     let indexes: Vec<IndexCreateStatement> = [USER_ID, FAMILY_ID, EXPIRES_AT, PREVIOUS_HASH]
         .into_iter()
@@ -170,10 +208,11 @@ fn record_version(version: i64) -> Result<sea_query::InsertStatement, sqlx::Erro
 /// Applies every pending migration over one connection (`$conn`: `&mut Connection`).
 /// Evaluates to `Result<(), sqlx::Error>`.
 macro_rules! run_pending {
-    ($db:expr, $conn:expr) => {
+    ($db:expr, $conn:expr, $target:expr) => {
         async {
-            let dialect = $db.dialect();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(migrations_table(dialect)))
+            let target: Target = $target;
+            let dialect = target.dialect;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(migrations_table(target)))
                 .execute(&mut *$conn)
                 .await?;
             let (sql, values) = $db.build(&Query::select().column(VERSION).from(MIGRATIONS).to_owned());
@@ -188,7 +227,7 @@ macro_rules! run_pending {
                 if applied.contains(version) {
                     continue;
                 }
-                for statement in statements(dialect) {
+                for statement in statements(target) {
                     sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
                         .execute(&mut *$conn)
                         .await?;
@@ -217,6 +256,30 @@ fn is_sqlite_busy(err: &sqlx::Error) -> bool {
 }
 
 impl Database {
+    /// The schema versions recorded in `sentri_migrations`, ascending (an error before the
+    /// first [`Database::migrate`] created the table).
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>, SentriError> {
+        let (sql, values) = self.build(
+            &Query::select()
+                .column(VERSION)
+                .from(MIGRATIONS)
+                .order_by(VERSION, sea_query::Order::Asc)
+                .to_owned(),
+        );
+        self.bounded(async {
+            on_pool!(self, pool => {
+                let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)?;
+                rows.iter()
+                    .map(|row| sqlx::Row::try_get::<i64, _>(row, 0).map_err(db_err))
+                    .collect()
+            })
+        })
+        .await
+    }
+
     /// Creates or upgrades sentri's tables, applying only the pending versions.
     ///
     /// Versions are recorded in `sentri_migrations (version BIGINT PRIMARY KEY,
@@ -245,7 +308,11 @@ impl Database {
                     .execute(&mut *conn)
                     .await
                     .map_err(db_err)?;
-                let result = run_pending!(self, conn).await;
+                let target = Target {
+                    dialect: Dialect::Postgres,
+                    collation: "",
+                };
+                let result = run_pending!(self, conn, target).await;
                 let (sql, values) = lock("pg_advisory_unlock");
                 let unlocked = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
                     .execute(&mut *conn)
@@ -278,7 +345,23 @@ impl Database {
                         "timed out waiting for the sentri migration lock",
                     )));
                 }
-                let result = run_pending!(self, conn).await;
+                let result = async {
+                    let (sql, values) = self.build(
+                        &Query::select()
+                            .expr(sea_query::Func::cust("VERSION"))
+                            .to_owned(),
+                    );
+                    let row = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    let version: String = sqlx::Row::try_get(&row, 0)?;
+                    let target = Target {
+                        dialect: Dialect::MySql,
+                        collation: mysql_collation(&version),
+                    };
+                    run_pending!(self, conn, target).await
+                }
+                .await;
                 let (sql, values) = self.build(
                     &Query::select()
                         .expr(sea_query::Func::cust("RELEASE_LOCK").arg(MYSQL_MIGRATE_LOCK))
@@ -297,7 +380,11 @@ impl Database {
                 let mut attempt = 0u32;
                 loop {
                     let mut conn = pool.acquire().await.map_err(db_err)?;
-                    match run_pending!(self, conn).await {
+                    let target = Target {
+                        dialect: Dialect::Sqlite,
+                        collation: "",
+                    };
+                    match run_pending!(self, conn, target).await {
                         Ok(()) => return Ok(()),
                         Err(e) if is_sqlite_busy(&e) && attempt < 10 => {
                             attempt += 1;
