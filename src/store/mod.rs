@@ -1,1 +1,404 @@
 //! Storage: users and sessions on PostgreSQL, MySQL/MariaDB and SQLite.
+//!
+//! [`Database`] wraps one connection pool whose dialect is picked at runtime from the
+//! URL ([`Database::connect`]) or from an application's own pool (`From<sqlx::PgPool>`
+//! and friends). Every SQL statement — schema included — is built with `sea-query`, so
+//! all dialect differences live in this module.
+//!
+//! # Timestamps
+//!
+//! Every timestamp column (`created_at`, `updated_at`, `expires_at`, `last_used_at`,
+//! `applied_at`) is a `BIGINT` holding **unix epoch milliseconds** (`i64`, see
+//! [`now_ms`]). Integers compare correctly on every dialect, carry no time zone and have
+//! no 2038 limit (MySQL's `TIMESTAMP` ends in January 2038).
+//!
+//! # Backends
+//!
+//! Each backend is compiled only under its cargo feature: `postgres`, `mysql`
+//! (MySQL and MariaDB) and `sqlite` (the default).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sea_query::{Expr, Query};
+use sea_query_sqlx::{SqlxBinder, SqlxValues};
+
+use crate::error::SentriError;
+
+mod schema;
+mod sessions;
+mod users;
+
+pub use sessions::{NewSession, SessionRecord};
+pub use users::{NewUser, UserRecord};
+
+/// The current time as unix epoch milliseconds, the unit of every stored timestamp.
+pub fn now_ms() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        // A clock before 1970: report it as a negative offset.
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// The SQL dialect of a [`Database`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// PostgreSQL (feature `postgres`).
+    Postgres,
+    /// MySQL or MariaDB (feature `mysql`).
+    MySql,
+    /// SQLite (feature `sqlite`).
+    Sqlite,
+}
+
+impl Dialect {
+    /// A short lowercase name: `"postgres"`, `"mysql"` or `"sqlite"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::MySql => "mysql",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Pool settings for [`Database::connect_with`].
+///
+/// The defaults ([`Default`]) are 10 connections, a 5 s acquire timeout and a 5 s
+/// statement timeout.
+#[derive(Debug, Clone)]
+pub struct DatabaseOptions {
+    /// The maximum number of pooled connections (default 10).
+    pub max_connections: u32,
+    /// How long to wait for a free connection before failing with
+    /// `SERVICE_UNAVAILABLE` (default 5 s).
+    pub acquire_timeout: Duration,
+    /// The longest a single statement may run (default 5 s).
+    ///
+    /// PostgreSQL enforces it on the server (`statement_timeout` set as a connection
+    /// option). MySQL/MariaDB and SQLite have no server-side setting that sea-query can
+    /// build, so there every repository call is bounded on the client with a tokio
+    /// timeout of this length (plus the acquire timeout to get a connection); SQLite
+    /// lock waits are further bounded by its 5 s `busy_timeout`.
+    pub statement_timeout: Duration,
+}
+
+impl Default for DatabaseOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The result of [`Database::health_check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthStatus {
+    /// `true` when a trivial query succeeded.
+    pub healthy: bool,
+    /// How long the round trip took (including acquiring a connection).
+    pub latency: Duration,
+    /// The database's dialect.
+    pub dialect: Dialect,
+}
+
+#[derive(Clone)]
+pub(crate) enum Pool {
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+    #[cfg(feature = "mysql")]
+    MySql(sqlx::MySqlPool),
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+}
+
+struct Inner {
+    pool: Pool,
+    /// Client-side bound for one repository call.
+    op_timeout: Duration,
+}
+
+/// A handle to the user and session store. Cheap to clone (an `Arc` inside).
+///
+/// Its `Debug` output shows only the dialect — never the URL or credentials.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database")
+            .field("dialect", &self.dialect())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of `$db`.
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match &$db.inner.pool {
+            #[cfg(feature = "postgres")]
+            $crate::store::Pool::Postgres($pool) => $body,
+            #[cfg(feature = "mysql")]
+            $crate::store::Pool::MySql($pool) => $body,
+            #[cfg(feature = "sqlite")]
+            $crate::store::Pool::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Maps any database error to `SERVICE_UNAVAILABLE`, keeping it as the source.
+pub(crate) fn db_err(err: sqlx::Error) -> SentriError {
+    SentriError::unavailable(err)
+}
+
+/// `true` when `err` is a unique/primary-key violation (every dialect).
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+#[cfg(not(all(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+fn feature_missing(feature: &str) -> SentriError {
+    SentriError::configuration(format!(
+        "this database URL needs sentri's `{feature}` cargo feature, which is not enabled"
+    ))
+}
+
+fn invalid_url() -> SentriError {
+    // The URL may carry a password: never echo it.
+    SentriError::configuration("invalid database URL")
+}
+
+impl Database {
+    /// Connects with [`DatabaseOptions::default`]. See [`Database::connect_with`].
+    pub async fn connect(url: &str) -> Result<Database, SentriError> {
+        Self::connect_with(url, DatabaseOptions::default()).await
+    }
+
+    /// Connects to `url` and checks that the database answers.
+    ///
+    /// Accepted schemes: `postgres://`, `postgresql://` (feature `postgres`);
+    /// `mysql://`, `mariadb://` (feature `mysql`); `sqlite://path`, `sqlite:path`,
+    /// `sqlite::memory:` (feature `sqlite`; the file is created if missing, WAL journal,
+    /// `busy_timeout` 5 s, foreign keys on).
+    ///
+    /// A scheme whose feature is not compiled in, or an unknown/malformed URL, is a
+    /// `CONFIGURATION_ERROR`; an unreachable server is `SERVICE_UNAVAILABLE`.
+    pub async fn connect_with(url: &str, options: DatabaseOptions) -> Result<Database, SentriError> {
+        let scheme = url
+            .split_once(':')
+            .map(|(s, _)| s.to_ascii_lowercase())
+            .ok_or_else(invalid_url)?;
+        match scheme.as_str() {
+            "postgres" | "postgresql" => Self::connect_postgres(url, &options).await,
+            "mysql" | "mariadb" => Self::connect_mysql(url, &options).await,
+            "sqlite" => Self::connect_sqlite(url, &options).await,
+            _ => Err(SentriError::configuration(
+                "unsupported database URL scheme (expected postgres://, mysql://, mariadb:// or sqlite:)",
+            )),
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn connect_postgres(url: &str, options: &DatabaseOptions) -> Result<Database, SentriError> {
+        use std::str::FromStr;
+        let connect = sqlx::postgres::PgConnectOptions::from_str(url)
+            .map_err(|_| invalid_url())?
+            .options([(
+                "statement_timeout",
+                options.statement_timeout.as_millis().to_string(),
+            )]);
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(db_err)?;
+        Ok(Self::from_pool(Pool::Postgres(pool), options))
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    async fn connect_postgres(_: &str, _: &DatabaseOptions) -> Result<Database, SentriError> {
+        Err(feature_missing("postgres"))
+    }
+
+    #[cfg(feature = "mysql")]
+    async fn connect_mysql(url: &str, options: &DatabaseOptions) -> Result<Database, SentriError> {
+        use std::str::FromStr;
+        let url = match url.get(..8) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("mariadb:") => {
+                format!("mysql:{}", &url[8..])
+            }
+            _ => url.to_owned(),
+        };
+        let connect =
+            sqlx::mysql::MySqlConnectOptions::from_str(&url).map_err(|_| invalid_url())?;
+        let pool = sqlx::mysql::MySqlPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(db_err)?;
+        Ok(Self::from_pool(Pool::MySql(pool), options))
+    }
+
+    #[cfg(not(feature = "mysql"))]
+    async fn connect_mysql(_: &str, _: &DatabaseOptions) -> Result<Database, SentriError> {
+        Err(feature_missing("mysql"))
+    }
+
+    #[cfg(feature = "sqlite")]
+    async fn connect_sqlite(url: &str, options: &DatabaseOptions) -> Result<Database, SentriError> {
+        use std::str::FromStr;
+        let connect = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .map_err(|_| invalid_url())?
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(db_err)?;
+        Ok(Self::from_pool(Pool::Sqlite(pool), options))
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    async fn connect_sqlite(_: &str, _: &DatabaseOptions) -> Result<Database, SentriError> {
+        Err(feature_missing("sqlite"))
+    }
+
+    fn from_pool(pool: Pool, options: &DatabaseOptions) -> Database {
+        // Acquire + statement, with a little slack so the server-side timeout (Postgres)
+        // or the pool's acquire timeout report first when they apply.
+        let op_timeout = options
+            .acquire_timeout
+            .saturating_add(options.statement_timeout)
+            .saturating_add(Duration::from_millis(500));
+        Database {
+            inner: Arc::new(Inner { pool, op_timeout }),
+        }
+    }
+
+    /// The dialect of the underlying pool.
+    pub fn dialect(&self) -> Dialect {
+        match &self.inner.pool {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(_) => Dialect::Postgres,
+            #[cfg(feature = "mysql")]
+            Pool::MySql(_) => Dialect::MySql,
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// Runs a trivial `SELECT` and reports whether it worked and how long it took.
+    pub async fn health_check(&self) -> HealthStatus {
+        let started = Instant::now();
+        let (sql, values) = self.build(&Query::select().expr(Expr::val(1i32)).to_owned());
+        let healthy = self
+            .bounded(async {
+                on_pool!(self, pool => sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                    .fetch_one(pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(db_err))
+            })
+            .await
+            .is_ok();
+        HealthStatus {
+            healthy,
+            latency: started.elapsed(),
+            dialect: self.dialect(),
+        }
+    }
+
+    /// Renders a query statement for this database's dialect.
+    pub(crate) fn build<S: SqlxBinder>(&self, stmt: &S) -> (String, SqlxValues) {
+        match &self.inner.pool {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(_) => stmt.build_sqlx(sea_query::PostgresQueryBuilder),
+            #[cfg(feature = "mysql")]
+            Pool::MySql(_) => stmt.build_sqlx(sea_query::MysqlQueryBuilder),
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(_) => stmt.build_sqlx(sea_query::SqliteQueryBuilder),
+        }
+    }
+
+    /// Executes one built statement and returns the number of affected rows; database
+    /// errors go through `on_err` (so callers can recognise constraint violations).
+    pub(crate) async fn exec_with(
+        &self,
+        (sql, values): (String, SqlxValues),
+        on_err: impl FnOnce(sqlx::Error) -> SentriError,
+    ) -> Result<u64, SentriError> {
+        let result = self
+            .bounded(async {
+                Ok(on_pool!(self, pool => sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())))
+            })
+            .await?;
+        result.map_err(on_err)
+    }
+
+    /// Executes one built statement; any database error is `SERVICE_UNAVAILABLE`.
+    pub(crate) async fn exec(&self, built: (String, SqlxValues)) -> Result<u64, SentriError> {
+        self.exec_with(built, db_err).await
+    }
+
+    /// Bounds one repository call by the client-side operation timeout.
+    pub(crate) async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = Result<T, SentriError>>,
+    ) -> Result<T, SentriError> {
+        match tokio::time::timeout(self.inner.op_timeout, fut).await {
+            Ok(res) => res,
+            Err(_) => Err(SentriError::unavailable(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "database operation timed out",
+            ))),
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<sqlx::PgPool> for Database {
+    /// Shares an application's PostgreSQL pool (default statement bound of 5 s on the
+    /// client; set `statement_timeout` on the pool's connect options for a server one).
+    fn from(pool: sqlx::PgPool) -> Self {
+        Self::from_pool(Pool::Postgres(pool), &DatabaseOptions::default())
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl From<sqlx::MySqlPool> for Database {
+    /// Shares an application's MySQL/MariaDB pool.
+    fn from(pool: sqlx::MySqlPool) -> Self {
+        Self::from_pool(Pool::MySql(pool), &DatabaseOptions::default())
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl From<sqlx::SqlitePool> for Database {
+    /// Shares an application's SQLite pool. Deleting a user removes its sessions
+    /// explicitly, so this works even if the pool has foreign keys turned off.
+    fn from(pool: sqlx::SqlitePool) -> Self {
+        Self::from_pool(Pool::Sqlite(pool), &DatabaseOptions::default())
+    }
+}
