@@ -3,12 +3,9 @@
 #![warn(missing_docs)]
 
 pub mod auth;
-#[cfg(feature = "client")]
-pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
-pub mod idempotency;
 pub mod layer;
 pub mod password;
 pub mod revocation;
@@ -22,11 +19,8 @@ pub use auth::{
     AuthConfig, AuthResult, LoginInput, RefreshResult, RegisterInput, ServerAuth, SessionMeta,
     create_auth,
 };
-#[cfg(feature = "client")]
-pub use client::{ClientAuth, ClientConfig};
 pub use config::{AccessCookieConfig, CookieConfig, Handlers, Hooks, SameSite, ServerConfig, Ttl};
 pub use error::{ApiResponse, ErrorCode, Result, SentriError};
-pub use idempotency::{IdempotencyKey, IdempotencyLayer, IdempotencyOptions};
 pub use layer::{CurrentUser, GuardLayer, PermitOptions};
 #[cfg(feature = "postgres")]
 pub use server::{CreateServerOptions, PostgresConfig, create_auth_server};

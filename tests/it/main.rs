@@ -1,3 +1,5 @@
 mod common;
 mod db;
+mod http;
+mod services;
 mod store;
