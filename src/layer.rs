@@ -169,6 +169,15 @@ impl GuardLayer {
         }
     }
 
+    /// Like `authorize`, without the build-time role-name check (for sentri's own
+    /// admin route, whose role may legitimately be absent from `valid_roles`).
+    pub(crate) fn any_role_unchecked(auth: Arc<dyn Authenticate>, roles: Vec<String>) -> Self {
+        Self {
+            auth,
+            rule: Rule::AnyRole(roles.into()),
+        }
+    }
+
     /// Runs a permission check; listed roles bypass it.
     pub fn permit(auth: Arc<dyn Authenticate>, options: PermitOptions) -> Self {
         auth.check_role_names(&options.roles);
