@@ -196,7 +196,10 @@ impl Database {
     ///
     /// A scheme whose feature is not compiled in, or an unknown/malformed URL, is a
     /// `CONFIGURATION_ERROR`; an unreachable server is `SERVICE_UNAVAILABLE`.
-    pub async fn connect_with(url: &str, options: DatabaseOptions) -> Result<Database, SentriError> {
+    pub async fn connect_with(
+        url: &str,
+        options: DatabaseOptions,
+    ) -> Result<Database, SentriError> {
         let scheme = url
             .split_once(':')
             .map(|(s, _)| s.to_ascii_lowercase())
@@ -212,7 +215,10 @@ impl Database {
     }
 
     #[cfg(feature = "postgres")]
-    async fn connect_postgres(url: &str, options: &DatabaseOptions) -> Result<Database, SentriError> {
+    async fn connect_postgres(
+        url: &str,
+        options: &DatabaseOptions,
+    ) -> Result<Database, SentriError> {
         use std::str::FromStr;
         let connect = sqlx::postgres::PgConnectOptions::from_str(url)
             .map_err(|_| invalid_url())?
@@ -348,10 +354,12 @@ impl Database {
     ) -> Result<u64, SentriError> {
         let result = self
             .bounded(async {
-                Ok(on_pool!(self, pool => sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                Ok(
+                    on_pool!(self, pool => sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
                     .execute(pool)
                     .await
-                    .map(|done| done.rows_affected())))
+                    .map(|done| done.rows_affected())),
+                )
             })
             .await?;
         result.map_err(on_err)

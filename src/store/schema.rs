@@ -8,8 +8,8 @@
 //! (`'A' != 'a'`, `'é' != 'e'`, `'x ' != 'x'`).
 
 use sea_query::{
-    ColumnDef, Expr, ForeignKey, ForeignKeyAction, Index, IndexCreateStatement, OnConflict,
-    Query, SchemaStatementBuilder, Table, TableCreateStatement,
+    ColumnDef, Expr, ForeignKey, ForeignKeyAction, Index, IndexCreateStatement, OnConflict, Query,
+    SchemaStatementBuilder, Table, TableCreateStatement,
 };
 
 use super::{Database, Dialect, Pool, db_err, now_ms, on_pool};
@@ -41,7 +41,7 @@ const APPLIED_AT: &str = "applied_at";
 
 #[cfg(feature = "postgres")]
 /// The key of the PostgreSQL advisory lock held while migrating ("sentri" in ASCII).
-const PG_MIGRATE_LOCK: i64 = 0x0073_656e_7472_69;
+const PG_MIGRATE_LOCK: i64 = 0x0000_7365_6e74_7269;
 #[cfg(feature = "mysql")]
 /// The name of the MySQL/MariaDB named lock held while migrating.
 const MYSQL_MIGRATE_LOCK: &str = "sentri_migrate";
@@ -65,8 +65,11 @@ struct Target {
 }
 
 /// The byte-exact collation to use on a MySQL/MariaDB server reporting `version`.
+#[cfg(feature = "mysql")]
 fn mysql_collation(version: &str) -> &'static str {
-    let mut parts = version
+    // Old MariaDB replication-compatible version strings start with "5.5.5-".
+    let numbers = version.strip_prefix("5.5.5-").unwrap_or(version);
+    let mut parts = numbers
         .split(|c: char| !c.is_ascii_digit())
         .filter(|p| !p.is_empty())
         .map(|p| p.parse::<u32>().unwrap_or(0));
@@ -123,7 +126,12 @@ fn migrations_table(target: Target) -> String {
     table
         .table(MIGRATIONS)
         .if_not_exists()
-        .col(ColumnDef::new(VERSION).big_integer().not_null().primary_key())
+        .col(
+            ColumnDef::new(VERSION)
+                .big_integer()
+                .not_null()
+                .primary_key(),
+        )
         .col(ColumnDef::new(APPLIED_AT).big_integer().not_null());
     table_options(target, &mut table);
     ddl(dialect, &table)
@@ -137,7 +145,12 @@ fn v1(target: Target) -> Vec<String> {
         .table(USERS)
         .if_not_exists()
         .col(ColumnDef::new(ID).string_len(36).not_null().primary_key())
-        .col(ColumnDef::new(IDENTIFIER).string_len(320).not_null().unique_key())
+        .col(
+            ColumnDef::new(IDENTIFIER)
+                .string_len(320)
+                .not_null()
+                .unique_key(),
+        )
         .col(ColumnDef::new(PASSWORD_HASH).string_len(255).not_null())
         .col(ColumnDef::new(ROLES).text().not_null())
         .col(ColumnDef::new(CREATED_AT).big_integer().not_null())
@@ -151,7 +164,12 @@ fn v1(target: Target) -> Vec<String> {
         .col(ColumnDef::new(ID).string_len(36).not_null().primary_key())
         .col(ColumnDef::new(USER_ID).string_len(36).not_null())
         .col(ColumnDef::new(FAMILY_ID).string_len(36).not_null())
-        .col(ColumnDef::new(REFRESH_HASH).string_len(64).not_null().unique_key())
+        .col(
+            ColumnDef::new(REFRESH_HASH)
+                .string_len(64)
+                .not_null()
+                .unique_key(),
+        )
         .col(ColumnDef::new(PREVIOUS_HASH).string_len(64).null())
         .col(ColumnDef::new(ROTATED_FROM).string_len(36).null())
         .col(ColumnDef::new(EXPIRES_AT).big_integer().not_null())
@@ -201,7 +219,11 @@ fn record_version(version: i64) -> Result<sea_query::InsertStatement, sqlx::Erro
         .columns([VERSION, APPLIED_AT])
         .values([Expr::val(version), Expr::val(now_ms())])
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?
-        .on_conflict(OnConflict::column(VERSION).do_nothing_on([VERSION]).to_owned())
+        .on_conflict(
+            OnConflict::column(VERSION)
+                .do_nothing_on([VERSION])
+                .to_owned(),
+        )
         .to_owned())
 }
 
@@ -399,5 +421,23 @@ impl Database {
                 }
             }
         }
+    }
+}
+
+#[cfg(all(test, feature = "mysql"))]
+mod tests {
+    use super::mysql_collation;
+
+    #[test]
+    fn picks_a_no_pad_binary_collation_when_the_server_has_one() {
+        assert_eq!(
+            mysql_collation("10.11.19-MariaDB-0+deb12u1"),
+            "utf8mb4_nopad_bin"
+        );
+        assert_eq!(mysql_collation("5.5.5-10.1.48-MariaDB"), "utf8mb4_bin");
+        assert_eq!(mysql_collation("5.5.5-10.6.2-MariaDB"), "utf8mb4_nopad_bin");
+        assert_eq!(mysql_collation("8.0.36"), "utf8mb4_0900_bin");
+        assert_eq!(mysql_collation("8.4.0-commercial"), "utf8mb4_0900_bin");
+        assert_eq!(mysql_collation("5.7.44-log"), "utf8mb4_bin");
     }
 }

@@ -62,7 +62,10 @@ impl fmt::Debug for SessionRecord {
             .field("user_id", &self.user_id)
             .field("family_id", &self.family_id)
             .field("refresh_hash", &"<redacted>")
-            .field("previous_hash", &self.previous_hash.as_ref().map(|_| "<redacted>"))
+            .field(
+                "previous_hash",
+                &self.previous_hash.as_ref().map(|_| "<redacted>"),
+            )
             .field("rotated_from", &self.rotated_from)
             .field("expires_at", &self.expires_at)
             .field("created_at", &self.created_at)
@@ -104,7 +107,10 @@ impl fmt::Debug for NewSession {
             .field("user_id", &self.user_id)
             .field("family_id", &self.family_id)
             .field("refresh_hash", &"<redacted>")
-            .field("previous_hash", &self.previous_hash.as_ref().map(|_| "<redacted>"))
+            .field(
+                "previous_hash",
+                &self.previous_hash.as_ref().map(|_| "<redacted>"),
+            )
             .field("rotated_from", &self.rotated_from)
             .field("expires_at", &self.expires_at)
             .field("user_agent", &self.user_agent)
@@ -171,9 +177,7 @@ fn is_transient(dialect: Dialect, err: &sqlx::Error) -> bool {
     };
     match dialect {
         Dialect::Postgres | Dialect::MySql => matches!(&*code, "40001" | "40P01"),
-        Dialect::Sqlite => code
-            .parse::<i64>()
-            .is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
+        Dialect::Sqlite => code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
     }
 }
 
@@ -224,9 +228,16 @@ impl Database {
         .await
     }
 
-    async fn fetch_session(&self, mut stmt: SelectStatement) -> Result<Option<SessionRecord>, SentriError> {
+    async fn fetch_session(
+        &self,
+        mut stmt: SelectStatement,
+    ) -> Result<Option<SessionRecord>, SentriError> {
         stmt.limit(1);
-        Ok(self.fetch_sessions(self.build(&stmt)).await?.into_iter().next())
+        Ok(self
+            .fetch_sessions(self.build(&stmt))
+            .await?
+            .into_iter()
+            .next())
     }
 
     fn select_session() -> SelectStatement {
@@ -246,8 +257,12 @@ impl Database {
 
     /// The session with this id, if any.
     pub async fn find_session(&self, id: &str) -> Result<Option<SessionRecord>, SentriError> {
-        self.fetch_session(Self::select_session().and_where(Expr::col(ID).eq(id)).to_owned())
-            .await
+        self.fetch_session(
+            Self::select_session()
+                .and_where(Expr::col(ID).eq(id))
+                .to_owned(),
+        )
+        .await
     }
 
     /// The session whose current refresh token hashes to `hash`, if any.
@@ -335,7 +350,10 @@ impl Database {
     }
 
     /// Every session of a user, oldest first.
-    pub async fn list_user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, SentriError> {
+    pub async fn list_user_sessions(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<SessionRecord>, SentriError> {
         let stmt = Self::select_session()
             .and_where(Expr::col(USER_ID).eq(user_id))
             .order_by(CREATED_AT, Order::Asc)

@@ -108,7 +108,10 @@ fn map_user_conflict(err: sqlx::Error) -> SentriError {
 }
 
 impl Database {
-    async fn fetch_user(&self, (sql, values): (String, SqlxValues)) -> Result<Option<UserRecord>, SentriError> {
+    async fn fetch_user(
+        &self,
+        (sql, values): (String, SqlxValues),
+    ) -> Result<Option<UserRecord>, SentriError> {
         self.bounded(async {
             on_pool!(self, pool => {
                 let row = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
@@ -157,7 +160,9 @@ impl Database {
 
     /// The user with this id, if any.
     pub async fn find_user_by_id(&self, id: &str) -> Result<Option<UserRecord>, SentriError> {
-        let stmt = Self::select_user().and_where(Expr::col(ID).eq(id)).to_owned();
+        let stmt = Self::select_user()
+            .and_where(Expr::col(ID).eq(id))
+            .to_owned();
         self.fetch_user(self.build(&stmt)).await
     }
 

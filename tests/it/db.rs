@@ -23,9 +23,15 @@ use crate::common::{require_services, unique};
 enum Cleanup {
     SqliteFile(PathBuf),
     #[cfg(feature = "postgres")]
-    PgSchema { url: String, schema: String },
+    PgSchema {
+        url: String,
+        schema: String,
+    },
     #[cfg(feature = "mysql")]
-    MySqlDatabase { url: String, name: String },
+    MySqlDatabase {
+        url: String,
+        name: String,
+    },
 }
 
 /// One isolated database for a test.
@@ -61,11 +67,10 @@ impl TestDb {
             #[cfg(feature = "mysql")]
             Cleanup::MySqlDatabase { url, name } => {
                 if let Ok(mut conn) = sqlx::MySqlConnection::connect(&url).await {
-                    let _ = sqlx::raw_sql(AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS `{name}`"
-                    )))
-                    .execute(&mut conn)
-                    .await;
+                    let _ =
+                        sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`")))
+                            .execute(&mut conn)
+                            .await;
                 }
             }
         }

@@ -60,7 +60,12 @@ async fn store_migrations_idempotent_and_concurrent() {
         }
         t.db.migrate().await.expect("second migrate");
         t.db.migrate().await.expect("third migrate");
-        assert_eq!(t.db.applied_migrations().await.expect("versions"), vec![1], "{}", t.name);
+        assert_eq!(
+            t.db.applied_migrations().await.expect("versions"),
+            vec![1],
+            "{}",
+            t.name
+        );
         let u = user(&t.db, "after-migrate@example.com").await;
         assert_eq!(t.db.count_users().await.expect("count"), 1);
         assert!(t.db.find_user_by_id(&u.id).await.expect("find").is_some());
@@ -97,9 +102,17 @@ async fn store_users_roundtrip_verbatim() {
             let u = user(db, ident).await;
             assert_eq!(u.identifier, ident);
             assert!(ids.insert(u.id.clone()));
-            assert_eq!(uuid::Uuid::parse_str(&u.id).expect("uuid").get_version_num(), 7);
+            assert_eq!(
+                uuid::Uuid::parse_str(&u.id)
+                    .expect("uuid")
+                    .get_version_num(),
+                7
+            );
         }
-        assert_eq!(db.count_users().await.expect("count"), identifiers.len() as u64);
+        assert_eq!(
+            db.count_users().await.expect("count"),
+            identifiers.len() as u64
+        );
         for ident in identifiers {
             let found = db
                 .find_user_by_identifier(ident)
@@ -109,14 +122,27 @@ async fn store_users_roundtrip_verbatim() {
             assert_eq!(found.identifier, ident, "{}", t.name);
             assert_eq!(found.roles, roles(&["user"]));
             assert_eq!(found.password_hash, "$2b$10$hash");
-            let by_id = db.find_user_by_id(&found.id).await.expect("find id").expect("by id");
+            let by_id = db
+                .find_user_by_id(&found.id)
+                .await
+                .expect("find id")
+                .expect("by id");
             assert_eq!(by_id, found);
         }
         let bob = db.find_user_by_identifier("Bob").await.unwrap().unwrap();
         let lower = db.find_user_by_identifier("bob").await.unwrap().unwrap();
-        assert_ne!(bob.id, lower.id, "{}: 'Bob' and 'bob' must be distinct", t.name);
+        assert_ne!(
+            bob.id, lower.id,
+            "{}: 'Bob' and 'bob' must be distinct",
+            t.name
+        );
         assert!(db.find_user_by_identifier("BOB").await.unwrap().is_none());
-        assert!(db.find_user_by_identifier("nobody").await.unwrap().is_none());
+        assert!(
+            db.find_user_by_identifier("nobody")
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(db.find_user_by_id("no-such-id").await.unwrap().is_none());
 
         let dup = db
@@ -133,7 +159,10 @@ async fn store_users_roundtrip_verbatim() {
         let dbg = format!("{bob:?}");
         assert!(dbg.contains("<redacted>") && !dbg.contains("$2b$"), "{dbg}");
         let au = bob.to_auth_user();
-        assert_eq!((au.id, au.identifier, au.roles), (bob.id.clone(), bob.identifier.clone(), bob.roles.clone()));
+        assert_eq!(
+            (au.id, au.identifier, au.roles),
+            (bob.id.clone(), bob.identifier.clone(), bob.roles.clone())
+        );
         t.cleanup().await;
     }
 }
@@ -186,7 +215,12 @@ async fn store_user_updates() {
         assert_eq!(updated.roles, roles(&["admin", "user"]));
         assert!(updated.updated_at > u.updated_at);
         assert_eq!(updated.created_at, u.created_at);
-        assert!(db.update_user_roles("missing", &[]).await.unwrap().is_none());
+        assert!(
+            db.update_user_roles("missing", &[])
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         let renamed = db
             .update_user_identifier(&u.id, "Carol@example.com")
@@ -194,18 +228,40 @@ async fn store_user_updates() {
             .expect("rename")
             .expect("exists");
         assert_eq!(renamed.identifier, "Carol@example.com");
-        assert!(db.find_user_by_identifier("carol@example.com").await.unwrap().is_none());
+        assert!(
+            db.find_user_by_identifier("carol@example.com")
+                .await
+                .unwrap()
+                .is_none()
+        );
         let taken = db
             .update_user_identifier(&u.id, &other.identifier)
             .await
             .expect_err("taken");
         assert_eq!(taken.code(), &ErrorCode::UserAlreadyExists, "{}", t.name);
-        assert!(db.update_user_identifier("missing", "zzz").await.unwrap().is_none());
+        assert!(
+            db.update_user_identifier("missing", "zzz")
+                .await
+                .unwrap()
+                .is_none()
+        );
 
-        assert!(db.update_user_password(&u.id, "new-hash").await.expect("pw"));
+        assert!(
+            db.update_user_password(&u.id, "new-hash")
+                .await
+                .expect("pw")
+        );
         // Same value again still reports the row (MySQL counts matched rows).
-        assert!(db.update_user_password(&u.id, "new-hash").await.expect("pw again"));
-        assert!(!db.update_user_password("missing", "x").await.expect("pw missing"));
+        assert!(
+            db.update_user_password(&u.id, "new-hash")
+                .await
+                .expect("pw again")
+        );
+        assert!(
+            !db.update_user_password("missing", "x")
+                .await
+                .expect("pw missing")
+        );
         let after = db.find_user_by_id(&u.id).await.unwrap().unwrap();
         assert_eq!(after.password_hash, "new-hash");
         assert_eq!(after.roles, roles(&["admin", "user"]));
@@ -226,10 +282,22 @@ async fn store_sessions_crud() {
         let v = user(db, "frank@example.com").await;
         let now = now_ms();
 
-        let s1 = db.create_session(&new_session(&u.id, "fam-1", now + 60_000)).await.expect("s1");
-        let s2 = db.create_session(&new_session(&u.id, "fam-1", now + 60_000)).await.expect("s2");
-        let s3 = db.create_session(&new_session(&u.id, "fam-2", YEAR_2100_MS)).await.expect("s3");
-        let s4 = db.create_session(&new_session(&v.id, "fam-3", now - 1)).await.expect("s4");
+        let s1 = db
+            .create_session(&new_session(&u.id, "fam-1", now + 60_000))
+            .await
+            .expect("s1");
+        let s2 = db
+            .create_session(&new_session(&u.id, "fam-1", now + 60_000))
+            .await
+            .expect("s2");
+        let s3 = db
+            .create_session(&new_session(&u.id, "fam-2", YEAR_2100_MS))
+            .await
+            .expect("s3");
+        let s4 = db
+            .create_session(&new_session(&v.id, "fam-3", now - 1))
+            .await
+            .expect("s4");
         assert!(s1.created_at >= now && s1.last_used_at == s1.created_at);
 
         let missing_user = db
@@ -240,8 +308,18 @@ async fn store_sessions_crud() {
 
         let found: SessionRecord = db.find_session(&s1.id).await.unwrap().expect("find");
         assert_eq!(found, s1);
-        assert_eq!(db.find_session_by_refresh_hash(&s2.refresh_hash).await.unwrap(), Some(s2.clone()));
-        assert!(db.find_session_by_refresh_hash(&hash("zz")).await.unwrap().is_none());
+        assert_eq!(
+            db.find_session_by_refresh_hash(&s2.refresh_hash)
+                .await
+                .unwrap(),
+            Some(s2.clone())
+        );
+        assert!(
+            db.find_session_by_refresh_hash(&hash("zz"))
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(db.find_session("nope").await.unwrap().is_none());
         let dbg = format!("{s1:?}");
         assert!(!dbg.contains(&s1.refresh_hash), "{dbg}");
@@ -253,12 +331,18 @@ async fn store_sessions_crud() {
         assert!(!db.family_active("fam-2", YEAR_2100_MS).await.unwrap());
 
         assert!(db.family_active("fam-1", now).await.unwrap());
-        assert!(!db.family_active("fam-3", now).await.unwrap(), "expired only");
+        assert!(
+            !db.family_active("fam-3", now).await.unwrap(),
+            "expired only"
+        );
         assert!(!db.family_active("fam-none", now).await.unwrap());
 
         let listed = db.list_user_sessions(&u.id).await.unwrap();
         let listed_ids: HashSet<_> = listed.iter().map(|s| s.id.clone()).collect();
-        assert_eq!(listed_ids, HashSet::from([s1.id.clone(), s2.id.clone(), s3.id.clone()]));
+        assert_eq!(
+            listed_ids,
+            HashSet::from([s1.id.clone(), s2.id.clone(), s3.id.clone()])
+        );
 
         assert_eq!(db.delete_expired(now).await.unwrap(), 1, "{}", t.name);
         assert!(db.find_session(&s4.id).await.unwrap().is_none());
@@ -267,18 +351,34 @@ async fn store_sessions_crud() {
         assert!(!db.family_active("fam-1", now).await.unwrap());
         assert_eq!(db.delete_family("fam-1").await.unwrap(), 0);
 
-        let s5 = db.create_session(&new_session(&u.id, "fam-4", now + 1000)).await.unwrap();
+        let s5 = db
+            .create_session(&new_session(&u.id, "fam-4", now + 1000))
+            .await
+            .unwrap();
         assert!(db.delete_session(&s5.id).await.unwrap());
         assert!(!db.delete_session(&s5.id).await.unwrap());
 
-        db.create_session(&new_session(&u.id, "fam-5", now + 1000)).await.unwrap();
-        assert_eq!(db.delete_user_sessions(&u.id).await.unwrap(), 2, "fam-2 + fam-5");
+        db.create_session(&new_session(&u.id, "fam-5", now + 1000))
+            .await
+            .unwrap();
+        assert_eq!(
+            db.delete_user_sessions(&u.id).await.unwrap(),
+            2,
+            "fam-2 + fam-5"
+        );
         assert!(db.list_user_sessions(&u.id).await.unwrap().is_empty());
 
         // Deleting a user removes its sessions.
-        let s6 = db.create_session(&new_session(&v.id, "fam-6", now + 1000)).await.unwrap();
+        let s6 = db
+            .create_session(&new_session(&v.id, "fam-6", now + 1000))
+            .await
+            .unwrap();
         assert!(db.delete_user(&v.id).await.unwrap());
-        assert!(db.find_session(&s6.id).await.unwrap().is_none(), "{}: cascade", t.name);
+        assert!(
+            db.find_session(&s6.id).await.unwrap().is_none(),
+            "{}: cascade",
+            t.name
+        );
         assert!(db.list_user_sessions(&v.id).await.unwrap().is_empty());
         t.cleanup().await;
     }
@@ -290,10 +390,15 @@ async fn store_concurrent_rotation_one_winner() {
         eprintln!("store rotation: running on {}", t.name);
         let u = user(&t.db, "gina@example.com").await;
         let exp = now_ms() + 60_000;
-        let old = t.db.create_session(&new_session(&u.id, "fam-r", exp)).await.unwrap();
+        let old =
+            t.db.create_session(&new_session(&u.id, "fam-r", exp))
+                .await
+                .unwrap();
 
         // A wrong hash never rotates.
-        let wrong = t.db.rotate_session(&old.id, &hash("wrong"), &new_session(&u.id, "fam-r", exp)).await;
+        let wrong =
+            t.db.rotate_session(&old.id, &hash("wrong"), &new_session(&u.id, "fam-r", exp))
+                .await;
         assert!(wrong.expect("wrong hash").is_none());
 
         let tasks: Vec<_> = (0..20)
@@ -319,8 +424,14 @@ async fn store_concurrent_rotation_one_winner() {
         assert_eq!(family.len(), 1, "{}: one row left in the family", t.name);
         assert_eq!(family[0], winners[0]);
         assert!(t.db.find_session(&old.id).await.unwrap().is_none());
-        let by_prev = t.db.find_session_by_previous_hash(&old.refresh_hash).await.unwrap();
-        assert_eq!(by_prev.as_ref().map(|s| s.id.as_str()), Some(winners[0].id.as_str()));
+        let by_prev =
+            t.db.find_session_by_previous_hash(&old.refresh_hash)
+                .await
+                .unwrap();
+        assert_eq!(
+            by_prev.as_ref().map(|s| s.id.as_str()),
+            Some(winners[0].id.as_str())
+        );
         assert_eq!(winners[0].rotated_from.as_deref(), Some(old.id.as_str()));
         t.cleanup().await;
     }
@@ -347,7 +458,9 @@ async fn store_health_check_and_debug() {
 
 #[tokio::test]
 async fn store_connect_urls() {
-    let err = Database::connect("redis://localhost").await.expect_err("unsupported");
+    let err = Database::connect("redis://localhost")
+        .await
+        .expect_err("unsupported");
     assert_eq!(err.code(), &ErrorCode::ConfigurationError);
     let err = Database::connect("not a url").await.expect_err("no scheme");
     assert_eq!(err.code(), &ErrorCode::ConfigurationError);
@@ -361,22 +474,34 @@ async fn store_connect_urls() {
     }
     #[cfg(not(feature = "postgres"))]
     {
-        let err = Database::connect("postgres://u:secret@localhost/db").await.expect_err("feature");
+        let err = Database::connect("postgres://u:secret@localhost/db")
+            .await
+            .expect_err("feature");
         assert_eq!(err.code(), &ErrorCode::ConfigurationError);
         assert!(err.message().contains("postgres") && !err.message().contains("secret"));
     }
     #[cfg(feature = "postgres")]
-    if let Some(url) = crate::common::service_url("SENTRI_TEST_POSTGRES_URL", "store_connect_urls") {
+    if let Some(url) = crate::common::service_url("SENTRI_TEST_POSTGRES_URL", "store_connect_urls")
+    {
         let db = Database::connect(&url).await.expect("postgres connect");
         assert!(db.health_check().await.healthy);
         let alt = url.replacen("postgres://", "postgresql://", 1);
-        assert_eq!(Database::connect(&alt).await.expect("postgresql://").dialect(), Dialect::Postgres);
+        assert_eq!(
+            Database::connect(&alt)
+                .await
+                .expect("postgresql://")
+                .dialect(),
+            Dialect::Postgres
+        );
     }
     #[cfg(feature = "mysql")]
     if let Some(url) = crate::common::service_url("SENTRI_TEST_MYSQL_URL", "store_connect_urls") {
         let db = Database::connect(&url).await.expect("mysql connect");
         assert!(db.health_check().await.healthy);
         let alt = url.replacen("mysql://", "mariadb://", 1);
-        assert_eq!(Database::connect(&alt).await.expect("mariadb://").dialect(), Dialect::MySql);
+        assert_eq!(
+            Database::connect(&alt).await.expect("mariadb://").dialect(),
+            Dialect::MySql
+        );
     }
 }
