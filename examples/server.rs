@@ -52,20 +52,26 @@ async fn signing_key() -> Result<SigningKey, SentriError> {
                 _ => SigningKey::hs256(secret.as_bytes()),
             },
             None => {
-                tracing::warn!("SENTRI_SECRET is not set: generated a random secret; tokens die with this process");
+                tracing::warn!(
+                    "SENTRI_SECRET is not set: generated a random secret; tokens die with this process"
+                );
                 SigningKey::generate(alg).await
             }
         },
         _ => match env("SENTRI_PRIVATE_KEY_FILE") {
             Some(path) => {
                 let pem = std::fs::read_to_string(&path).map_err(|e| {
-                    SentriError::configuration(format!("cannot read SENTRI_PRIVATE_KEY_FILE {path}"))
-                        .with_source(e)
+                    SentriError::configuration(format!(
+                        "cannot read SENTRI_PRIVATE_KEY_FILE {path}"
+                    ))
+                    .with_source(e)
                 })?;
                 SigningKey::from_pem(alg, &pem)
             }
             None => {
-                tracing::warn!("SENTRI_PRIVATE_KEY_FILE is not set: generated an ephemeral {alg:?} key");
+                tracing::warn!(
+                    "SENTRI_PRIVATE_KEY_FILE is not set: generated an ephemeral {alg:?} key"
+                );
                 SigningKey::generate(alg).await
             }
         },
@@ -82,17 +88,32 @@ async fn health(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>)
     let started = Instant::now();
     let health = app.auth.database().health_check().await;
     let latency = started.elapsed().as_secs_f64() * 1000.0;
-    let status = if health.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if health.healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let label = if health.healthy { "ok" } else { "unavailable" };
-    (status, Json(serde_json::json!({ "status": label, "latencyMs": latency })))
+    (
+        status,
+        Json(serde_json::json!({ "status": label, "latencyMs": latency })),
+    )
 }
 
 async fn profile(user: CurrentUser) -> Response {
-    success(StatusCode::OK, "Profile", serde_json::json!({ "user": user.user }))
+    success(
+        StatusCode::OK,
+        "Profile",
+        serde_json::json!({ "user": user.user }),
+    )
 }
 
 async fn admin(user: CurrentUser) -> Response {
-    success(StatusCode::OK, "Welcome, admin", serde_json::json!({ "user": user.user }))
+    success(
+        StatusCode::OK,
+        "Welcome, admin",
+        serde_json::json!({ "user": user.user }),
+    )
 }
 
 async fn update_user(Path(id): Path<String>, user: CurrentUser) -> Response {
@@ -119,7 +140,12 @@ async fn ensure_admin(auth: &ServerAuth) -> Result<(), SentriError> {
         return Ok(());
     };
     let normalized = auth.normalize_identifier(&identifier)?;
-    if auth.database().find_user_by_identifier(&normalized).await?.is_some() {
+    if auth
+        .database()
+        .find_user_by_identifier(&normalized)
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
     auth.register(RegisterInput {
@@ -171,7 +197,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     auth.migrate().await?;
     ensure_admin(&auth).await?;
 
-    let app_state = App { auth: auth.clone(), orders: Arc::new(AtomicU64::new(0)) };
+    let app_state = App {
+        auth: auth.clone(),
+        orders: Arc::new(AtomicU64::new(0)),
+    };
     let own_id_or_admin = PermitOptions::new(["admin"], |parts, user| {
         let allowed = parts
             .uri
@@ -184,7 +213,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let api = Router::new()
         .route("/profile", get(profile).route_layer(auth.protect()))
         .route("/admin", get(admin).route_layer(auth.authorize(["admin"])))
-        .route("/users/{id}", put(update_user).route_layer(auth.permit(own_id_or_admin)))
+        .route(
+            "/users/{id}",
+            put(update_user).route_layer(auth.permit(own_id_or_admin)),
+        )
         .route(
             "/orders",
             post(create_order)
@@ -200,9 +232,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await?;
     tracing::info!("shut down");
     Ok(())
 }
@@ -213,7 +248,8 @@ async fn shutdown() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

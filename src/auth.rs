@@ -199,7 +199,9 @@ impl ServerAuth {
             return Err(SentriError::configuration("valid_roles must not be empty"));
         }
         if valid_roles.iter().any(|r| r.trim().is_empty()) {
-            return Err(SentriError::configuration("valid_roles must not contain empty names"));
+            return Err(SentriError::configuration(
+                "valid_roles must not contain empty names",
+            ));
         }
         let public_roles = match config.public_roles {
             Some(roles) => dedupe(roles),
@@ -218,7 +220,9 @@ impl ServerAuth {
         if let Some(key) = &config.api_key
             && key.len() < 16
         {
-            return Err(SentriError::configuration("api_key must be at least 16 bytes"));
+            return Err(SentriError::configuration(
+                "api_key must be at least 16 bytes",
+            ));
         }
         if let Some(c) = &config.cookie {
             check_same_site(c.same_site, c.secure, "cookie")?;
@@ -229,7 +233,9 @@ impl ServerAuth {
         if let Some(c) = &config.access_cookie {
             check_same_site(c.same_site, c.secure, "access_cookie")?;
             if c.name.is_empty() {
-                return Err(SentriError::configuration("access_cookie name must not be empty"));
+                return Err(SentriError::configuration(
+                    "access_cookie name must not be empty",
+                ));
             }
         }
         let hasher = PasswordHasher::new(config.salt_rounds)?;
@@ -396,7 +402,10 @@ impl ServerAuth {
 
     fn check_roles(&self, roles: &[String]) -> Result<()> {
         if let Some(bad) = roles.iter().find(|r| !self.inner.valid_roles.contains(r)) {
-            return Err(SentriError::invalid_role(format!("Invalid role: {}", clip(bad, 64))));
+            return Err(SentriError::invalid_role(format!(
+                "Invalid role: {}",
+                clip(bad, 64)
+            )));
         }
         Ok(())
     }
@@ -497,7 +506,12 @@ impl ServerAuth {
         }
     }
 
-    async fn finish_session(&self, user: AuthUser, family: String, jti: &str) -> Result<AuthResult> {
+    async fn finish_session(
+        &self,
+        user: AuthUser,
+        family: String,
+        jti: &str,
+    ) -> Result<AuthResult> {
         let (access_token, _) = self.inner.tokens.sign_access(&user, &family)?;
         let refresh_token = self.inner.tokens.sign_refresh(&user.id, &family, jti)?;
         self.inner.sessions.insert(family.clone(), ()).await;
@@ -549,7 +563,7 @@ impl ServerAuth {
         }
         if let Some(next) = self.inner.db.find_session_by_previous_hash(&hash).await?
             && next.family_id == claims.sid
-            && now.saturating_sub(next.created_at) < duration_ms(self.inner.refresh_grace)
+            && within_grace(now_ms(), next.created_at, self.inner.refresh_grace)
             && next.expires_at > now
         {
             let user = self.load_session_user(&next).await?;
@@ -651,7 +665,12 @@ impl ServerAuth {
         let Some(user) = self.inner.db.find_user_by_id(user_id).await? else {
             return Err(SentriError::user_not_found());
         };
-        if !self.inner.hasher.verify(current, &user.password_hash).await? {
+        if !self
+            .inner
+            .hasher
+            .verify(current, &user.password_hash)
+            .await?
+        {
             return Err(SentriError::invalid_credentials());
         }
         let hash = self.inner.hasher.hash(new).await?;
@@ -698,7 +717,11 @@ impl ServerAuth {
 /// Runs a hook on its own task; a panic is caught and logged, a slow hook delays nothing.
 fn spawn_hook(name: &'static str, fut: BoxFuture<'static, ()>) {
     tokio::spawn(async move {
-        if std::panic::AssertUnwindSafe(fut).catch_unwind().await.is_err() {
+        if std::panic::AssertUnwindSafe(fut)
+            .catch_unwind()
+            .await
+            .is_err()
+        {
             tracing::error!(hook = name, "hook panicked");
         }
     });
@@ -732,17 +755,24 @@ pub fn normalize_identifier(identifier: &str, case: IdentifierCase) -> Result<St
 /// Checks a new password: at least 8 characters, at most 1024 bytes.
 pub fn validate_password(password: &str) -> Result<()> {
     if password.len() > MAX_PASSWORD_BYTES {
-        return Err(SentriError::validation("password must be at most 1024 bytes"));
+        return Err(SentriError::validation(
+            "password must be at most 1024 bytes",
+        ));
     }
     if password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(SentriError::validation("password must be at least 8 characters"));
+        return Err(SentriError::validation(
+            "password must be at least 8 characters",
+        ));
     }
     Ok(())
 }
 
 fn dedupe<I: IntoIterator<Item = String>>(items: I) -> Vec<String> {
     let mut seen = HashSet::new();
-    items.into_iter().filter(|r| seen.insert(r.clone())).collect()
+    items
+        .into_iter()
+        .filter(|r| seen.insert(r.clone()))
+        .collect()
 }
 
 /// Cuts a string to at most `max` bytes on a character boundary.
@@ -765,6 +795,12 @@ pub(crate) fn sha256_hex(input: &str) -> String {
         let _ = write!(out, "{b:02x}");
     }
     out
+}
+
+/// `true` while a rotation made at `rotated_at` is less than `grace` old. A zero grace
+/// never matches (every reuse is theft).
+fn within_grace(now: i64, rotated_at: i64, grace: Duration) -> bool {
+    !grace.is_zero() && now.saturating_sub(rotated_at).max(0) < duration_ms(grace)
 }
 
 fn duration_ms(d: Duration) -> i64 {

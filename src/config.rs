@@ -577,7 +577,10 @@ mod tests {
 
     #[test]
     fn redacts_userinfo() {
-        assert_eq!(redact_url("redis://:pw@h:6379/0"), "redis://<redacted>@h:6379/0");
+        assert_eq!(
+            redact_url("redis://:pw@h:6379/0"),
+            "redis://<redacted>@h:6379/0"
+        );
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
     }
 }

@@ -399,7 +399,11 @@ mod tests {
             (ErrorCode::Custom("WHATEVER".into()), 500),
         ];
         for (code, status) in cases {
-            assert_eq!(SentriError::new(code.clone(), "x").status().as_u16(), status, "{code}");
+            assert_eq!(
+                SentriError::new(code.clone(), "x").status().as_u16(),
+                status,
+                "{code}"
+            );
         }
     }
 

@@ -91,7 +91,9 @@ impl Revocations {
                             tracing::warn!("revocation channel closed; reconnecting");
                         }
                     }
-                    Err(err) => tracing::warn!(error = %err, "revocation subscriber cannot reach Redis"),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "revocation subscriber cannot reach Redis")
+                    }
                 }
                 if weak.strong_count() == 0 {
                     return;

@@ -39,12 +39,25 @@ pub enum PostgresConfig {
 impl fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::ConnectionString { connection_string, max } => f
+            Self::ConnectionString {
+                connection_string,
+                max,
+            } => f
                 .debug_struct("ConnectionString")
-                .field("connection_string", &crate::config::redact_url(connection_string))
+                .field(
+                    "connection_string",
+                    &crate::config::redact_url(connection_string),
+                )
                 .field("max", max)
                 .finish(),
-            Self::Params { host, port, database, user, max, .. } => f
+            Self::Params {
+                host,
+                port,
+                database,
+                user,
+                max,
+                ..
+            } => f
                 .debug_struct("Params")
                 .field("host", host)
                 .field("port", port)
@@ -117,8 +130,18 @@ fn encode(s: &str) -> String {
 /// ```
 pub async fn create_auth_server(options: CreateServerOptions) -> Result<ServerAuth> {
     let (url, max) = match options.db {
-        PostgresConfig::ConnectionString { connection_string, max } => (connection_string, max),
-        PostgresConfig::Params { host, port, database, user, password, max } => (
+        PostgresConfig::ConnectionString {
+            connection_string,
+            max,
+        } => (connection_string, max),
+        PostgresConfig::Params {
+            host,
+            port,
+            database,
+            user,
+            password,
+            max,
+        } => (
             format!(
                 "postgres://{}:{}@{}:{}/{}",
                 encode(&user),
@@ -147,7 +170,9 @@ pub async fn create_auth_server(options: CreateServerOptions) -> Result<ServerAu
     let key = match options.key {
         Some(key) => key,
         None => {
-            tracing::warn!("create_auth_server: generated an ephemeral RS256 key; tokens will not survive a restart");
+            tracing::warn!(
+                "create_auth_server: generated an ephemeral RS256 key; tokens will not survive a restart"
+            );
             SigningKey::generate(Algorithm::RS256).await?
         }
     };

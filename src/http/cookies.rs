@@ -51,7 +51,11 @@ fn max_age(ttl: Duration) -> cookie::time::Duration {
 }
 
 /// `Set-Cookie` for the refresh token.
-pub(crate) fn refresh_cookie(cfg: &CookieConfig, value: &str, ttl: Duration) -> Option<HeaderValue> {
+pub(crate) fn refresh_cookie(
+    cfg: &CookieConfig,
+    value: &str,
+    ttl: Duration,
+) -> Option<HeaderValue> {
     let mut c = Cookie::build((cfg.name.clone(), value.to_owned()))
         .http_only(cfg.http_only)
         .secure(cfg.secure)
@@ -161,13 +165,31 @@ mod tests {
 
     #[test]
     fn bearer_parsing() {
-        assert_eq!(bearer_token(&headers(&[("authorization", "Bearer abc")])), Ok(Some("abc")));
-        assert_eq!(bearer_token(&headers(&[("authorization", "bearer abc")])), Ok(Some("abc")));
-        assert_eq!(bearer_token(&headers(&[("authorization", "Basic abc")])), Ok(None));
-        assert_eq!(bearer_token(&headers(&[("authorization", "Bearer a b")])), Err(()));
-        assert_eq!(bearer_token(&headers(&[("authorization", "Bearer ")])), Err(()));
         assert_eq!(
-            bearer_token(&headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")])),
+            bearer_token(&headers(&[("authorization", "Bearer abc")])),
+            Ok(Some("abc"))
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "bearer abc")])),
+            Ok(Some("abc"))
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Basic abc")])),
+            Ok(None)
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer a b")])),
+            Err(())
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer ")])),
+            Err(())
+        );
+        assert_eq!(
+            bearer_token(&headers(&[
+                ("authorization", "Bearer a"),
+                ("authorization", "Bearer b")
+            ])),
             Err(())
         );
         assert_eq!(bearer_token(&HeaderMap::new()), Ok(None));

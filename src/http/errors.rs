@@ -87,20 +87,22 @@ fn is_json(res: &Response) -> bool {
 
 fn envelope_for(status: StatusCode) -> SentriError {
     let (code, message) = match status {
-        StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::UNPROCESSABLE_ENTITY => {
-            (ErrorCode::ValidationError, "Invalid request")
-        }
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        | StatusCode::UNPROCESSABLE_ENTITY => (ErrorCode::ValidationError, "Invalid request"),
         StatusCode::UNAUTHORIZED => (ErrorCode::Unauthorized, "Authentication required"),
         StatusCode::FORBIDDEN => (ErrorCode::Forbidden, "Forbidden"),
         StatusCode::NOT_FOUND => (ErrorCode::NotFound, "Not found"),
         StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "Request body is too large"),
-        StatusCode::SERVICE_UNAVAILABLE => {
-            (ErrorCode::ServiceUnavailable, "Service temporarily unavailable")
-        }
+        StatusCode::SERVICE_UNAVAILABLE => (
+            ErrorCode::ServiceUnavailable,
+            "Service temporarily unavailable",
+        ),
         s if s.is_server_error() => (ErrorCode::InternalError, "Internal server error"),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            (ErrorCode::Custom("METHOD_NOT_ALLOWED".into()), "Method not allowed")
-        }
+        StatusCode::METHOD_NOT_ALLOWED => (
+            ErrorCode::Custom("METHOD_NOT_ALLOWED".into()),
+            "Method not allowed",
+        ),
         _ => (ErrorCode::Custom("HTTP_ERROR".into()), "Request failed"),
     };
     SentriError::new(code, message).with_status(status)

@@ -63,7 +63,10 @@ async fn read_json_bytes(req: Request) -> Result<bytes::Bytes> {
     axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
         .await
         .map_err(|_| {
-            SentriError::new(ErrorCode::PayloadTooLarge, "Request body is too large (max 64 KiB)")
+            SentriError::new(
+                ErrorCode::PayloadTooLarge,
+                "Request body is too large (max 64 KiB)",
+            )
         })
 }
 
@@ -211,7 +214,12 @@ impl ServerAuth {
         if let Some(v) = self.inner.cookie.as_ref().and_then(cookies::clear_refresh) {
             out.push(v);
         }
-        if let Some(v) = self.inner.access_cookie.as_ref().and_then(cookies::clear_access) {
+        if let Some(v) = self
+            .inner
+            .access_cookie
+            .as_ref()
+            .and_then(cookies::clear_access)
+        {
             out.push(v);
         }
         out
@@ -360,7 +368,12 @@ async fn register(State(auth): State<ServerAuth>, req: Request) -> Result<Respon
 }
 
 async fn login(State(auth): State<ServerAuth>, req: Request) -> Result<Response> {
-    let meta = session_meta(req.headers(), req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0));
+    let meta = session_meta(
+        req.headers(),
+        req.extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0),
+    );
     let JsonBody(input): JsonBody<LoginInput> = JsonBody::from_request(req, &()).await?;
     let res = match &auth.inner.handlers.login {
         Some(h) => h(auth.clone(), input, meta).await?,
@@ -393,7 +406,12 @@ async fn refresh_token_of(auth: &ServerAuth, req: Request) -> Result<Option<Stri
 }
 
 async fn refresh(State(auth): State<ServerAuth>, req: Request) -> Result<Response> {
-    let meta = session_meta(req.headers(), req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0));
+    let meta = session_meta(
+        req.headers(),
+        req.extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0),
+    );
     let Some(token) = refresh_token_of(&auth, req).await? else {
         return Err(SentriError::token_invalid("Refresh token required"));
     };
@@ -430,7 +448,11 @@ async fn logout_all(State(auth): State<ServerAuth>, user: CurrentUser) -> Result
         None => auth.logout_all(&user.user.id).await?,
     }
     Ok(with_cookies(
-        success(StatusCode::OK, "Logged out of all sessions", serde_json::Value::Null),
+        success(
+            StatusCode::OK,
+            "Logged out of all sessions",
+            serde_json::Value::Null,
+        ),
         auth.clear_cookies(),
     ))
 }
@@ -513,7 +535,10 @@ async fn change_identifier(
 ) -> Result<Response> {
     let updated = match &auth.inner.handlers.change_identifier {
         Some(h) => h(auth.clone(), user.user.id, body.identifier).await?,
-        None => auth.change_identifier(&user.user.id, &body.identifier).await?,
+        None => {
+            auth.change_identifier(&user.user.id, &body.identifier)
+                .await?
+        }
     };
     Ok(success(
         StatusCode::OK,
@@ -524,7 +549,8 @@ async fn change_identifier(
 
 async fn keys(State(auth): State<ServerAuth>) -> Response {
     if !auth.inner.tokens.has_public_keys() {
-        return SentriError::new(ErrorCode::NotFound, "No public keys are published").into_response();
+        return SentriError::new(ErrorCode::NotFound, "No public keys are published")
+            .into_response();
     }
     let mut res = Json(auth.inner.tokens.jwks()).into_response();
     res.headers_mut().insert(

@@ -43,7 +43,13 @@ impl Reply {
     }
 }
 
-pub async fn call(app: &Router, method: Method, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> Reply {
+pub async fn call(
+    app: &Router,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Reply {
     let mut req = Request::builder().method(method).uri(path);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -66,9 +72,14 @@ pub async fn send(app: &Router, req: Request<Body>) -> Reply {
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
     };
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// The example server's routes, on top of `auth`.
@@ -79,11 +90,27 @@ pub fn app(auth: &ServerAuth) -> Router {
     });
     Router::new()
         .nest("/auth", auth.router())
-        .route("/api/profile", get(|u: CurrentUser| async move { axum::Json(json!({ "user": u.user })) }).route_layer(auth.protect()))
-        .route("/api/admin", get(|| async { "admin" }).route_layer(auth.authorize(["admin"])))
-        .route("/api/users/{id}", put(|| async { "updated" }).route_layer(auth.permit(own_or_admin)))
-        .route("/api/unprotected-extractor", get(|u: CurrentUser| async move { u.user.id }))
-        .route("/api/panic", get(|| async { if true { panic!("boom") } else { "never" } }))
+        .route(
+            "/api/profile",
+            get(|u: CurrentUser| async move { axum::Json(json!({ "user": u.user })) })
+                .route_layer(auth.protect()),
+        )
+        .route(
+            "/api/admin",
+            get(|| async { "admin" }).route_layer(auth.authorize(["admin"])),
+        )
+        .route(
+            "/api/users/{id}",
+            put(|| async { "updated" }).route_layer(auth.permit(own_or_admin)),
+        )
+        .route(
+            "/api/unprotected-extractor",
+            get(|u: CurrentUser| async move { u.user.id }),
+        )
+        .route(
+            "/api/panic",
+            get(|| async { if true { panic!("boom") } else { "never" } }),
+        )
         .layer(auth.error_handler())
 }
 
@@ -92,11 +119,25 @@ fn bearer(token: &str) -> String {
 }
 
 async fn register(app: &Router, id: &str, pw: &str) -> Reply {
-    call(app, Method::POST, "/auth/register", &[], Some(json!({"identifier": id, "password": pw}))).await
+    call(
+        app,
+        Method::POST,
+        "/auth/register",
+        &[],
+        Some(json!({"identifier": id, "password": pw})),
+    )
+    .await
 }
 
 async fn login(app: &Router, id: &str, pw: &str) -> Reply {
-    call(app, Method::POST, "/auth/login", &[], Some(json!({"identifier": id, "password": pw}))).await
+    call(
+        app,
+        Method::POST,
+        "/auth/login",
+        &[],
+        Some(json!({"identifier": id, "password": pw})),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -113,54 +154,175 @@ async fn register_login_me_refresh_logout_over_http() {
         assert_eq!(r.body["data"]["user"]["identifier"], "heidi@example.com");
         assert!(r.body["data"]["user"].get("passwordHash").is_none());
         assert!(r.body["data"]["user"].get("password_hash").is_none());
-        assert_eq!(register(&app, "heidi@example.com", "password1").await.code(), "USER_ALREADY_EXISTS");
-        let r = call(&app, Method::POST, "/auth/register", &[], Some(json!({"identifier": "x", "password": "password1", "roles": ["admin"]}))).await;
-        assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{n}");
-        let r = call(&app, Method::POST, "/auth/register", &[], Some(json!({"identifier": "x", "password": "password1", "roles": ["wizard"]}))).await;
-        assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "INVALID_ROLE"));
-        let r = call(&app, Method::POST, "/auth/register", &[], Some(json!({"identifier": "x", "password": 12345678}))).await;
-        assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"));
-        assert!(!r.body["message"].as_str().unwrap().contains("12345678"), "no echo of values");
+        assert_eq!(
+            register(&app, "heidi@example.com", "password1")
+                .await
+                .code(),
+            "USER_ALREADY_EXISTS"
+        );
+        let r = call(
+            &app,
+            Method::POST,
+            "/auth/register",
+            &[],
+            Some(json!({"identifier": "x", "password": "password1", "roles": ["admin"]})),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            "{n}"
+        );
+        let r = call(
+            &app,
+            Method::POST,
+            "/auth/register",
+            &[],
+            Some(json!({"identifier": "x", "password": "password1", "roles": ["wizard"]})),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "INVALID_ROLE")
+        );
+        let r = call(
+            &app,
+            Method::POST,
+            "/auth/register",
+            &[],
+            Some(json!({"identifier": "x", "password": 12345678})),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+        );
+        assert!(
+            !r.body["message"].as_str().unwrap().contains("12345678"),
+            "no echo of values"
+        );
 
         let r = login(&app, "HEIDI@example.com", "password1").await;
         assert_eq!(r.status, StatusCode::OK, "{n} {:?}", r.body);
         let access = r.body["data"]["accessToken"].as_str().unwrap().to_owned();
-        assert!(r.body["data"].get("refreshToken").is_none(), "refresh token only in the cookie");
+        assert!(
+            r.body["data"].get("refreshToken").is_none(),
+            "refresh token only in the cookie"
+        );
         let refresh = r.cookie("refresh_token").expect("refresh cookie");
         assert_eq!(r.cookie("access_token").as_deref(), Some(access.as_str()));
-        let rc = r.cookies().into_iter().find(|c| c.starts_with("refresh_token=")).unwrap();
-        assert!(rc.contains("HttpOnly") && rc.contains("SameSite=Strict") && rc.contains("Max-Age=604800") && rc.contains("Path=/"), "{rc}");
-        let ac = r.cookies().into_iter().find(|c| c.starts_with("access_token=")).unwrap();
-        assert!(!ac.contains("HttpOnly") && ac.contains("Max-Age=900"), "{ac}");
+        let rc = r
+            .cookies()
+            .into_iter()
+            .find(|c| c.starts_with("refresh_token="))
+            .unwrap();
+        assert!(
+            rc.contains("HttpOnly")
+                && rc.contains("SameSite=Strict")
+                && rc.contains("Max-Age=604800")
+                && rc.contains("Path=/"),
+            "{rc}"
+        );
+        let ac = r
+            .cookies()
+            .into_iter()
+            .find(|c| c.starts_with("access_token="))
+            .unwrap();
+        assert!(
+            !ac.contains("HttpOnly") && ac.contains("Max-Age=900"),
+            "{ac}"
+        );
 
         let unknown = login(&app, "nobody", "password1").await;
         let wrong = login(&app, "heidi@example.com", "wrong-password").await;
-        assert_eq!((unknown.status, unknown.code()), (StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS"));
+        assert_eq!(
+            (unknown.status, unknown.code()),
+            (StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS")
+        );
         assert_eq!(unknown.body, wrong.body);
 
-        let me = call(&app, Method::GET, "/auth/me", &[("authorization", &bearer(&access))], None).await;
+        let me = call(
+            &app,
+            Method::GET,
+            "/auth/me",
+            &[("authorization", &bearer(&access))],
+            None,
+        )
+        .await;
         assert_eq!(me.status, StatusCode::OK, "{n} {:?}", me.body);
         assert_eq!(me.body["data"]["user"]["identifier"], "heidi@example.com");
-        let me = call(&app, Method::GET, "/auth/me", &[("cookie", &format!("access_token={access}"))], None).await;
+        let me = call(
+            &app,
+            Method::GET,
+            "/auth/me",
+            &[("cookie", &format!("access_token={access}"))],
+            None,
+        )
+        .await;
         assert_eq!(me.status, StatusCode::OK, "access cookie works");
         let me = call(&app, Method::GET, "/auth/me", &[], None).await;
-        assert_eq!((me.status, me.code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
-        let me = call(&app, Method::GET, "/auth/me", &[("authorization", "Bearer garbage")], None).await;
-        assert_eq!((me.status, me.code()), (StatusCode::UNAUTHORIZED, "TOKEN_INVALID"));
+        assert_eq!(
+            (me.status, me.code()),
+            (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+        );
+        let me = call(
+            &app,
+            Method::GET,
+            "/auth/me",
+            &[("authorization", "Bearer garbage")],
+            None,
+        )
+        .await;
+        assert_eq!(
+            (me.status, me.code()),
+            (StatusCode::UNAUTHORIZED, "TOKEN_INVALID")
+        );
 
-        let r = call(&app, Method::POST, "/auth/refresh", &[("cookie", &format!("refresh_token={refresh}"))], None).await;
+        let r = call(
+            &app,
+            Method::POST,
+            "/auth/refresh",
+            &[("cookie", &format!("refresh_token={refresh}"))],
+            None,
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{n} {:?}", r.body);
         let access2 = r.body["data"]["accessToken"].as_str().unwrap().to_owned();
         let refresh2 = r.cookie("refresh_token").unwrap();
         assert_ne!(refresh2, refresh);
         let r = call(&app, Method::POST, "/auth/refresh", &[], None).await;
-        assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "TOKEN_INVALID"));
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNAUTHORIZED, "TOKEN_INVALID")
+        );
 
-        let r = call(&app, Method::POST, "/auth/logout", &[("cookie", &format!("refresh_token={refresh2}"))], None).await;
+        let r = call(
+            &app,
+            Method::POST,
+            "/auth/logout",
+            &[("cookie", &format!("refresh_token={refresh2}"))],
+            None,
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK);
-        assert!(r.cookies().iter().all(|c| c.contains("Max-Age=0")) && r.cookies().len() == 2, "{:?}", r.cookies());
-        let me = call(&app, Method::GET, "/api/profile", &[("authorization", &bearer(&access2))], None).await;
-        assert_eq!((me.status, me.code()), (StatusCode::UNAUTHORIZED, "TOKEN_INVALID"), "{n}: revoked session");
+        assert!(
+            r.cookies().iter().all(|c| c.contains("Max-Age=0")) && r.cookies().len() == 2,
+            "{:?}",
+            r.cookies()
+        );
+        let me = call(
+            &app,
+            Method::GET,
+            "/api/profile",
+            &[("authorization", &bearer(&access2))],
+            None,
+        )
+        .await;
+        assert_eq!(
+            (me.status, me.code()),
+            (StatusCode::UNAUTHORIZED, "TOKEN_INVALID"),
+            "{n}: revoked session"
+        );
         let r = call(&app, Method::POST, "/auth/logout", &[], None).await;
         assert_eq!(r.status, StatusCode::OK, "logout is idempotent");
     }
@@ -180,30 +342,83 @@ async fn body_rules_and_unknown_paths() {
             .unwrap()
     };
     let r = send(&app, post_raw("application/json", b"{not json".to_vec())).await;
-    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"));
-    let r = send(&app, post_raw("text/plain", br#"{"identifier":"a","password":"b"}"#.to_vec())).await;
-    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"));
-    let r = send(&app, post_raw("application/json", br#"{"identifier":"a"}"#.to_vec())).await;
-    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"));
-    let r = send(&app, post_raw("application/json", br#"{"identifier":"a","identifier":"b","password":"p"}"#.to_vec())).await;
-    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"), "duplicate keys");
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+    );
+    let r = send(
+        &app,
+        post_raw(
+            "text/plain",
+            br#"{"identifier":"a","password":"b"}"#.to_vec(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+    );
+    let r = send(
+        &app,
+        post_raw("application/json", br#"{"identifier":"a"}"#.to_vec()),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+    );
+    let r = send(
+        &app,
+        post_raw(
+            "application/json",
+            br#"{"identifier":"a","identifier":"b","password":"p"}"#.to_vec(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
+        "duplicate keys"
+    );
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let r = send(&app, post_raw("application/json", deep.into_bytes())).await;
-    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"), "deep nesting");
-    let r = send(&app, post_raw("application/json", vec![b' '; 10 * 1024 * 1024])).await;
-    assert_eq!((r.status, r.code()), (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
+        "deep nesting"
+    );
+    let r = send(
+        &app,
+        post_raw("application/json", vec![b' '; 10 * 1024 * 1024]),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
+    );
 
     let r = call(&app, Method::GET, "/auth/nope", &[], None).await;
     assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "NOT_FOUND"));
     let r = call(&app, Method::GET, "/elsewhere", &[], None).await;
-    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "NOT_FOUND"), "error_handler renders app 404s");
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        "error_handler renders app 404s"
+    );
     let r = call(&app, Method::GET, "/auth/login", &[], None).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.body["error"], true);
     let r = call(&app, Method::GET, "/api/panic", &[], None).await;
-    assert_eq!((r.status, r.code()), (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+    );
     let r = call(&app, Method::GET, "/api/unprotected-extractor", &[], None).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "extractor without protect");
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        "extractor without protect"
+    );
 }
 
 #[tokio::test]
@@ -212,13 +427,50 @@ async fn api_key_guards_registration() {
     let auth = create_auth(config(t.db.clone()).api_key("0123456789abcdef-api-key")).unwrap();
     let app = app(&auth);
     let body = json!({"identifier": "ivan", "password": "password1", "roles": ["admin"]});
-    let r = call(&app, Method::POST, "/auth/register", &[], Some(body.clone())).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
-    let r = call(&app, Method::POST, "/auth/register", &[("x-api-key", "short")], Some(body.clone())).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
-    let r = call(&app, Method::POST, "/auth/register", &[("x-api-key", "0123456789abcdef-api-kez")], Some(body.clone())).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
-    let r = call(&app, Method::POST, "/auth/register", &[("x-api-key", "0123456789abcdef-api-key")], Some(body)).await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/auth/register",
+        &[],
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+    );
+    let r = call(
+        &app,
+        Method::POST,
+        "/auth/register",
+        &[("x-api-key", "short")],
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+    );
+    let r = call(
+        &app,
+        Method::POST,
+        "/auth/register",
+        &[("x-api-key", "0123456789abcdef-api-kez")],
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+    );
+    let r = call(
+        &app,
+        Method::POST,
+        "/auth/register",
+        &[("x-api-key", "0123456789abcdef-api-key")],
+        Some(body),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     assert_eq!(r.body["data"]["user"]["roles"], json!(["admin"]));
 }
@@ -230,7 +482,11 @@ async fn roles_permit_and_account_endpoints() {
         let app = app(&auth);
         let n = t.name;
         let admin = auth
-            .register(sentri::RegisterInput { identifier: "root".into(), password: "password1".into(), roles: Some(vec!["admin".into()]) })
+            .register(sentri::RegisterInput {
+                identifier: "root".into(),
+                password: "password1".into(),
+                roles: Some(vec!["admin".into()]),
+            })
             .await
             .unwrap();
         let judy = register(&app, "judy", "password1").await.body["data"]["user"].clone();
@@ -239,65 +495,248 @@ async fn roles_permit_and_account_endpoints() {
         assert!(r.cookies().is_empty(), "cookies off");
         let judy_token = r.body["data"]["accessToken"].as_str().unwrap().to_owned();
         let judy_refresh = r.body["data"]["refreshToken"].as_str().unwrap().to_owned();
-        let admin_token = login(&app, "root", "password1").await.body["data"]["accessToken"].as_str().unwrap().to_owned();
+        let admin_token = login(&app, "root", "password1").await.body["data"]["accessToken"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let jb = bearer(&judy_token);
         let ab = bearer(&admin_token);
 
-        let r = call(&app, Method::POST, "/auth/refresh", &[], Some(json!({"refreshToken": judy_refresh}))).await;
+        let r = call(
+            &app,
+            Method::POST,
+            "/auth/refresh",
+            &[],
+            Some(json!({"refreshToken": judy_refresh})),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{n} body refresh {:?}", r.body);
         assert!(r.body["data"]["refreshToken"].is_string());
 
         let path = format!("/auth/users/{judy_id}/roles");
-        let r = call(&app, Method::POST, &path, &[("authorization", &jb)], Some(json!({"roles": ["editor"]}))).await;
-        assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{n}");
-        let r = call(&app, Method::POST, &path, &[], Some(json!({"roles": ["editor"]}))).await;
-        assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
-        let r = call(&app, Method::POST, &path, &[("authorization", &ab)], Some(json!({"roles": ["editor"]}))).await;
+        let r = call(
+            &app,
+            Method::POST,
+            &path,
+            &[("authorization", &jb)],
+            Some(json!({"roles": ["editor"]})),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            "{n}"
+        );
+        let r = call(
+            &app,
+            Method::POST,
+            &path,
+            &[],
+            Some(json!({"roles": ["editor"]})),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+        );
+        let r = call(
+            &app,
+            Method::POST,
+            &path,
+            &[("authorization", &ab)],
+            Some(json!({"roles": ["editor"]})),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{n} {:?}", r.body);
         assert_eq!(r.body["data"]["user"]["roles"], json!(["user", "editor"]));
-        let r = call(&app, Method::POST, &path, &[("authorization", &ab)], Some(json!({"roles": ["wizard"]}))).await;
-        assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "INVALID_ROLE"));
+        let r = call(
+            &app,
+            Method::POST,
+            &path,
+            &[("authorization", &ab)],
+            Some(json!({"roles": ["wizard"]})),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "INVALID_ROLE")
+        );
         let missing = format!("/auth/users/{}/roles", uuid::Uuid::now_v7());
-        let r = call(&app, Method::POST, &missing, &[("authorization", &ab)], Some(json!({"roles": ["user"]}))).await;
-        assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "USER_NOT_FOUND"));
+        let r = call(
+            &app,
+            Method::POST,
+            &missing,
+            &[("authorization", &ab)],
+            Some(json!({"roles": ["user"]})),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::NOT_FOUND, "USER_NOT_FOUND")
+        );
         let long = format!("/auth/users/{}/roles", "x".repeat(10 * 1024));
-        let r = call(&app, Method::POST, &long, &[("authorization", &ab)], Some(json!({"roles": ["user"]}))).await;
-        assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "USER_NOT_FOUND"));
+        let r = call(
+            &app,
+            Method::POST,
+            &long,
+            &[("authorization", &ab)],
+            Some(json!({"roles": ["user"]})),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::NOT_FOUND, "USER_NOT_FOUND")
+        );
 
-        let r = call(&app, Method::GET, "/api/admin", &[("authorization", &jb)], None).await;
+        let r = call(
+            &app,
+            Method::GET,
+            "/api/admin",
+            &[("authorization", &jb)],
+            None,
+        )
+        .await;
         assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "FORBIDDEN"));
         let r = call(&app, Method::GET, "/api/admin", &[], None).await;
-        assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "authorize alone denies anonymous");
-        assert_eq!(call(&app, Method::GET, "/api/admin", &[("authorization", &ab)], None).await.status, StatusCode::OK);
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            "authorize alone denies anonymous"
+        );
+        assert_eq!(
+            call(
+                &app,
+                Method::GET,
+                "/api/admin",
+                &[("authorization", &ab)],
+                None
+            )
+            .await
+            .status,
+            StatusCode::OK
+        );
 
         let own = format!("/api/users/{judy_id}");
         let other = format!("/api/users/{}", admin.id);
-        assert_eq!(call(&app, Method::PUT, &own, &[("authorization", &jb)], None).await.status, StatusCode::OK);
+        assert_eq!(
+            call(&app, Method::PUT, &own, &[("authorization", &jb)], None)
+                .await
+                .status,
+            StatusCode::OK
+        );
         let r = call(&app, Method::PUT, &other, &[("authorization", &jb)], None).await;
         assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "FORBIDDEN"));
-        assert_eq!(call(&app, Method::PUT, &own, &[("authorization", &ab)], None).await.status, StatusCode::OK, "admin bypass");
+        assert_eq!(
+            call(&app, Method::PUT, &own, &[("authorization", &ab)], None)
+                .await
+                .status,
+            StatusCode::OK,
+            "admin bypass"
+        );
 
-        let r = call(&app, Method::POST, "/auth/change-identifier", &[("authorization", &jb)], Some(json!({"identifier": "ROOT"}))).await;
-        assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "USER_ALREADY_EXISTS"));
-        let r = call(&app, Method::POST, "/auth/change-identifier", &[("authorization", &jb)], Some(json!({"identifier": ""}))).await;
-        assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"));
-        let r = call(&app, Method::POST, "/auth/change-identifier", &[("authorization", &jb)], Some(json!({"identifier": "judith"}))).await;
+        let r = call(
+            &app,
+            Method::POST,
+            "/auth/change-identifier",
+            &[("authorization", &jb)],
+            Some(json!({"identifier": "ROOT"})),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::CONFLICT, "USER_ALREADY_EXISTS")
+        );
+        let r = call(
+            &app,
+            Method::POST,
+            "/auth/change-identifier",
+            &[("authorization", &jb)],
+            Some(json!({"identifier": ""})),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+        );
+        let r = call(
+            &app,
+            Method::POST,
+            "/auth/change-identifier",
+            &[("authorization", &jb)],
+            Some(json!({"identifier": "judith"})),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.body["data"]["user"]["identifier"], "judith");
 
-        let r = call(&app, Method::POST, "/auth/change-password", &[("authorization", &jb)], Some(json!({"currentPassword": "nope-nope", "newPassword": "password2"}))).await;
-        assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS"));
-        let r = call(&app, Method::POST, "/auth/change-password", &[("authorization", &jb)], Some(json!({"currentPassword": "password1", "newPassword": "x"}))).await;
-        assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"));
-        let r = call(&app, Method::POST, "/auth/change-password", &[("authorization", &jb)], Some(json!({"currentPassword": "password1", "newPassword": "password2"}))).await;
+        let r = call(
+            &app,
+            Method::POST,
+            "/auth/change-password",
+            &[("authorization", &jb)],
+            Some(json!({"currentPassword": "nope-nope", "newPassword": "password2"})),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS")
+        );
+        let r = call(
+            &app,
+            Method::POST,
+            "/auth/change-password",
+            &[("authorization", &jb)],
+            Some(json!({"currentPassword": "password1", "newPassword": "x"})),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+        );
+        let r = call(
+            &app,
+            Method::POST,
+            "/auth/change-password",
+            &[("authorization", &jb)],
+            Some(json!({"currentPassword": "password1", "newPassword": "password2"})),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK);
-        let r = call(&app, Method::GET, "/auth/me", &[("authorization", &jb)], None).await;
-        assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "TOKEN_INVALID"), "{n}: sessions revoked");
+        let r = call(
+            &app,
+            Method::GET,
+            "/auth/me",
+            &[("authorization", &jb)],
+            None,
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNAUTHORIZED, "TOKEN_INVALID"),
+            "{n}: sessions revoked"
+        );
 
-        let r = call(&app, Method::POST, "/auth/logout-all", &[("authorization", &ab)], None).await;
+        let r = call(
+            &app,
+            Method::POST,
+            "/auth/logout-all",
+            &[("authorization", &ab)],
+            None,
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK);
-        let r = call(&app, Method::GET, "/auth/me", &[("authorization", &ab)], None).await;
-        assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "TOKEN_INVALID"));
+        let r = call(
+            &app,
+            Method::GET,
+            "/auth/me",
+            &[("authorization", &ab)],
+            None,
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNAUTHORIZED, "TOKEN_INVALID")
+        );
     }
 }
 
@@ -311,7 +750,9 @@ async fn keys_endpoint() {
     let current = SigningKey::generate(Algorithm::ES256).await.unwrap();
     let previous = SigningKey::generate(Algorithm::EdDSA).await.unwrap();
     let auth = create_auth(
-        ServerConfig::new(t.db.clone(), current.clone(), ["user"]).previous_key(previous.clone()).salt_rounds(4),
+        ServerConfig::new(t.db.clone(), current.clone(), ["user"])
+            .previous_key(previous.clone())
+            .salt_rounds(4),
     )
     .unwrap();
     let r = call(&auth.router(), Method::GET, "/keys", &[], None).await;
@@ -321,14 +762,22 @@ async fn keys_endpoint() {
     assert_eq!(keys.len(), 2);
     assert_eq!(keys[0]["kid"], current.kid());
     assert_eq!(keys[1]["kid"], previous.kid());
-    assert!(keys.iter().all(|k| k.get("d").is_none()), "no private members");
+    assert!(
+        keys.iter().all(|k| k.get("d").is_none()),
+        "no private members"
+    );
 }
 
 #[test]
 #[should_panic(expected = "not one of valid_roles")]
 fn authorize_with_unknown_role_panics_at_build_time() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let db = rt.block_on(sentri::store::Database::connect("sqlite::memory:")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt
+        .block_on(sentri::store::Database::connect("sqlite::memory:"))
+        .unwrap();
     let auth = create_auth(config(db)).unwrap();
     let _ = auth.authorize(["admn"]);
 }
@@ -346,15 +795,34 @@ async fn silent_refresh_with_parallel_requests() {
         let refresh = r.cookie("refresh_token").unwrap();
         tokio::time::sleep(Duration::from_millis(2100)).await;
         let cookie = format!("access_token={access}; refresh_token={refresh}");
-        let expired = call(&app, Method::GET, "/api/profile", &[("authorization", &bearer(&access))], None).await;
-        assert_eq!((expired.status, expired.code()), (StatusCode::UNAUTHORIZED, "TOKEN_EXPIRED"), "{}", t.name);
+        let expired = call(
+            &app,
+            Method::GET,
+            "/api/profile",
+            &[("authorization", &bearer(&access))],
+            None,
+        )
+        .await;
+        assert_eq!(
+            (expired.status, expired.code()),
+            (StatusCode::UNAUTHORIZED, "TOKEN_EXPIRED"),
+            "{}",
+            t.name
+        );
 
         let mut tasks = Vec::new();
         for _ in 0..6 {
             let app = app.clone();
             let cookie = cookie.clone();
             tasks.push(tokio::spawn(async move {
-                call(&app, Method::GET, "/api/profile", &[("cookie", &cookie)], None).await
+                call(
+                    &app,
+                    Method::GET,
+                    "/api/profile",
+                    &[("cookie", &cookie)],
+                    None,
+                )
+                .await
             }));
         }
         for task in tasks {
@@ -363,8 +831,18 @@ async fn silent_refresh_with_parallel_requests() {
             assert!(r.cookie("access_token").is_some() && r.cookie("refresh_token").is_some());
             assert_eq!(r.body["user"]["identifier"], "kim");
         }
-        let r = call(&app, Method::GET, "/api/profile", &[("cookie", &format!("access_token={access}"))], None).await;
-        assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "TOKEN_EXPIRED"));
+        let r = call(
+            &app,
+            Method::GET,
+            "/api/profile",
+            &[("cookie", &format!("access_token={access}"))],
+            None,
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNAUTHORIZED, "TOKEN_EXPIRED")
+        );
     }
 }
 
@@ -380,21 +858,68 @@ async fn revocation_reaches_a_second_instance_within_the_cache_bound() {
     let access = r.body["data"]["accessToken"].as_str().unwrap().to_owned();
     let refresh = r.cookie("refresh_token").unwrap();
     let auth_header = bearer(&access);
-    assert_eq!(call(&app_b, Method::GET, "/api/profile", &[("authorization", &auth_header)], None).await.status, StatusCode::OK);
-    call(&app_a, Method::POST, "/auth/logout", &[("cookie", &format!("refresh_token={refresh}"))], None).await;
-    assert_eq!(call(&app_a, Method::GET, "/api/profile", &[("authorization", &auth_header)], None).await.status, StatusCode::UNAUTHORIZED, "at once on the revoking instance");
+    assert_eq!(
+        call(
+            &app_b,
+            Method::GET,
+            "/api/profile",
+            &[("authorization", &auth_header)],
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    call(
+        &app_a,
+        Method::POST,
+        "/auth/logout",
+        &[("cookie", &format!("refresh_token={refresh}"))],
+        None,
+    )
+    .await;
+    assert_eq!(
+        call(
+            &app_a,
+            Method::GET,
+            "/api/profile",
+            &[("authorization", &auth_header)],
+            None
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED,
+        "at once on the revoking instance"
+    );
     tokio::time::sleep(cache + Duration::from_millis(100)).await;
-    let r = call(&app_b, Method::GET, "/api/profile", &[("authorization", &auth_header)], None).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "TOKEN_INVALID"), "after the cache bound");
+    let r = call(
+        &app_b,
+        Method::GET,
+        "/api/profile",
+        &[("authorization", &auth_header)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "TOKEN_INVALID"),
+        "after the cache bound"
+    );
 }
 
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn revocation_broadcast_over_redis_within_one_second() {
-    let Some(redis) = crate::common::redis_url("http::revocation_redis") else { return };
+    let Some(redis) = crate::common::redis_url("http::revocation_redis") else {
+        return;
+    };
     let t = databases("http::revocation_redis").await.remove(0);
     // A long cache TTL: only the broadcast can make B refuse the token quickly.
-    let cfg = |db| config(db).session_cache_ttl(Duration::from_secs(600)).redis_url(redis.clone());
+    let cfg = |db| {
+        config(db)
+            .session_cache_ttl(Duration::from_secs(600))
+            .redis_url(redis.clone())
+    };
     let a = create_auth(cfg(t.db.clone())).unwrap();
     let b = create_auth(cfg(t.db.clone())).unwrap();
     let (app_a, app_b) = (app(&a), app(&b));
@@ -404,19 +929,47 @@ async fn revocation_broadcast_over_redis_within_one_second() {
     let access = r.body["data"]["accessToken"].as_str().unwrap().to_owned();
     let refresh = r.cookie("refresh_token").unwrap();
     let h = bearer(&access);
-    assert_eq!(call(&app_b, Method::GET, "/api/profile", &[("authorization", &h)], None).await.status, StatusCode::OK);
-    call(&app_a, Method::POST, "/auth/logout", &[("cookie", &format!("refresh_token={refresh}"))], None).await;
+    assert_eq!(
+        call(
+            &app_b,
+            Method::GET,
+            "/api/profile",
+            &[("authorization", &h)],
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    call(
+        &app_a,
+        Method::POST,
+        "/auth/logout",
+        &[("cookie", &format!("refresh_token={refresh}"))],
+        None,
+    )
+    .await;
     let mut refused = false;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let r = call(&app_b, Method::GET, "/api/profile", &[("authorization", &h)], None).await;
+        let r = call(
+            &app_b,
+            Method::GET,
+            "/api/profile",
+            &[("authorization", &h)],
+            None,
+        )
+        .await;
         if r.status == StatusCode::UNAUTHORIZED {
             assert_eq!(r.code(), "TOKEN_INVALID");
             refused = true;
             break;
         }
     }
-    assert!(refused, "instance B still accepted a revoked session after 1 s");
+    assert!(
+        refused,
+        "instance B still accepted a revoked session after 1 s"
+    );
 }
 
 #[tokio::test]
@@ -432,6 +985,13 @@ async fn cookie_attributes_follow_configuration() {
     let app = app(&auth);
     register(&app, "ned", "password1").await;
     let r = login(&app, "ned", "password1").await;
-    let rc = r.cookies().into_iter().find(|c| c.starts_with("rt=")).unwrap();
-    assert!(rc.contains("Secure") && rc.contains("SameSite=Lax") && rc.contains("HttpOnly"), "{rc}");
+    let rc = r
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("rt="))
+        .unwrap();
+    assert!(
+        rc.contains("Secure") && rc.contains("SameSite=Lax") && rc.contains("HttpOnly"),
+        "{rc}"
+    );
 }

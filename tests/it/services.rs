@@ -52,9 +52,18 @@ async fn invalid_configuration_fails_at_creation() {
     let db = Database::connect("sqlite::memory:").await.unwrap();
     let key = || SigningKey::hs256(SECRET).unwrap();
     let cases: Vec<(&str, ServerConfig)> = vec![
-        ("empty roles", ServerConfig::new(db.clone(), key(), Vec::<String>::new())),
-        ("zero access ttl", config(db.clone()).access_expires_in(0i64)),
-        ("negative refresh ttl", config(db.clone()).refresh_expires_in(-5i64)),
+        (
+            "empty roles",
+            ServerConfig::new(db.clone(), key(), Vec::<String>::new()),
+        ),
+        (
+            "zero access ttl",
+            config(db.clone()).access_expires_in(0i64),
+        ),
+        (
+            "negative refresh ttl",
+            config(db.clone()).refresh_expires_in(-5i64),
+        ),
         ("bad ttl text", config(db.clone()).access_expires_in("soon")),
         ("cost 3", config(db.clone()).salt_rounds(3)),
         ("cost 32", config(db.clone()).salt_rounds(32)),
@@ -65,7 +74,10 @@ async fn invalid_configuration_fails_at_creation() {
                 ..CookieConfig::default()
             })),
         ),
-        ("public role not valid", config(db.clone()).public_roles(["root"])),
+        (
+            "public role not valid",
+            config(db.clone()).public_roles(["root"]),
+        ),
     ];
     for (name, cfg) in cases {
         let err = create_auth(cfg).expect_err(name);
@@ -85,12 +97,18 @@ async fn invalid_configuration_fails_at_creation() {
 async fn register_validates_and_assigns_roles() {
     for t in databases("services::register").await {
         let auth = auth(t.db.clone());
-        let user = auth.register(reg("  Alice@Example.COM ", "correct horse")).await.unwrap();
+        let user = auth
+            .register(reg("  Alice@Example.COM ", "correct horse"))
+            .await
+            .unwrap();
         assert_eq!(user.identifier, "alice@example.com", "{}", t.name);
         assert_eq!(user.roles, vec!["user".to_string()]);
         uuid::Uuid::parse_str(&user.id).unwrap();
 
-        let dup = auth.register(reg("alice@example.com", "another pass")).await.unwrap_err();
+        let dup = auth
+            .register(reg("alice@example.com", "another pass"))
+            .await
+            .unwrap_err();
         assert_eq!(code(&dup), "USER_ALREADY_EXISTS", "{}", t.name);
         assert_eq!(dup.status().as_u16(), 409);
 
@@ -109,18 +127,28 @@ async fn register_validates_and_assigns_roles() {
 
         let mut bad_role = reg("bob", "password1");
         bad_role.roles = Some(vec!["superuser".into()]);
-        assert_eq!(code(&auth.register(bad_role).await.unwrap_err()), "INVALID_ROLE");
+        assert_eq!(
+            code(&auth.register(bad_role).await.unwrap_err()),
+            "INVALID_ROLE"
+        );
 
         // The public path may only ask for public roles; the API-key path may ask for any.
         let admin = Some(vec!["admin".to_string()]);
-        let err = auth.check_registration_roles(admin.as_deref(), false).unwrap_err();
+        let err = auth
+            .check_registration_roles(admin.as_deref(), false)
+            .unwrap_err();
         assert_eq!(code(&err), "FORBIDDEN");
         assert_eq!(err.status().as_u16(), 403);
-        auth.check_registration_roles(admin.as_deref(), true).unwrap();
-        auth.check_registration_roles(Some(&["user".to_string()]), false).unwrap();
+        auth.check_registration_roles(admin.as_deref(), true)
+            .unwrap();
+        auth.check_registration_roles(Some(&["user".to_string()]), false)
+            .unwrap();
         let mut trusted = reg("root@example.com", "password1");
         trusted.roles = admin;
-        assert_eq!(auth.register(trusted).await.unwrap().roles, vec!["admin".to_string()]);
+        assert_eq!(
+            auth.register(trusted).await.unwrap().roles,
+            vec!["admin".to_string()]
+        );
 
         // SQL metacharacters are stored verbatim.
         let evil = "robert'); drop table sentri_users; --";
@@ -138,7 +166,9 @@ async fn long_passwords_are_not_truncated() {
         let p1 = format!("{prefix}-first");
         let p2 = format!("{prefix}-second");
         auth.register(reg("long@example.com", &p1)).await.unwrap();
-        auth.login(creds("long@example.com", &p1), SessionMeta::default()).await.unwrap();
+        auth.login(creds("long@example.com", &p1), SessionMeta::default())
+            .await
+            .unwrap();
         let err = auth
             .login(creds("long@example.com", &p2), SessionMeta::default())
             .await
@@ -149,7 +179,9 @@ async fn long_passwords_are_not_truncated() {
             let pw = "z".repeat(len);
             let id = format!("len{i}@example.com");
             auth.register(reg(&id, &pw)).await.unwrap();
-            auth.login(creds(&id, &pw), SessionMeta::default()).await.unwrap();
+            auth.login(creds(&id, &pw), SessionMeta::default())
+                .await
+                .unwrap();
         }
     }
 }
@@ -205,14 +237,23 @@ async fn login_does_not_enumerate_users_and_fires_hooks() {
         assert_eq!(claims.sid, res.session_id);
         assert!(claims.exp > claims.iat && !claims.jti.is_empty());
         // A refresh token is never an access token, and the reverse.
-        assert_eq!(code(&auth.verify_access_token(&res.refresh_token).unwrap_err()), "TOKEN_INVALID");
-        assert_eq!(code(&auth.verify_refresh_token(&res.access_token).unwrap_err()), "TOKEN_INVALID");
+        assert_eq!(
+            code(&auth.verify_access_token(&res.refresh_token).unwrap_err()),
+            "TOKEN_INVALID"
+        );
+        assert_eq!(
+            code(&auth.verify_refresh_token(&res.access_token).unwrap_err()),
+            "TOKEN_INVALID"
+        );
 
         // logout's hook sleeps 10 s: logout must still return at once.
-        tokio::time::timeout(Duration::from_secs(5), auth.logout(Some(&res.refresh_token)))
-            .await
-            .expect("a slow hook must not stall logout")
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            auth.logout(Some(&res.refresh_token)),
+        )
+        .await
+        .expect("a slow hook must not stall logout")
+        .unwrap();
         for _ in 0..100 {
             if logins.load(Ordering::SeqCst) == 1 && failures.load(Ordering::SeqCst) == 2 {
                 break;
@@ -230,24 +271,52 @@ async fn refresh_rotates_and_detects_reuse() {
         // Grace window 0: any reuse is theft.
         let auth = create_auth(config(t.db.clone()).refresh_grace(Duration::ZERO)).unwrap();
         auth.register(reg("dave", "password1")).await.unwrap();
-        let first = auth.login(creds("dave", "password1"), SessionMeta::default()).await.unwrap();
-        let second = auth.refresh(&first.refresh_token, SessionMeta::default()).await.unwrap();
+        let first = auth
+            .login(creds("dave", "password1"), SessionMeta::default())
+            .await
+            .unwrap();
+        let second = auth
+            .refresh(&first.refresh_token, SessionMeta::default())
+            .await
+            .unwrap();
         assert_eq!(second.session_id, first.session_id, "same family");
         assert_ne!(second.refresh_token, first.refresh_token);
         assert!(auth.is_session_active(&first.session_id).await.unwrap());
 
         // Reusing the rotated token revokes the whole family, newest token included.
-        let err = auth.refresh(&first.refresh_token, SessionMeta::default()).await.unwrap_err();
+        let err = auth
+            .refresh(&first.refresh_token, SessionMeta::default())
+            .await
+            .unwrap_err();
         assert_eq!(code(&err), "TOKEN_INVALID", "{}", t.name);
-        let err = auth.refresh(&second.refresh_token, SessionMeta::default()).await.unwrap_err();
+        let err = auth
+            .refresh(&second.refresh_token, SessionMeta::default())
+            .await
+            .unwrap_err();
         assert_eq!(code(&err), "TOKEN_INVALID");
         assert!(!auth.is_session_active(&first.session_id).await.unwrap());
 
         // Garbage and access tokens are refused.
-        assert_eq!(code(&auth.refresh("garbage", SessionMeta::default()).await.unwrap_err()), "TOKEN_INVALID");
-        let third = auth.login(creds("dave", "password1"), SessionMeta::default()).await.unwrap();
         assert_eq!(
-            code(&auth.refresh(&third.access_token, SessionMeta::default()).await.unwrap_err()),
+            code(
+                &auth
+                    .refresh("garbage", SessionMeta::default())
+                    .await
+                    .unwrap_err()
+            ),
+            "TOKEN_INVALID"
+        );
+        let third = auth
+            .login(creds("dave", "password1"), SessionMeta::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            code(
+                &auth
+                    .refresh(&third.access_token, SessionMeta::default())
+                    .await
+                    .unwrap_err()
+            ),
             "TOKEN_INVALID"
         );
     }
@@ -256,25 +325,44 @@ async fn refresh_rotates_and_detects_reuse() {
 #[tokio::test]
 async fn refresh_grace_window_tolerates_racing_tabs() {
     for t in databases("services::refresh_grace").await {
-        let auth = create_auth(config(t.db.clone()).refresh_grace(Duration::from_secs(10))).unwrap();
+        let auth =
+            create_auth(config(t.db.clone()).refresh_grace(Duration::from_secs(10))).unwrap();
         auth.register(reg("erin", "password1")).await.unwrap();
-        let first = auth.login(creds("erin", "password1"), SessionMeta::default()).await.unwrap();
-        let a = auth.refresh(&first.refresh_token, SessionMeta::default()).await.unwrap();
+        let first = auth
+            .login(creds("erin", "password1"), SessionMeta::default())
+            .await
+            .unwrap();
+        let a = auth
+            .refresh(&first.refresh_token, SessionMeta::default())
+            .await
+            .unwrap();
         // A second tab presents the same (now rotated) token within the grace window.
-        let b = auth.refresh(&first.refresh_token, SessionMeta::default()).await.unwrap();
+        let b = auth
+            .refresh(&first.refresh_token, SessionMeta::default())
+            .await
+            .unwrap();
         assert_eq!(a.session_id, b.session_id, "{}", t.name);
         // Both the newest token and the racing tab's token keep working.
-        auth.refresh(&a.refresh_token, SessionMeta::default()).await.unwrap();
-        auth.refresh(&b.refresh_token, SessionMeta::default()).await.unwrap();
+        auth.refresh(&a.refresh_token, SessionMeta::default())
+            .await
+            .unwrap();
+        auth.refresh(&b.refresh_token, SessionMeta::default())
+            .await
+            .unwrap();
         assert!(auth.is_session_active(&first.session_id).await.unwrap());
 
         // Concurrent refreshes of one token: all succeed inside the grace window.
-        let c = auth.login(creds("erin", "password1"), SessionMeta::default()).await.unwrap();
+        let c = auth
+            .login(creds("erin", "password1"), SessionMeta::default())
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
         for _ in 0..10 {
             let auth = auth.clone();
             let token = c.refresh_token.clone();
-            tasks.push(tokio::spawn(async move { auth.refresh(&token, SessionMeta::default()).await }));
+            tasks.push(tokio::spawn(async move {
+                auth.refresh(&token, SessionMeta::default()).await
+            }));
         }
         for task in tasks {
             let res = task.await.unwrap();
@@ -288,12 +376,17 @@ async fn concurrent_reuse_outside_grace_leaves_no_live_session() {
     for t in databases("services::refresh_concurrent_reuse").await {
         let auth = create_auth(config(t.db.clone()).refresh_grace(Duration::ZERO)).unwrap();
         auth.register(reg("frank", "password1")).await.unwrap();
-        let login = auth.login(creds("frank", "password1"), SessionMeta::default()).await.unwrap();
+        let login = auth
+            .login(creds("frank", "password1"), SessionMeta::default())
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
         for _ in 0..50 {
             let auth = auth.clone();
             let token = login.refresh_token.clone();
-            tasks.push(tokio::spawn(async move { auth.refresh(&token, SessionMeta::default()).await }));
+            tasks.push(tokio::spawn(async move {
+                auth.refresh(&token, SessionMeta::default()).await
+            }));
         }
         let mut ok = Vec::new();
         for task in tasks {
@@ -302,12 +395,28 @@ async fn concurrent_reuse_outside_grace_leaves_no_live_session() {
                 Err(e) => assert_eq!(code(&e), "TOKEN_INVALID", "{}", t.name),
             }
         }
-        assert!(ok.len() <= 1, "{}: {} rotations succeeded", t.name, ok.len());
+        assert!(
+            ok.len() <= 1,
+            "{}: {} rotations succeeded",
+            t.name,
+            ok.len()
+        );
         // With reuse detected by the losers, the family is gone: no token of it works.
-        let sessions = auth.database().list_user_sessions(&login.user.id).await.unwrap();
-        assert!(sessions.len() <= 1, "{}: {} live rows", t.name, sessions.len());
+        let sessions = auth
+            .database()
+            .list_user_sessions(&login.user.id)
+            .await
+            .unwrap();
+        assert!(
+            sessions.len() <= 1,
+            "{}: {} live rows",
+            t.name,
+            sessions.len()
+        );
         for res in ok {
-            let again = auth.refresh(&res.refresh_token, SessionMeta::default()).await;
+            let again = auth
+                .refresh(&res.refresh_token, SessionMeta::default())
+                .await;
             assert!(again.is_err(), "{}: the family must be revoked", t.name);
         }
     }
@@ -318,11 +427,21 @@ async fn logout_change_password_identifier_and_roles() {
     for t in databases("services::account").await {
         let auth = auth(t.db.clone());
         let user = auth.register(reg("gina", "password1")).await.unwrap();
-        let s1 = auth.login(creds("gina", "password1"), SessionMeta::default()).await.unwrap();
-        let s2 = auth.login(creds("gina", "password1"), SessionMeta::default()).await.unwrap();
+        let s1 = auth
+            .login(creds("gina", "password1"), SessionMeta::default())
+            .await
+            .unwrap();
+        let s2 = auth
+            .login(creds("gina", "password1"), SessionMeta::default())
+            .await
+            .unwrap();
 
         auth.logout(Some(&s1.refresh_token)).await.unwrap();
-        assert!(!auth.is_session_active(&s1.session_id).await.unwrap(), "{}", t.name);
+        assert!(
+            !auth.is_session_active(&s1.session_id).await.unwrap(),
+            "{}",
+            t.name
+        );
         assert!(auth.is_session_active(&s2.session_id).await.unwrap());
         // Idempotent: again, missing, garbage.
         auth.logout(Some(&s1.refresh_token)).await.unwrap();
@@ -332,22 +451,48 @@ async fn logout_change_password_identifier_and_roles() {
         auth.logout_all(&user.id).await.unwrap();
         assert!(!auth.is_session_active(&s2.session_id).await.unwrap());
 
-        let s3 = auth.login(creds("gina", "password1"), SessionMeta::default()).await.unwrap();
-        let err = auth.change_password(&user.id, "wrong-pass", "newpassword").await.unwrap_err();
+        let s3 = auth
+            .login(creds("gina", "password1"), SessionMeta::default())
+            .await
+            .unwrap();
+        let err = auth
+            .change_password(&user.id, "wrong-pass", "newpassword")
+            .await
+            .unwrap_err();
         assert_eq!(code(&err), "INVALID_CREDENTIALS");
-        let err = auth.change_password(&user.id, "password1", "short").await.unwrap_err();
+        let err = auth
+            .change_password(&user.id, "password1", "short")
+            .await
+            .unwrap_err();
         assert_eq!(code(&err), "VALIDATION_ERROR");
-        auth.change_password(&user.id, "password1", "newpassword").await.unwrap();
-        assert!(!auth.is_session_active(&s3.session_id).await.unwrap(), "sessions revoked");
+        auth.change_password(&user.id, "password1", "newpassword")
+            .await
+            .unwrap();
+        assert!(
+            !auth.is_session_active(&s3.session_id).await.unwrap(),
+            "sessions revoked"
+        );
         assert_eq!(
-            code(&auth.refresh(&s3.refresh_token, SessionMeta::default()).await.unwrap_err()),
+            code(
+                &auth
+                    .refresh(&s3.refresh_token, SessionMeta::default())
+                    .await
+                    .unwrap_err()
+            ),
             "TOKEN_INVALID"
         );
         assert_eq!(
-            code(&auth.login(creds("gina", "password1"), SessionMeta::default()).await.unwrap_err()),
+            code(
+                &auth
+                    .login(creds("gina", "password1"), SessionMeta::default())
+                    .await
+                    .unwrap_err()
+            ),
             "INVALID_CREDENTIALS"
         );
-        auth.login(creds("gina", "newpassword"), SessionMeta::default()).await.unwrap();
+        auth.login(creds("gina", "newpassword"), SessionMeta::default())
+            .await
+            .unwrap();
 
         auth.register(reg("taken", "password1")).await.unwrap();
         let err = auth.change_identifier(&user.id, "TAKEN").await.unwrap_err();
@@ -355,13 +500,33 @@ async fn logout_change_password_identifier_and_roles() {
         let renamed = auth.change_identifier(&user.id, "Gina2").await.unwrap();
         assert_eq!(renamed.identifier, "gina2");
 
-        let err = auth.assign_roles(&user.id, &["nope".into()]).await.unwrap_err();
+        let err = auth
+            .assign_roles(&user.id, &["nope".into()])
+            .await
+            .unwrap_err();
         assert_eq!(code(&err), "INVALID_ROLE");
-        let updated = auth.assign_roles(&user.id, &["editor".into(), "user".into()]).await.unwrap();
-        assert_eq!(updated.roles, vec!["user".to_string(), "editor".to_string()]);
+        let updated = auth
+            .assign_roles(&user.id, &["editor".into(), "user".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            updated.roles,
+            vec!["user".to_string(), "editor".to_string()]
+        );
         let missing = uuid::Uuid::now_v7().to_string();
-        assert_eq!(code(&auth.assign_roles(&missing, &["user".into()]).await.unwrap_err()), "USER_NOT_FOUND");
-        assert_eq!(code(&auth.get_user("not-a-uuid").await.unwrap_err()), "USER_NOT_FOUND");
+        assert_eq!(
+            code(
+                &auth
+                    .assign_roles(&missing, &["user".into()])
+                    .await
+                    .unwrap_err()
+            ),
+            "USER_NOT_FOUND"
+        );
+        assert_eq!(
+            code(&auth.get_user("not-a-uuid").await.unwrap_err()),
+            "USER_NOT_FOUND"
+        );
         assert!(auth.get_user(&user.id).await.is_ok());
         let _ = ErrorCode::UserNotFound;
     }
