@@ -166,7 +166,7 @@ impl ServerAuth {
     }
 
     /// All of sentri's endpoints, to nest under a prefix: `app.nest("/auth", auth.router())`.
-    pub fn router(&self) -> Router {
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         let protected = Router::new()
             .route("/logout-all", post(logout_all))
             .route("/me", get(me))

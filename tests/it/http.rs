@@ -744,7 +744,7 @@ async fn roles_permit_and_account_endpoints() {
 async fn keys_endpoint() {
     let t = databases("http::keys").await.remove(0);
     let hs = create_auth(config(t.db.clone())).unwrap();
-    let r = call(&hs.router(), Method::GET, "/keys", &[], None).await;
+    let r = call(&hs.router::<()>(), Method::GET, "/keys", &[], None).await;
     assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "NOT_FOUND"));
 
     let current = SigningKey::generate(Algorithm::ES256).await.unwrap();
@@ -755,7 +755,7 @@ async fn keys_endpoint() {
             .salt_rounds(4),
     )
     .unwrap();
-    let r = call(&auth.router(), Method::GET, "/keys", &[], None).await;
+    let r = call(&auth.router::<()>(), Method::GET, "/keys", &[], None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers[header::CACHE_CONTROL], "public, max-age=300");
     let keys = r.body["keys"].as_array().unwrap();
