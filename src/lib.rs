@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod idempotency;
 pub mod layer;
 pub mod password;
 pub mod revocation;
@@ -21,6 +22,7 @@ pub use auth::{
 };
 pub use config::{AccessCookieConfig, CookieConfig, Handlers, Hooks, SameSite, ServerConfig, Ttl};
 pub use error::{ApiResponse, ErrorCode, Result, SentriError};
+pub use idempotency::{IdempotencyKey, IdempotencyLayer, IdempotencyOptions};
 pub use layer::{CurrentUser, GuardLayer, PermitOptions};
 #[cfg(feature = "postgres")]
 pub use server::{CreateServerOptions, PostgresConfig, create_auth_server};

@@ -165,6 +165,18 @@ impl ServerAuth {
         ErrorLayer::new()
     }
 
+    /// The idempotency layer with this server's `redis_url` (see
+    /// [`IdempotencyOptions`](crate::idempotency::IdempotencyOptions)).
+    pub fn idempotency(
+        &self,
+        mut options: crate::idempotency::IdempotencyOptions,
+    ) -> Result<crate::idempotency::IdempotencyLayer> {
+        if options.redis_url.is_none() {
+            options.redis_url = self.inner.redis_url.clone();
+        }
+        crate::idempotency::IdempotencyLayer::new(options)
+    }
+
     /// All of sentri's endpoints, to nest under a prefix: `app.nest("/auth", auth.router())`.
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         let protected = Router::new()

@@ -17,10 +17,19 @@ fn example_binary(name: &str) -> PathBuf {
 }
 
 /// Minimal HTTP/1.1 over a fresh connection: (status, headers, JSON body).
-pub async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> (u16, String, Value) {
+pub async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, String, Value) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if !body.is_empty() {
         req.push_str("Content-Type: application/json\r\n");
     }
@@ -34,9 +43,19 @@ pub async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]
     stream.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    let payload = if chunked { dechunk(rest) } else { rest.to_owned() };
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let payload = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
     let json = serde_json::from_str(&payload).unwrap_or(Value::Null);
     (status, head.to_owned(), json)
 }
@@ -57,7 +76,11 @@ fn dechunk(mut s: &str) -> String {
 /// Spawns an example with `envs` and waits for its `listening on http://ADDR` line.
 pub async fn spawn_example(name: &str, envs: &[(&str, String)]) -> (Child, String) {
     let bin = example_binary(name);
-    assert!(bin.exists(), "{} is missing: run the suite with `cargo test --all-features`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run the suite with `cargo test --all-features`",
+        bin.display()
+    );
     let mut cmd = Command::new(bin);
     cmd.envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .env("RUST_LOG", "warn")
@@ -82,13 +105,22 @@ pub async fn spawn_example(name: &str, envs: &[(&str, String)]) -> (Child, Strin
 
 #[tokio::test]
 async fn example_server_end_to_end() {
-    let db = std::env::temp_dir().join(format!("sentri_example_{}.db", uuid::Uuid::new_v4().simple()));
+    let db = std::env::temp_dir().join(format!(
+        "sentri_example_{}.db",
+        uuid::Uuid::new_v4().simple()
+    ));
     let (mut child, addr) = spawn_example(
         "server",
         &[
             ("SENTRI_ADDR", "127.0.0.1:0".into()),
-            ("DATABASE_URL", format!("sqlite://{}?mode=rwc", db.display())),
-            ("SENTRI_SECRET", "example-secret-example-secret-example-secret".into()),
+            (
+                "DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", db.display()),
+            ),
+            (
+                "SENTRI_SECRET",
+                "example-secret-example-secret-example-secret".into(),
+            ),
             ("SENTRI_COOKIES", "0".into()),
             ("SENTRI_BCRYPT_COST", "4".into()),
         ],
@@ -108,26 +140,61 @@ async fn example_server_end_to_end() {
     let refresh = b["data"]["refreshToken"].as_str().unwrap().to_owned();
     let bearer = format!("Bearer {access}");
 
-    let (s, _, b) = http(&addr, "GET", "/api/profile", &[("Authorization", &bearer)], None).await;
+    let (s, _, b) = http(
+        &addr,
+        "GET",
+        "/api/profile",
+        &[("Authorization", &bearer)],
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["data"]["user"]["identifier"], "olga@example.com");
 
     // Idempotent order: a replay does not run the handler again.
-    let key = [("Authorization", bearer.as_str()), ("X-Idempotency-Key", "order-1")];
+    let key = [
+        ("Authorization", bearer.as_str()),
+        ("X-Idempotency-Key", "order-1"),
+    ];
     let (s1, h1, o1) = http(&addr, "POST", "/api/orders", &key, Some(json!({"item": 1}))).await;
     let (s2, h2, o2) = http(&addr, "POST", "/api/orders", &key, Some(json!({"item": 1}))).await;
     assert_eq!((s1, s2), (201, 201), "{o1} {o2}");
     assert_eq!(o1["data"]["seq"], 1);
     assert_eq!(o1, o2);
     assert!(!h1.to_ascii_lowercase().contains("x-idempotent-replayed"));
-    assert!(h2.to_ascii_lowercase().contains("x-idempotent-replayed: true"), "{h2}");
+    assert!(
+        h2.to_ascii_lowercase()
+            .contains("x-idempotent-replayed: true"),
+        "{h2}"
+    );
 
-    let (s, _, b) = http(&addr, "POST", "/auth/refresh", &[], Some(json!({"refreshToken": refresh}))).await;
+    let (s, _, b) = http(
+        &addr,
+        "POST",
+        "/auth/refresh",
+        &[],
+        Some(json!({"refreshToken": refresh})),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     let refresh2 = b["data"]["refreshToken"].as_str().unwrap().to_owned();
-    let (s, _, _) = http(&addr, "POST", "/auth/logout", &[], Some(json!({"refreshToken": refresh2}))).await;
+    let (s, _, _) = http(
+        &addr,
+        "POST",
+        "/auth/logout",
+        &[],
+        Some(json!({"refreshToken": refresh2})),
+    )
+    .await;
     assert_eq!(s, 200);
-    let (s, _, b) = http(&addr, "GET", "/api/profile", &[("Authorization", &bearer)], None).await;
+    let (s, _, b) = http(
+        &addr,
+        "GET",
+        "/api/profile",
+        &[("Authorization", &bearer)],
+        None,
+    )
+    .await;
     assert_eq!(s, 401, "{b}");
     assert_eq!(b["code"], "TOKEN_INVALID");
 

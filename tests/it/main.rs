@@ -1,5 +1,7 @@
 mod common;
 mod db;
+mod example;
 mod http;
+mod idempotency;
 mod services;
 mod store;

@@ -1,0 +1,782 @@
+//! The idempotency layer, end to end through axum routers, on moka and on Redis.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures_util::FutureExt;
+use sentri::idempotency::BackendErrorPolicy;
+use sentri::{AuthUser, IdempotencyKey, IdempotencyLayer, IdempotencyOptions};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::common::{redis_url, require_services, unique};
+
+const KEY: &str = "x-idempotency-key";
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Memory,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Redis(String),
+}
+
+fn options(backend: &Backend) -> IdempotencyOptions {
+    IdempotencyOptions {
+        max_body: 1024,
+        replay_headers: vec![axum::http::HeaderName::from_static("x-custom")],
+        redis_url: match backend {
+            Backend::Memory => None,
+            Backend::Redis(url) => Some(url.clone()),
+        },
+        ..Default::default()
+    }
+}
+
+fn layer(backend: &Backend) -> IdempotencyLayer {
+    match IdempotencyLayer::new(options(backend)) {
+        Ok(layer) => layer,
+        Err(err) => panic!("layer: {err:?}"),
+    }
+}
+
+/// Test auth: `x-test-user: <id>` becomes an `AuthUser` in the extensions.
+async fn fake_auth(mut req: Request, next: Next) -> Response {
+    if let Some(id) = req
+        .headers()
+        .get("x-test-user")
+        .and_then(|v| v.to_str().ok())
+    {
+        let user = AuthUser {
+            id: id.to_owned(),
+            identifier: format!("{id}@example.com"),
+            roles: vec![],
+        };
+        req.extensions_mut().insert(user);
+    }
+    next.run(req).await
+}
+
+/// Turns a handler panic into a 500 (outside the idempotency layer, as a server would).
+async fn catch_panic(req: Request, next: Next) -> Response {
+    match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(res) => res,
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// All routes share one run counter. `/pay` answers 201 with the count and the key.
+fn app_with(layer: IdempotencyLayer, count: Arc<AtomicUsize>) -> Router {
+    let c = count.clone();
+    let pay = move |key: Option<IdempotencyKey>| {
+        let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            (
+                StatusCode::CREATED,
+                [("x-custom", "kept"), ("set-cookie", "s=1")],
+                axum::Json(json!({ "count": n, "key": key.map(|k| k.0) })),
+            )
+        }
+    };
+    let c = count.clone();
+    let fail = move || {
+        let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { (StatusCode::BAD_REQUEST, axum::Json(json!({ "count": n }))) }
+    };
+    let c = count.clone();
+    let slow = move || {
+        let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            (StatusCode::CREATED, axum::Json(json!({ "count": n })))
+        }
+    };
+    let c = count.clone();
+    let big = move || {
+        c.fetch_add(1, Ordering::SeqCst);
+        async move { (StatusCode::CREATED, "x".repeat(4096)) }
+    };
+    let c = count.clone();
+    let panics_once = move || {
+        let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if n == 1 {
+                panic!("handler blew up (expected by the test)");
+            }
+            (StatusCode::CREATED, axum::Json(json!({ "count": n })))
+        }
+    };
+    let c = count;
+    let hangs_once = move || {
+        let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if n == 1 {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            (StatusCode::CREATED, axum::Json(json!({ "count": n })))
+        }
+    };
+    Router::new()
+        .route("/pay", post(pay.clone()).get(pay))
+        .route("/other", post(|| async { StatusCode::CREATED }))
+        .route("/fail", post(fail))
+        .route("/slow", post(slow))
+        .route("/big", post(big))
+        .route("/panic", post(panics_once))
+        .route("/hang", post(hangs_once))
+        .route_layer(layer)
+        .layer(middleware::from_fn(fake_auth))
+        .layer(middleware::from_fn(catch_panic))
+}
+
+fn app(backend: &Backend) -> (Router, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    (app_with(layer(backend), count.clone()), count)
+}
+
+fn req(method: &str, path: &str, key: Option<&str>, user: Option<&str>, body: &str) -> Request {
+    let mut b = Request::builder().method(method).uri(path);
+    if let Some(key) = key {
+        b = b.header(KEY, key);
+    }
+    if let Some(user) = user {
+        b = b.header("x-test-user", user);
+    }
+    match b
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+    {
+        Ok(r) => r,
+        Err(err) => panic!("request: {err}"),
+    }
+}
+
+async fn send(app: &Router, req: Request) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let res = match app.clone().oneshot(req).await {
+        Ok(res) => res,
+        Err(never) => match never {},
+    };
+    let (parts, body) = res.into_parts();
+    let body = match to_bytes(body, usize::MAX).await {
+        Ok(b) => b.to_vec(),
+        Err(err) => panic!("body: {err}"),
+    };
+    (parts.status, parts.headers, body)
+}
+
+fn json_of(body: &[u8]) -> Value {
+    match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(err) => panic!("not json ({err}): {}", String::from_utf8_lossy(body)),
+    }
+}
+
+fn code_of(body: &[u8]) -> String {
+    json_of(body)["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn runs(count: &AtomicUsize) -> usize {
+    count.load(Ordering::SeqCst)
+}
+
+// ---- the suite, run on each backend -----------------------------------------------------
+
+async fn replays_first_2xx_response(b: Backend) {
+    let (app, count) = app(&b);
+    let key = unique("pay");
+    let (s1, h1, b1) = send(
+        &app,
+        req("POST", "/pay?x=1", Some(&key), None, r#"{"a":1}"#),
+    )
+    .await;
+    assert_eq!(s1, StatusCode::CREATED);
+    assert_eq!(h1["x-request-id"], key.as_str());
+    assert!(h1.get("x-idempotent-replayed").is_none());
+    assert_eq!(json_of(&b1), json!({ "count": 1, "key": key }));
+
+    let (s2, h2, b2) = send(
+        &app,
+        req("POST", "/pay?x=1", Some(&key), None, r#"{"a":1}"#),
+    )
+    .await;
+    assert_eq!(s2, StatusCode::CREATED);
+    assert_eq!(b2, b1, "identical body");
+    assert_eq!(h2["x-idempotent-replayed"], "true");
+    assert_eq!(h2["x-request-id"], key.as_str());
+    assert_eq!(h2["content-type"], "application/json");
+    assert_eq!(h2["x-custom"], "kept", "replay_headers are replayed");
+    assert!(
+        h2.get("set-cookie").is_none(),
+        "unlisted headers are not replayed"
+    );
+    assert_eq!(runs(&count), 1);
+}
+
+async fn non_2xx_is_not_stored(b: Backend) {
+    let (app, count) = app(&b);
+    let key = unique("fail");
+    for n in 1..=2 {
+        let (s, h, body) = send(&app, req("POST", "/fail", Some(&key), None, "{}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(h.get("x-idempotent-replayed").is_none());
+        assert_eq!(json_of(&body)["count"], n);
+    }
+    assert_eq!(runs(&count), 2);
+}
+
+async fn concurrent_duplicates_run_once(b: Backend) {
+    let (app, count) = app(&b);
+    concurrent_once(&[app.clone(), app], &count).await;
+}
+
+/// 32 identical requests at once across `apps` → one run; the rest replay or 409.
+async fn concurrent_once(apps: &[Router], count: &AtomicUsize) {
+    let key = unique("conc");
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let app = apps[i % apps.len()].clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            send(&app, req("POST", "/slow", Some(&key), None, "{}")).await
+        }));
+    }
+    let (mut fresh, mut replayed, mut conflicts) = (0, 0, 0);
+    for t in tasks {
+        let (s, h, body) = match t.await {
+            Ok(r) => r,
+            Err(err) => panic!("task: {err}"),
+        };
+        match s {
+            StatusCode::CREATED if h.get("x-idempotent-replayed").is_some() => {
+                assert_eq!(json_of(&body)["count"], 1);
+                replayed += 1;
+            }
+            StatusCode::CREATED => {
+                assert_eq!(json_of(&body)["count"], 1);
+                fresh += 1;
+            }
+            StatusCode::CONFLICT => {
+                assert_eq!(code_of(&body), "IDEMPOTENCY_IN_PROGRESS");
+                assert_eq!(h["retry-after"], "1");
+                assert_eq!(h["x-request-id"], key.as_str());
+                conflicts += 1;
+            }
+            other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+    assert_eq!(runs(count), 1, "handler ran exactly once");
+    assert_eq!(fresh, 1);
+    assert_eq!(fresh + replayed + conflicts, 32);
+    assert!(conflicts > 0, "the 200 ms handler overlaps the others");
+}
+
+async fn in_progress_gets_409(b: Backend) {
+    let (app, count) = app(&b);
+    let key = unique("busy");
+    let first = {
+        let (app, key) = (app.clone(), key.clone());
+        tokio::spawn(async move { send(&app, req("POST", "/slow", Some(&key), None, "{}")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let (s, h, body) = send(&app, req("POST", "/slow", Some(&key), None, "{}")).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(code_of(&body), "IDEMPOTENCY_IN_PROGRESS");
+    assert_eq!(h["retry-after"], "1");
+    assert_eq!(json_of(&body)["statusCode"], 409);
+    let Ok((s1, _, _)) = first.await else {
+        panic!("first request task failed")
+    };
+    assert_eq!(s1, StatusCode::CREATED);
+    let (s, h, _) = send(&app, req("POST", "/slow", Some(&key), None, "{}")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(h["x-idempotent-replayed"], "true");
+    assert_eq!(runs(&count), 1);
+}
+
+async fn reused_key_with_other_request_is_422(b: Backend) {
+    let (app, count) = app(&b);
+    let key = unique("mm");
+    let (s, _, _) = send(
+        &app,
+        req("POST", "/pay", Some(&key), None, r#"{"amount":1}"#),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // Different body.
+    let (s, h, body) = send(
+        &app,
+        req("POST", "/pay", Some(&key), None, r#"{"amount":2}"#),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(code_of(&body), "IDEMPOTENCY_KEY_MISMATCH");
+    assert_eq!(h["x-request-id"], key.as_str());
+    // Different query.
+    let (s, _, body) = send(
+        &app,
+        req("POST", "/pay?x=1", Some(&key), None, r#"{"amount":1}"#),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(code_of(&body), "IDEMPOTENCY_KEY_MISMATCH");
+    assert_eq!(runs(&count), 1);
+
+    // Authenticated: the key is the user's, so another path or method is a mismatch too.
+    let key = unique("mm_user");
+    let (s, _, _) = send(&app, req("POST", "/pay", Some(&key), Some("u1"), "{}")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _, body) = send(&app, req("POST", "/other", Some(&key), Some("u1"), "{}")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(code_of(&body), "IDEMPOTENCY_KEY_MISMATCH");
+    let (s, _, body) = send(&app, req("PUT", "/pay", Some(&key), Some("u1"), "{}")).await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(runs(&count), 2);
+}
+
+async fn anonymous_keys_are_scoped_to_method_and_path(b: Backend) {
+    let (app, count) = app(&b);
+    let key = unique("anon");
+    let (s, _, _) = send(&app, req("POST", "/pay", Some(&key), None, "{}")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, h, _) = send(&app, req("POST", "/other", Some(&key), None, "{}")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(h.get("x-idempotent-replayed").is_none());
+    assert_eq!(runs(&count), 1, "/other does not count");
+}
+
+async fn keys_are_scoped_to_the_user(b: Backend) {
+    let (app, count) = app(&b);
+    let key = unique("scoped");
+    let (s, _, a1) = send(&app, req("POST", "/pay", Some(&key), Some("alice"), "{}")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, h, b1) = send(&app, req("POST", "/pay", Some(&key), Some("bob"), "{}")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(
+        h.get("x-idempotent-replayed").is_none(),
+        "bob never sees alice's response"
+    );
+    assert_eq!(json_of(&b1)["count"], 2);
+    assert_eq!(runs(&count), 2);
+    let (_, h, a2) = send(&app, req("POST", "/pay", Some(&key), Some("alice"), "{}")).await;
+    assert_eq!(h["x-idempotent-replayed"], "true");
+    assert_eq!(a2, a1);
+    let (_, h, b2) = send(&app, req("POST", "/pay", Some(&key), Some("bob"), "{}")).await;
+    assert_eq!(h["x-idempotent-replayed"], "true");
+    assert_eq!(b2, b1);
+    assert_eq!(runs(&count), 2);
+}
+
+async fn invalid_keys_are_400(b: Backend) {
+    let (app, count) = app(&b);
+    let long = "k".repeat(256);
+    for bad in [
+        HeaderValue::from_static(""),
+        HeaderValue::from_str(&long).unwrap_or(HeaderValue::from_static("")),
+        HeaderValue::from_static("tab\there"),
+        HeaderValue::from_static("with space"),
+        HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap_or(HeaderValue::from_static("")),
+    ] {
+        let mut r = req("POST", "/pay", None, None, "{}");
+        r.headers_mut().insert(KEY, bad.clone());
+        let (s, _, body) = send(&app, r).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad:?}");
+        assert_eq!(code_of(&body), "VALIDATION_ERROR");
+    }
+    // The longest valid key is accepted.
+    let ok = "k".repeat(255);
+    let (s, _, _) = send(
+        &app,
+        req("POST", "/pay", Some(&ok), Some(&unique("u")), "{}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(runs(&count), 1);
+}
+
+async fn other_methods_and_missing_header_pass_through(b: Backend) {
+    let (app, count) = app(&b);
+    let key = unique("get");
+    for n in 1..=2 {
+        let (s, h, body) = send(&app, req("GET", "/pay", Some(&key), None, "")).await;
+        assert_eq!(s, StatusCode::CREATED);
+        assert!(h.get("x-request-id").is_none(), "untouched");
+        assert_eq!(json_of(&body), json!({ "count": n, "key": null }));
+    }
+    for n in 3..=4 {
+        let (s, h, body) = send(&app, req("POST", "/pay", None, None, "{}")).await;
+        assert_eq!(s, StatusCode::CREATED);
+        assert!(h.get("x-idempotent-replayed").is_none());
+        assert_eq!(json_of(&body)["count"], n);
+    }
+    assert_eq!(runs(&count), 4);
+}
+
+async fn oversize_response_is_not_replayed(b: Backend) {
+    let (app, count) = app(&b);
+    let key = unique("big");
+    for n in 1..=2 {
+        let (s, h, body) = send(&app, req("POST", "/big", Some(&key), None, "{}")).await;
+        assert_eq!(s, StatusCode::CREATED);
+        assert_eq!(body.len(), 4096, "streamed through whole");
+        assert!(h.get("x-idempotent-replayed").is_none());
+        assert_eq!(h["x-request-id"], key.as_str());
+        assert_eq!(runs(&count), n);
+    }
+}
+
+async fn oversize_request_body_is_413(b: Backend) {
+    let (app, count) = app(&b);
+    let body = "x".repeat(sentri::idempotency::MAX_REQUEST_BODY + 1);
+    let (s, _, resp) = send(&app, req("POST", "/pay", Some(&unique("k")), None, &body)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(code_of(&resp), "PAYLOAD_TOO_LARGE");
+    assert_eq!(runs(&count), 0);
+}
+
+/// Retries `path` with `key` until the handler runs again (the release is spawned).
+async fn retry_until_created(app: &Router, path: &str, key: &str) -> Value {
+    for _ in 0..100 {
+        let (s, _, body) = send(app, req("POST", path, Some(key), None, "{}")).await;
+        match s {
+            StatusCode::CREATED => return json_of(&body),
+            StatusCode::CONFLICT => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    panic!("key {key} stayed in progress");
+}
+
+async fn panicking_handler_releases_the_key(b: Backend) {
+    let (app, count) = app(&b);
+    let key = unique("panic");
+    let (s, _, _) = send(&app, req("POST", "/panic", Some(&key), None, "{}")).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(retry_until_created(&app, "/panic", &key).await["count"], 2);
+    assert_eq!(runs(&count), 2);
+}
+
+async fn dropped_request_releases_the_key(b: Backend) {
+    let (app, count) = app(&b);
+    let key = unique("drop");
+    let first = tokio::time::timeout(
+        Duration::from_millis(150),
+        send(&app, req("POST", "/hang", Some(&key), None, "{}")),
+    )
+    .await;
+    assert!(first.is_err(), "the first call hangs and is dropped");
+    assert_eq!(retry_until_created(&app, "/hang", &key).await["count"], 2);
+    assert_eq!(runs(&count), 2);
+}
+
+async fn client_disconnect_releases_the_key(b: Backend) {
+    use tokio::io::AsyncWriteExt;
+    let (app, count) = app(&b);
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(err) => panic!("bind: {err}"),
+    };
+    let Ok(addr) = listener.local_addr() else {
+        panic!("no local addr")
+    };
+    let server = tokio::spawn(axum::serve(listener, app.clone()).into_future());
+    let key = unique("disc");
+    let mut stream = match tokio::net::TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(err) => panic!("connect: {err}"),
+    };
+    let raw = format!(
+        "POST /hang HTTP/1.1\r\nhost: test\r\n{KEY}: {key}\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}"
+    );
+    if let Err(err) = stream.write_all(raw.as_bytes()).await {
+        panic!("write: {err}");
+    }
+    // The handler is running (and hangs); the client goes away.
+    for _ in 0..100 {
+        if runs(&count) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(runs(&count), 1);
+    drop(stream);
+    assert_eq!(retry_until_created(&app, "/hang", &key).await["count"], 2);
+    server.abort();
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Memory).await;
+                }
+            )*
+        }
+
+        #[cfg(feature = "redis")]
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(url) = crate::common::redis_url(concat!("idempotency::redis::", stringify!($name))) else {
+                        return;
+                    };
+                    super::$name(super::Backend::Redis(url)).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    replays_first_2xx_response,
+    non_2xx_is_not_stored,
+    concurrent_duplicates_run_once,
+    in_progress_gets_409,
+    reused_key_with_other_request_is_422,
+    anonymous_keys_are_scoped_to_method_and_path,
+    keys_are_scoped_to_the_user,
+    invalid_keys_are_400,
+    other_methods_and_missing_header_pass_through,
+    oversize_response_is_not_replayed,
+    oversize_request_body_is_413,
+    panicking_handler_releases_the_key,
+    dropped_request_releases_the_key,
+    client_disconnect_releases_the_key,
+);
+
+// ---- configuration ---------------------------------------------------------------------
+
+#[test]
+fn bad_configuration_is_rejected_and_secrets_redacted() {
+    let err = IdempotencyLayer::new(IdempotencyOptions {
+        ttl: Duration::ZERO,
+        ..Default::default()
+    })
+    .err();
+    assert_eq!(
+        err.map(|e| e.code().as_str().to_owned()).as_deref(),
+        Some("CONFIGURATION_ERROR")
+    );
+
+    let opts = IdempotencyOptions {
+        redis_url: Some("redis://admin:hunter2@cache.internal:6379/0".into()),
+        ..Default::default()
+    };
+    let shown = format!("{opts:?}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("admin"),
+        "{shown}"
+    );
+    assert!(shown.contains("cache.internal:6379"), "{shown}");
+
+    #[cfg(feature = "redis")]
+    {
+        let err = IdempotencyLayer::new(IdempotencyOptions {
+            redis_url: Some("not a url".into()),
+            ..Default::default()
+        })
+        .err();
+        assert_eq!(
+            err.map(|e| e.code().as_str().to_owned()).as_deref(),
+            Some("CONFIGURATION_ERROR")
+        );
+        // Valid URL, nothing listening: still builds (connects lazily), outside a runtime.
+        let layer = IdempotencyLayer::new(IdempotencyOptions {
+            redis_url: Some("redis://:hunter2@127.0.0.1:1".into()),
+            ..Default::default()
+        });
+        let shown = format!("{layer:?}");
+        assert!(layer.is_ok() && !shown.contains("hunter2"), "{shown}");
+    }
+}
+
+// ---- Redis only ------------------------------------------------------------------------
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_two_instances_share_exactly_once() {
+    let Some(url) = redis_url("idempotency::redis_two_instances_share_exactly_once") else {
+        return;
+    };
+    let b = Backend::Redis(url);
+    let count = Arc::new(AtomicUsize::new(0));
+    // Two "processes": independent layers, each with its own connection.
+    let one = app_with(layer(&b), count.clone());
+    let two = app_with(layer(&b), count.clone());
+    concurrent_once(&[one.clone(), two.clone()], &count).await;
+
+    let key = unique("two");
+    let (_, _, first) = send(&one, req("POST", "/pay", Some(&key), None, "{}")).await;
+    let (_, h, again) = send(&two, req("POST", "/pay", Some(&key), None, "{}")).await;
+    assert_eq!(h["x-idempotent-replayed"], "true");
+    assert_eq!(again, first);
+    assert_eq!(runs(&count), 2);
+}
+
+/// A throwaway `redis-server` child on a free port, killed on drop.
+#[cfg(feature = "redis")]
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+#[cfg(feature = "redis")]
+impl OwnRedis {
+    fn free_port() -> u16 {
+        match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+            Ok(addr) => addr.port(),
+            Err(err) => panic!("no free port: {err}"),
+        }
+    }
+
+    /// `None` when `redis-server` is not installed.
+    async fn start(port: u16) -> Option<Self> {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(err) => panic!("redis-server: {err}"),
+        };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Some(Self {
+                    port,
+                    child: Some(child),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("own redis-server did not start on port {port}");
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_outage_fail_closed_fail_open_and_recovery() {
+    let port = OwnRedis::free_port();
+    let Some(mut redis) = OwnRedis::start(port).await else {
+        if require_services() {
+            panic!("redis-server binary not found but SENTRI_TEST_REQUIRE_SERVICES=1");
+        }
+        eprintln!(
+            "SKIPPED idempotency::redis_outage_fail_closed_fail_open_and_recovery: redis-server binary not found"
+        );
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let closed_count = Arc::new(AtomicUsize::new(0));
+    let open_count = Arc::new(AtomicUsize::new(0));
+    let closed = app_with(layer(&Backend::Redis(url.clone())), closed_count.clone());
+    let open = app_with(
+        match IdempotencyLayer::new(IdempotencyOptions {
+            on_backend_error: BackendErrorPolicy::FailOpen,
+            ..options(&Backend::Redis(url))
+        }) {
+            Ok(l) => l,
+            Err(err) => panic!("{err:?}"),
+        },
+        open_count.clone(),
+    );
+
+    // Healthy: both work and connect.
+    let (s, _, _) = send(
+        &closed,
+        req("POST", "/pay", Some(&unique("up")), None, "{}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _, _) = send(&open, req("POST", "/pay", Some(&unique("up")), None, "{}")).await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    redis.kill();
+
+    let started = std::time::Instant::now();
+    let (s, h, body) = send(
+        &closed,
+        req("POST", "/pay", Some(&unique("down")), None, "{}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(code_of(&body), "SERVICE_UNAVAILABLE");
+    assert!(h.get("retry-after").is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "fails fast: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        runs(&closed_count),
+        1,
+        "fail-closed does not run the handler"
+    );
+
+    let (s, h, _) = send(
+        &open,
+        req("POST", "/pay", Some(&unique("down")), None, "{}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(h.get("x-idempotent-replayed").is_none());
+    assert_eq!(runs(&open_count), 2, "fail-open runs the handler");
+
+    // Back on the same port: the same layer recovers without a rebuild.
+    let Some(_redis_again) = OwnRedis::start(port).await else {
+        panic!("redis-server vanished");
+    };
+    let key = unique("back");
+    let mut recovered = false;
+    for _ in 0..100 {
+        let (s, _, _) = send(&closed, req("POST", "/pay", Some(&key), None, "{}")).await;
+        if s == StatusCode::CREATED {
+            recovered = true;
+            break;
+        }
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recovered, "layer did not recover after Redis came back");
+    let (s, h, _) = send(&closed, req("POST", "/pay", Some(&key), None, "{}")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(h["x-idempotent-replayed"], "true");
+    assert_eq!(runs(&closed_count), 2);
+}
