@@ -19,7 +19,7 @@ pub fn service_url(var: &str, test: &str) -> Option<String> {
             if require_services() {
                 panic!("{var} is not set but SENTRI_TEST_REQUIRE_SERVICES=1 ({test})");
             }
-            eprintln!("SKIPPED {test}: {var} is not set");
+            loud_skip(var, test);
             None
         }
     }
@@ -33,4 +33,20 @@ pub fn redis_url(test: &str) -> Option<String> {
 /// A short random suffix for names that must not collide between tests.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Prints a skip line straight to stderr (not captured by the test harness), once per
+/// service per test run, so a skipped backend is visible in every run.
+pub fn loud_skip(var: &str, test: &str) {
+    use std::io::Write;
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.iter().any(|v| v == var) {
+        return;
+    }
+    seen.push(var.to_owned());
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {var} is not set: tests on that backend are skipped (first: {test}). Set it, or SENTRI_TEST_REQUIRE_SERVICES=1 to fail instead."
+    );
 }

@@ -90,7 +90,7 @@ fn unreachable(kind: &str, test: &str, err: impl std::fmt::Display) -> Option<Te
     if require_services() {
         panic!("{kind} is configured but unreachable ({test}): {err}");
     }
-    eprintln!("SKIPPED {test} on {kind}: unreachable: {err}");
+    crate::common::loud_skip(&format!("{kind} (unreachable: {err})"), test);
     None
 }
 
@@ -184,7 +184,7 @@ fn feature_off(kind: &str, test: &str) -> Option<TestDb> {
     if require_services() {
         panic!("SENTRI_TEST_REQUIRE_SERVICES=1 but the `{kind}` feature is off ({test})");
     }
-    eprintln!("SKIPPED {test} on {kind}: the `{kind}` cargo feature is off");
+    crate::common::loud_skip(&format!("{kind} (cargo feature off)"), test);
     None
 }
 
