@@ -995,3 +995,55 @@ async fn cookie_attributes_follow_configuration() {
         "{rc}"
     );
 }
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn create_auth_server_on_postgres_serves_generated_keys() {
+    let Some(url) =
+        crate::common::service_url("SENTRI_TEST_POSTGRES_URL", "http::create_auth_server")
+    else {
+        return;
+    };
+    let auth = sentri::create_auth_server(sentri::CreateServerOptions {
+        db: sentri::PostgresConfig::ConnectionString {
+            connection_string: url,
+            max: Some(5),
+        },
+        valid_roles: vec!["user".into(), "admin".into()],
+        key: None,
+        configure: Some(Box::new(|c: ServerConfig| c.salt_rounds(4))),
+    })
+    .await
+    .unwrap();
+    let app = app(&auth);
+    let r = call(&app, Method::GET, "/auth/keys", &[], None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let keys = r.body["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        (keys[0]["kty"].as_str(), keys[0]["alg"].as_str()),
+        (Some("RSA"), Some("RS256"))
+    );
+    let id = crate::common::unique("cas");
+    assert_eq!(
+        register(&app, &id, "password1").await.status,
+        StatusCode::CREATED
+    );
+    let r = login(&app, &id, "password1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let token = r.body["data"]["accessToken"].as_str().unwrap();
+    let header = sentri::token::peek_kid(token).unwrap();
+    assert_eq!(header, keys[0]["kid"].as_str().unwrap());
+    let bad = sentri::create_auth_server(sentri::CreateServerOptions {
+        db: sentri::PostgresConfig::ConnectionString {
+            connection_string: "mysql://x@y/z".into(),
+            max: None,
+        },
+        valid_roles: vec!["user".into()],
+        key: None,
+        configure: None,
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(bad.code().as_str(), "CONFIGURATION_ERROR");
+}
