@@ -42,12 +42,58 @@ pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     None
 }
 
-fn to_header(cookie: Cookie<'_>) -> Option<HeaderValue> {
-    HeaderValue::from_str(&cookie.to_string()).ok()
-}
-
 fn max_age(ttl: Duration) -> cookie::time::Duration {
     cookie::time::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The attributes one `Set-Cookie` needs.
+struct Attrs<'a> {
+    name: &'a str,
+    http_only: bool,
+    secure: bool,
+    same_site: SameSite,
+    path: &'a str,
+    domain: Option<&'a str>,
+}
+
+impl<'a> From<&'a CookieConfig> for Attrs<'a> {
+    fn from(c: &'a CookieConfig) -> Self {
+        Attrs {
+            name: &c.name,
+            http_only: c.http_only,
+            secure: c.secure,
+            same_site: c.same_site,
+            path: &c.path,
+            domain: c.domain.as_deref(),
+        }
+    }
+}
+
+impl<'a> From<&'a AccessCookieConfig> for Attrs<'a> {
+    fn from(c: &'a AccessCookieConfig) -> Self {
+        Attrs {
+            name: &c.name,
+            http_only: false,
+            secure: c.secure,
+            same_site: c.same_site,
+            path: &c.path,
+            domain: c.domain.as_deref(),
+        }
+    }
+}
+
+/// `value` with `Max-Age = ttl`; an empty value with `Max-Age=0` clears the cookie.
+fn set_cookie(attrs: Attrs<'_>, value: &str, ttl: Duration) -> Option<HeaderValue> {
+    let mut c = Cookie::build((attrs.name.to_owned(), value.to_owned()))
+        .http_only(attrs.http_only)
+        .secure(attrs.secure)
+        .same_site(same_site(attrs.same_site))
+        .path(attrs.path.to_owned())
+        .max_age(max_age(ttl));
+    if let Some(d) = attrs.domain {
+        c = c.domain(d.to_owned());
+    }
+    HeaderValue::from_str(&c.build().to_string()).ok()
 }
 
 /// `Set-Cookie` for the refresh token.
@@ -56,16 +102,7 @@ pub(crate) fn refresh_cookie(
     value: &str,
     ttl: Duration,
 ) -> Option<HeaderValue> {
-    let mut c = Cookie::build((cfg.name.clone(), value.to_owned()))
-        .http_only(cfg.http_only)
-        .secure(cfg.secure)
-        .same_site(same_site(cfg.same_site))
-        .path(cfg.path.clone())
-        .max_age(max_age(ttl));
-    if let Some(d) = &cfg.domain {
-        c = c.domain(d.clone());
-    }
-    to_header(c.build())
+    set_cookie(cfg.into(), value, ttl)
 }
 
 /// `Set-Cookie` for the access token (not `HttpOnly`: the front-end may read it).
@@ -74,44 +111,17 @@ pub(crate) fn access_cookie(
     value: &str,
     ttl: Duration,
 ) -> Option<HeaderValue> {
-    let mut c = Cookie::build((cfg.name.clone(), value.to_owned()))
-        .http_only(false)
-        .secure(cfg.secure)
-        .same_site(same_site(cfg.same_site))
-        .path(cfg.path.clone())
-        .max_age(max_age(ttl));
-    if let Some(d) = &cfg.domain {
-        c = c.domain(d.clone());
-    }
-    to_header(c.build())
+    set_cookie(cfg.into(), value, ttl)
 }
 
-/// `Set-Cookie` headers that clear the refresh cookie (`Max-Age=0`).
+/// `Set-Cookie` that clears the refresh cookie (`Max-Age=0`).
 pub(crate) fn clear_refresh(cfg: &CookieConfig) -> Option<HeaderValue> {
-    let mut c = Cookie::build((cfg.name.clone(), ""))
-        .http_only(cfg.http_only)
-        .secure(cfg.secure)
-        .same_site(same_site(cfg.same_site))
-        .path(cfg.path.clone())
-        .max_age(cookie::time::Duration::ZERO);
-    if let Some(d) = &cfg.domain {
-        c = c.domain(d.clone());
-    }
-    to_header(c.build())
+    set_cookie(cfg.into(), "", Duration::ZERO)
 }
 
-/// `Set-Cookie` that clears the access cookie.
+/// `Set-Cookie` that clears the access cookie (`Max-Age=0`).
 pub(crate) fn clear_access(cfg: &AccessCookieConfig) -> Option<HeaderValue> {
-    let mut c = Cookie::build((cfg.name.clone(), ""))
-        .http_only(false)
-        .secure(cfg.secure)
-        .same_site(same_site(cfg.same_site))
-        .path(cfg.path.clone())
-        .max_age(cookie::time::Duration::ZERO);
-    if let Some(d) = &cfg.domain {
-        c = c.domain(d.clone());
-    }
-    to_header(c.build())
+    set_cookie(cfg.into(), "", Duration::ZERO)
 }
 
 /// Largest `Authorization` header read.

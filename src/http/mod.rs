@@ -113,14 +113,19 @@ impl ServerAuth {
     /// The access token of a request: `Authorization: Bearer` first, else the access
     /// cookie. `None` when there is none (or the bearer header is malformed).
     pub fn get_current_access_token<'a>(&self, parts: &'a Parts) -> Option<&'a str> {
+        self.access_token_of(parts).ok().flatten()
+    }
+
+    /// Bearer header first, else the access cookie; `Err` for a malformed bearer header.
+    fn access_token_of<'a>(&self, parts: &'a Parts) -> Result<Option<&'a str>> {
         match cookies::bearer_token(&parts.headers) {
-            Ok(Some(t)) => Some(t),
-            Ok(None) => self
+            Ok(Some(t)) => Ok(Some(t)),
+            Ok(None) => Ok(self
                 .inner
                 .access_cookie
                 .as_ref()
-                .and_then(|c| cookies::read_cookie(&parts.headers, &c.name)),
-            Err(()) => None,
+                .and_then(|c| cookies::read_cookie(&parts.headers, &c.name))),
+            Err(()) => Err(SentriError::token_invalid("Malformed Authorization header")),
         }
     }
 
@@ -257,15 +262,7 @@ impl ServerAuth {
     }
 
     async fn authenticate_request(&self, parts: &Parts) -> Result<Authenticated> {
-        let token = match cookies::bearer_token(&parts.headers) {
-            Ok(Some(t)) => Some(t),
-            Ok(None) => self
-                .inner
-                .access_cookie
-                .as_ref()
-                .and_then(|c| cookies::read_cookie(&parts.headers, &c.name)),
-            Err(()) => return Err(SentriError::token_invalid("Malformed Authorization header")),
-        };
+        let token = self.access_token_of(parts)?;
         let claims = match token {
             Some(token) => match self.inner.tokens.verify_access(token) {
                 Ok(claims) => Some(claims),
