@@ -3,6 +3,8 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -15,6 +17,8 @@ pub mod store;
 pub mod token;
 pub mod user;
 
+#[cfg(feature = "client")]
+pub use client::{ClientAuth, ClientConfig};
 pub use auth::{
     AuthConfig, AuthResult, LoginInput, RefreshResult, RegisterInput, ServerAuth, SessionMeta,
     create_auth,
