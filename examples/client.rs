@@ -56,7 +56,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let app = Router::new()
         .route("/api/profile", get(profile).route_layer(auth.protect()))
-        .route("/api/admin", get(admin).route_layer(auth.authorize(["admin"])))
+        .route(
+            "/api/admin",
+            get(admin).route_layer(auth.authorize(["admin"])),
+        )
         .layer(auth.error_handler());
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -74,8 +77,7 @@ async fn shutdown() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         {
             s.recv().await;
         }
@@ -89,8 +91,7 @@ async fn shutdown() {
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     if let Err(err) = run().await {

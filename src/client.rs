@@ -361,9 +361,8 @@ fn is_hmac(alg: Algorithm) -> bool {
 
 impl ClientAuth {
     fn from_config(config: ClientConfig) -> Result<Self> {
-        let url = reqwest::Url::parse(&config.key_uri).map_err(|e| {
-            SentriError::configuration("key_uri is not a valid URL").with_source(e)
-        })?;
+        let url = reqwest::Url::parse(&config.key_uri)
+            .map_err(|e| SentriError::configuration("key_uri is not a valid URL").with_source(e))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(SentriError::configuration(
                 "key_uri must be an http:// or https:// URL",
@@ -606,9 +605,7 @@ impl ClientAuth {
                 .cookie_token(parts)
                 .ok_or_else(|| SentriError::unauthorized("Authentication required"))?,
             Err(()) => {
-                return Err(SentriError::token_invalid(
-                    "Malformed Authorization header",
-                ));
+                return Err(SentriError::token_invalid("Malformed Authorization header"));
             }
         };
         let claims = self.verify_access_token(token).await?;
@@ -691,9 +688,9 @@ impl ClientInner {
             Some(v) => Ok(v),
             None => Err(match outcome {
                 Err(e) => SentriError::unavailable(e),
-                Ok(()) => SentriError::unavailable(KeyFetchError(
-                    "no keys yet; retrying shortly".into(),
-                )),
+                Ok(()) => {
+                    SentriError::unavailable(KeyFetchError("no keys yet; retrying shortly".into()))
+                }
             }),
         }
     }
@@ -722,8 +719,15 @@ impl ClientInner {
         }
         let this = Arc::clone(self);
         handle.spawn(async move {
-            let _ = this.refresh(Trigger::Expired).await;
-            this.refreshing.store(false, Ordering::Release);
+            // Cleared even if the task is cancelled, so refreshes are never stuck off.
+            struct Done(Arc<ClientInner>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0.refreshing.store(false, Ordering::Release);
+                }
+            }
+            let done = Done(this);
+            let _ = done.0.refresh(Trigger::Expired).await;
         });
     }
 
@@ -785,7 +789,18 @@ impl ClientInner {
 
     /// One GET of the JWKS: status, size cap, JSON, usable keys; the cache lifetime.
     async fn fetch(&self) -> std::result::Result<(Verifier, Duration), KeyFetchError> {
-        let fail = |e: reqwest::Error| KeyFetchError(e.without_url().to_string());
+        let fail = |e: reqwest::Error| {
+            // reqwest's own message is terse ("error sending request"): add the causes.
+            let e = e.without_url();
+            let mut msg = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                msg.push_str(": ");
+                msg.push_str(&c.to_string());
+                cause = c.source();
+            }
+            KeyFetchError(msg)
+        };
         let mut res = self
             .http
             .get(&self.key_uri)

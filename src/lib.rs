@@ -17,12 +17,12 @@ pub mod store;
 pub mod token;
 pub mod user;
 
-#[cfg(feature = "client")]
-pub use client::{ClientAuth, ClientConfig};
 pub use auth::{
     AuthConfig, AuthResult, LoginInput, RefreshResult, RegisterInput, ServerAuth, SessionMeta,
     create_auth,
 };
+#[cfg(feature = "client")]
+pub use client::{ClientAuth, ClientConfig};
 pub use config::{AccessCookieConfig, CookieConfig, Handlers, Hooks, SameSite, ServerConfig, Ttl};
 pub use error::{ApiResponse, ErrorCode, Result, SentriError};
 pub use layer::{CurrentUser, GuardLayer, PermitOptions};

@@ -46,9 +46,13 @@ async fn jwks_handler(State(state): State<KeyState>) -> Response {
     let jwks = state.jwks.lock().unwrap().clone();
     match jwks {
         Jwks::Keys(v) => axum::Json(v).into_response(),
-        Jwks::NotJson => ([(header::CONTENT_TYPE, "application/json")], "<html>oops").into_response(),
+        Jwks::NotJson => {
+            ([(header::CONTENT_TYPE, "application/json")], "<html>oops").into_response()
+        }
         Jwks::Status500 => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
-        Jwks::WrongShape => axum::Json(json!({"keys": [{"kty": "RSA", "kid": "x"}], "extra": 1})).into_response(),
+        Jwks::WrongShape => {
+            axum::Json(json!({"keys": [{"kty": "RSA", "kid": "x"}], "extra": 1})).into_response()
+        }
     }
 }
 
@@ -72,7 +76,9 @@ async fn serve(app: Router) -> (SocketAddr, JoinHandle<()>) {
 }
 
 fn server_config(t: &TestDb, key: SigningKey) -> ServerConfig {
-    ServerConfig::new(t.db.clone(), key, ["user", "admin"]).salt_rounds(4).cookie(None)
+    ServerConfig::new(t.db.clone(), key, ["user", "admin"])
+        .salt_rounds(4)
+        .cookie(None)
 }
 
 impl AuthServer {
@@ -80,19 +86,36 @@ impl AuthServer {
         let t = databases(test).await.remove(0);
         let key = SigningKey::generate(alg).await.unwrap();
         let auth = create_auth(server_config(&t, key)).unwrap();
-        auth.register(RegisterInput { identifier: "admin@example.com".into(), password: PASSWORD.into(), roles: Some(vec!["admin".into()]) })
-            .await
-            .unwrap();
-        auth.register(RegisterInput { identifier: "user@example.com".into(), password: PASSWORD.into(), roles: None })
-            .await
-            .unwrap();
-        let keys = KeyState { hits: Arc::new(AtomicUsize::new(0)), jwks: Arc::new(Mutex::new(Jwks::Keys(auth.tokens().jwks()))) };
+        auth.register(RegisterInput {
+            identifier: "admin@example.com".into(),
+            password: PASSWORD.into(),
+            roles: Some(vec!["admin".into()]),
+        })
+        .await
+        .unwrap();
+        auth.register(RegisterInput {
+            identifier: "user@example.com".into(),
+            password: PASSWORD.into(),
+            roles: None,
+        })
+        .await
+        .unwrap();
+        let keys = KeyState {
+            hits: Arc::new(AtomicUsize::new(0)),
+            jwks: Arc::new(Mutex::new(Jwks::Keys(auth.tokens().jwks()))),
+        };
         let app = Router::new()
             .route("/jwks", get(jwks_handler).with_state(keys.clone()))
             .nest("/auth", auth.router())
             .layer(auth.error_handler());
         let (addr, task) = serve(app).await;
-        AuthServer { _db: t, auth, addr, keys, task }
+        AuthServer {
+            _db: t,
+            auth,
+            addr,
+            keys,
+            task,
+        }
     }
 
     fn key_uri(&self) -> String {
@@ -148,13 +171,22 @@ impl ClientApp {
         let app = Router::new()
             .route(
                 "/api/profile",
-                get(|u: CurrentUser| async move { axum::Json(json!({"user": u.user, "sid": u.session_id})) })
-                    .route_layer(auth.protect()),
+                get(|u: CurrentUser| async move {
+                    axum::Json(json!({"user": u.user, "sid": u.session_id}))
+                })
+                .route_layer(auth.protect()),
             )
-            .route("/api/admin", get(|| async { "admin" }).route_layer(auth.authorize(["admin"])))
+            .route(
+                "/api/admin",
+                get(|| async { "admin" }).route_layer(auth.authorize(["admin"])),
+            )
             .layer(auth.error_handler());
         let (addr, task) = serve(app).await;
-        ClientApp { base: format!("http://{addr}"), http: http(), _task: task }
+        ClientApp {
+            base: format!("http://{addr}"),
+            http: http(),
+            _task: task,
+        }
     }
 
     async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -165,7 +197,8 @@ impl ClientApp {
         let res = req.send().await.unwrap();
         let status = res.status();
         let bytes = res.bytes().await.unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, body)
     }
 
@@ -227,15 +260,36 @@ async fn client_verifies_rs256_es256_and_eddsa_tokens_from_a_real_server() {
         assert_eq!(body["user"]["identifier"], "admin@example.com");
         assert_eq!(body["user"]["roles"], json!(["admin"]));
         assert!(!body["sid"].as_str().unwrap().is_empty());
-        assert_eq!(app.get("/api/admin", Some(&admin)).await.0, StatusCode::OK, "{alg:?}");
-        assert_eq!(app.get("/api/profile", Some(&user)).await.0, StatusCode::OK, "{alg:?}");
-        assert_eq!(app.code("/api/admin", Some(&user)).await, (StatusCode::FORBIDDEN, "FORBIDDEN".into()));
-        assert_eq!(app.code("/api/profile", None).await, (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".into()));
-        assert_eq!(app.code("/api/admin", None).await, (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".into()));
+        assert_eq!(
+            app.get("/api/admin", Some(&admin)).await.0,
+            StatusCode::OK,
+            "{alg:?}"
+        );
+        assert_eq!(
+            app.get("/api/profile", Some(&user)).await.0,
+            StatusCode::OK,
+            "{alg:?}"
+        );
+        assert_eq!(
+            app.code("/api/admin", Some(&user)).await,
+            (StatusCode::FORBIDDEN, "FORBIDDEN".into())
+        );
+        assert_eq!(
+            app.code("/api/profile", None).await,
+            (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".into())
+        );
+        assert_eq!(
+            app.code("/api/admin", None).await,
+            (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".into())
+        );
         let (s, c) = app.code("/api/profile", Some("garbage")).await;
         assert_eq!((s, c.as_str()), TOKEN_INVALID, "{alg:?}");
         let (s, c) = app.code("/api/profile", Some(&refresh)).await;
-        assert_eq!((s, c.as_str()), TOKEN_INVALID, "{alg:?}: refresh token as access token");
+        assert_eq!(
+            (s, c.as_str()),
+            TOKEN_INVALID,
+            "{alg:?}: refresh token as access token"
+        );
         // A token whose payload was tampered with.
         let mut parts: Vec<&str> = admin.split('.').collect();
         let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"x","identifier":"x","roles":["admin"],"sid":"s","iat":1,"exp":99999999999,"jti":"j"}"#);
@@ -282,14 +336,20 @@ async fn issuer_audience_and_revocation_hook_are_enforced() {
     cfg.audience = Some("my-api".into());
     let issuing = create_auth(cfg).unwrap();
     server.publish(&issuing);
-    let user = AuthUser { id: "u1".into(), identifier: "u@example.com".into(), roles: vec!["user".into()] };
+    let user = AuthUser {
+        id: "u1".into(),
+        identifier: "u@example.com".into(),
+        roles: vec!["user".into()],
+    };
     let good = issuing.sign_access_token(&user, "sid-1").unwrap();
     let revoked = issuing.sign_access_token(&user, "sid-revoked").unwrap();
     let auth = client(
         client_config(&server)
             .issuer("https://auth.example.com")
             .audience("my-api")
-            .is_token_revoked(Arc::new(|sid: String| Box::pin(async move { sid == "sid-revoked" }))),
+            .is_token_revoked(Arc::new(|sid: String| {
+                Box::pin(async move { sid == "sid-revoked" })
+            })),
     );
     let app = ClientApp::start(&auth).await;
     assert_eq!(app.get("/api/profile", Some(&good)).await.0, StatusCode::OK);
@@ -306,29 +366,49 @@ async fn key_rotation_is_picked_up_without_restart() {
     let auth = client(client_config(&server).cache_ttl(Duration::from_millis(300)));
     let app = ClientApp::start(&auth).await;
     let (old_token, _) = server.login("user@example.com").await;
-    assert_eq!(app.get("/api/profile", Some(&old_token)).await.0, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/profile", Some(&old_token)).await.0,
+        StatusCode::OK
+    );
     assert_eq!(server.hits(), 1);
 
     // The server rotates: a new key signs, the old one is still published.
     let old_key = server.auth.tokens().current_key().clone();
     let new_key = SigningKey::generate(Algorithm::EdDSA).await.unwrap();
-    let rotated = create_auth(server_config(&server._db, new_key.clone()).previous_key(old_key)).unwrap();
+    let rotated =
+        create_auth(server_config(&server._db, new_key.clone()).previous_key(old_key)).unwrap();
     server.publish(&rotated);
-    let user = AuthUser { id: "u1".into(), identifier: "user@example.com".into(), roles: vec!["user".into()] };
+    let user = AuthUser {
+        id: "u1".into(),
+        identifier: "user@example.com".into(),
+        roles: vec!["user".into()],
+    };
     let new_token = rotated.sign_access_token(&user, "sid-new").unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await; // past the refetch cooldown
     let (s, body) = app.get("/api/profile", Some(&new_token)).await;
-    assert_eq!(s, StatusCode::OK, "new key picked up on unknown kid: {body}");
-    assert_eq!(app.get("/api/profile", Some(&old_token)).await.0, StatusCode::OK, "old key still published");
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "new key picked up on unknown kid: {body}"
+    );
+    assert_eq!(
+        app.get("/api/profile", Some(&old_token)).await.0,
+        StatusCode::OK,
+        "old key still published"
+    );
 
     // The old key is retired: once the cache expires, old-key tokens are refused.
     let retired = create_auth(server_config(&server._db, new_key)).unwrap();
     server.publish(&retired);
     eventually("old-key token refused after refetch", || async {
-        app.code("/api/profile", Some(&old_token)).await == (StatusCode::UNAUTHORIZED, "TOKEN_INVALID".into())
+        app.code("/api/profile", Some(&old_token)).await
+            == (StatusCode::UNAUTHORIZED, "TOKEN_INVALID".into())
     })
     .await;
-    assert_eq!(app.get("/api/profile", Some(&new_token)).await.0, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/profile", Some(&new_token)).await.0,
+        StatusCode::OK
+    );
     server.stop();
 }
 
@@ -341,17 +421,29 @@ async fn cached_keys_keep_working_when_the_key_endpoint_goes_down() {
     let (token, _) = server.login("user@example.com").await;
     let app = ClientApp::start(&auth).await;
     server.stop();
-    eventually("server task stopped", || async { server.task.is_finished() }).await;
+    eventually("server task stopped", || async {
+        server.task.is_finished()
+    })
+    .await;
     // Past the cache lifetime: background refreshes fail, the old keys stay.
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(120)).await;
-        assert_eq!(app.get("/api/profile", Some(&token)).await.0, StatusCode::OK);
+        assert_eq!(
+            app.get("/api/profile", Some(&token)).await.0,
+            StatusCode::OK
+        );
     }
     let err = auth.prefetch().await.unwrap_err();
     assert!(err.is(&ErrorCode::ServiceUnavailable), "{err:?}");
-    assert_eq!(app.get("/api/profile", Some(&token)).await.0, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/profile", Some(&token)).await.0,
+        StatusCode::OK
+    );
     // An unknown kid while the endpoint is down: 401, never a 5xx.
-    let forged = forge(&token, &json!({"alg": "ES256", "typ": "at+jwt", "kid": "nope"}));
+    let forged = forge(
+        &token,
+        &json!({"alg": "ES256", "typ": "at+jwt", "kid": "nope"}),
+    );
     let (s, c) = app.code("/api/profile", Some(&forged)).await;
     assert_eq!((s, c.as_str()), TOKEN_INVALID);
 }
@@ -364,12 +456,18 @@ async fn never_fetched_keys_with_the_endpoint_down_is_503() {
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
-    let auth = client(ClientConfig::new(format!("http://{dead_addr}/auth/keys")).refetch_cooldown(Duration::from_millis(50)));
+    let auth = client(
+        ClientConfig::new(format!("http://{dead_addr}/auth/keys"))
+            .refetch_cooldown(Duration::from_millis(50)),
+    );
     let app = ClientApp::start(&auth).await;
     let (s, body) = app.get("/api/profile", Some(&token)).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
-    assert_eq!(app.code("/api/profile", None).await, (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".into()));
+    assert_eq!(
+        app.code("/api/profile", None).await,
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".into())
+    );
     let err = auth.prefetch().await.unwrap_err();
     assert!(err.is(&ErrorCode::ServiceUnavailable));
     server.stop();
@@ -379,11 +477,20 @@ async fn never_fetched_keys_with_the_endpoint_down_is_503() {
 async fn garbage_jwks_is_503_before_keys_and_ignored_after() {
     let server = AuthServer::start(Algorithm::RS256, "client::garbage").await;
     let (token, _) = server.login("admin@example.com").await;
-    let auth = client(client_config(&server).refetch_cooldown(Duration::from_millis(50)).cache_ttl(Duration::from_millis(100)));
+    let auth = client(
+        client_config(&server)
+            .refetch_cooldown(Duration::from_millis(50))
+            .cache_ttl(Duration::from_millis(100)),
+    );
     let app = ClientApp::start(&auth).await;
     let good = server.auth.tokens().jwks();
 
-    for bad in [Jwks::NotJson, Jwks::Status500, Jwks::WrongShape, Jwks::Keys(json!({"keys": []}))] {
+    for bad in [
+        Jwks::NotJson,
+        Jwks::Status500,
+        Jwks::WrongShape,
+        Jwks::Keys(json!({"keys": []})),
+    ] {
         server.set(bad);
         tokio::time::sleep(Duration::from_millis(60)).await; // past the retry delay
         let (s, body) = app.get("/api/profile", Some(&token)).await;
@@ -421,13 +528,23 @@ async fn random_kids_cannot_hammer_the_key_server() {
         let forged: Vec<String> = (0..50)
             .map(|_| forge(&token, &json!({"alg": "ES256", "typ": "at+jwt", "kid": uuid::Uuid::new_v4().to_string()})))
             .collect();
-        let replies = futures_util::future::join_all(forged.iter().map(|t| app.code("/api/profile", Some(t)))).await;
+        let replies = futures_util::future::join_all(
+            forged.iter().map(|t| app.code("/api/profile", Some(t))),
+        )
+        .await;
         for (s, c) in replies {
             assert_eq!((s, c.as_str()), TOKEN_INVALID, "batch {batch}");
         }
     }
-    assert!(server.hits() <= 2, "{} fetches for 1000 random kids", server.hits());
-    assert_eq!(app.get("/api/profile", Some(&token)).await.0, StatusCode::OK);
+    assert!(
+        server.hits() <= 2,
+        "{} fetches for 1000 random kids",
+        server.hits()
+    );
+    assert_eq!(
+        app.get("/api/profile", Some(&token)).await.0,
+        StatusCode::OK
+    );
     server.stop();
 }
 
@@ -437,7 +554,9 @@ async fn concurrent_first_requests_share_one_fetch() {
     let (token, _) = server.login("user@example.com").await;
     let auth = client(client_config(&server));
     let app = ClientApp::start(&auth).await;
-    let replies = futures_util::future::join_all((0..20).map(|_| app.get("/api/profile", Some(&token)))).await;
+    let replies =
+        futures_util::future::join_all((0..20).map(|_| app.get("/api/profile", Some(&token))))
+            .await;
     for (s, body) in replies {
         assert_eq!(s, StatusCode::OK, "{body}");
     }
@@ -447,9 +566,14 @@ async fn concurrent_first_requests_share_one_fetch() {
     server.set(Jwks::Status500);
     let auth = client(client_config(&server).refetch_cooldown(Duration::from_secs(60)));
     let app = ClientApp::start(&auth).await;
-    let replies = futures_util::future::join_all((0..20).map(|_| app.code("/api/profile", Some(&token)))).await;
+    let replies =
+        futures_util::future::join_all((0..20).map(|_| app.code("/api/profile", Some(&token))))
+            .await;
     for (s, c) in replies {
-        assert_eq!((s, c.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"));
+        assert_eq!(
+            (s, c.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
+        );
     }
     assert_eq!(server.hits(), 2);
     server.stop();
@@ -459,15 +583,40 @@ async fn concurrent_first_requests_share_one_fetch() {
 fn configuration_errors() {
     let code = |c: ClientConfig| create_auth(c).unwrap_err().code().clone();
     for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
-        assert_eq!(code(ClientConfig::new("https://a.example/keys").algorithms([Algorithm::ES256, alg])), ErrorCode::ConfigurationError);
+        assert_eq!(
+            code(ClientConfig::new("https://a.example/keys").algorithms([Algorithm::ES256, alg])),
+            ErrorCode::ConfigurationError
+        );
     }
-    for uri in ["ftp://a.example/keys", "file:///etc/keys", "not a url", "", "https://"] {
-        assert_eq!(code(ClientConfig::new(uri)), ErrorCode::ConfigurationError, "{uri}");
+    for uri in [
+        "ftp://a.example/keys",
+        "file:///etc/keys",
+        "not a url",
+        "",
+        "https://",
+    ] {
+        assert_eq!(
+            code(ClientConfig::new(uri)),
+            ErrorCode::ConfigurationError,
+            "{uri}"
+        );
     }
-    assert_eq!(code(ClientConfig::new("https://a.example/keys").algorithms([])), ErrorCode::ConfigurationError);
-    assert_eq!(code(ClientConfig::new("https://a.example/keys").valid_roles(Vec::<String>::new())), ErrorCode::ConfigurationError);
-    assert_eq!(code(ClientConfig::new("https://a.example/keys").leeway(Duration::from_secs(600))), ErrorCode::ConfigurationError);
-    assert_eq!(code(ClientConfig::new("https://a.example/keys").access_cookie(Some(String::new()))), ErrorCode::ConfigurationError);
+    assert_eq!(
+        code(ClientConfig::new("https://a.example/keys").algorithms([])),
+        ErrorCode::ConfigurationError
+    );
+    assert_eq!(
+        code(ClientConfig::new("https://a.example/keys").valid_roles(Vec::<String>::new())),
+        ErrorCode::ConfigurationError
+    );
+    assert_eq!(
+        code(ClientConfig::new("https://a.example/keys").leeway(Duration::from_secs(600))),
+        ErrorCode::ConfigurationError
+    );
+    assert_eq!(
+        code(ClientConfig::new("https://a.example/keys").access_cookie(Some(String::new()))),
+        ErrorCode::ConfigurationError
+    );
 
     let cfg = ClientConfig::new("https://user:s3cret@a.example/keys");
     assert!(!format!("{cfg:?}").contains("s3cret"));
@@ -480,6 +629,8 @@ fn configuration_errors() {
 #[test]
 #[should_panic(expected = "is not one of valid_roles")]
 fn authorize_panics_on_an_unknown_role() {
-    let auth = create_auth(ClientConfig::new("https://a.example/keys").valid_roles(["user", "admin"])).unwrap();
+    let auth =
+        create_auth(ClientConfig::new("https://a.example/keys").valid_roles(["user", "admin"]))
+            .unwrap();
     let _ = auth.authorize(["admni"]);
 }

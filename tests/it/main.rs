@@ -1,7 +1,7 @@
+#[cfg(feature = "client")]
+mod client;
 mod common;
 mod db;
 mod http;
-#[cfg(feature = "client")]
-mod client;
 mod services;
 mod store;
