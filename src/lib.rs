@@ -3,6 +3,8 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -20,6 +22,8 @@ pub use auth::{
     AuthConfig, AuthResult, LoginInput, RefreshResult, RegisterInput, ServerAuth, SessionMeta,
     create_auth,
 };
+#[cfg(feature = "client")]
+pub use client::{ClientAuth, ClientConfig};
 pub use config::{AccessCookieConfig, CookieConfig, Handlers, Hooks, SameSite, ServerConfig, Ttl};
 pub use error::{ApiResponse, ErrorCode, Result, SentriError};
 pub use idempotency::{IdempotencyKey, IdempotencyLayer, IdempotencyOptions};

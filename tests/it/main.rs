@@ -1,3 +1,5 @@
+#[cfg(feature = "client")]
+mod client;
 mod common;
 mod db;
 mod example;

@@ -1,0 +1,879 @@
+//! Client mode: an application that trusts a sentri auth server.
+//!
+//! [`ClientAuth`] verifies access tokens against the auth server's published JWKS
+//! (`GET {prefix}/keys`). It has no database and no secret: it only needs the URL of
+//! the key set. Routes are guarded with the same `protect()`, `authorize(..)` and
+//! `permit(..)` layers as in server mode, and handlers use the same
+//! [`CurrentUser`](crate::CurrentUser) extractor, so a route written for one mode
+//! compiles against the other.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sentri::SentriError> {
+//! use axum::{Router, routing::get};
+//! use sentri::{create_auth, ClientConfig, CurrentUser};
+//!
+//! let auth = create_auth(
+//!     ClientConfig::new("https://auth.example.com/auth/keys")
+//!         .valid_roles(["user", "admin"])
+//!         .issuer("https://auth.example.com"),
+//! )?;
+//! auth.prefetch().await?; // optional: load the keys before serving
+//!
+//! let app: Router = Router::new()
+//!     .route("/api/profile", get(|u: CurrentUser| async move { u.user.identifier }))
+//!     .route_layer(auth.protect())
+//!     .route("/api/admin", get(|| async { "admin" }).route_layer(auth.authorize(["admin"])))
+//!     .layer(auth.error_handler());
+//! # Ok(()) }
+//! ```
+//!
+//! # Keys
+//!
+//! - Keys are fetched lazily on first use (or by [`ClientAuth::prefetch`]); concurrent
+//!   first requests share one fetch.
+//! - A token whose `kid` is not in the cache triggers a refetch, at most once per
+//!   [`ClientConfig::refetch_cooldown`], so key rotation on the server is picked up
+//!   without a restart while a flood of made-up `kid`s cannot make the client hammer
+//!   the auth server.
+//! - Keys are refetched in the background when they are older than the cache lifetime
+//!   (the response's `Cache-Control: max-age`, else [`ClientConfig::cache_ttl`]).
+//! - When the key endpoint is down or answers garbage, the client keeps verifying with
+//!   the keys it has, logs a warning and retries later. Until it has obtained keys at
+//!   least once, protected routes answer 503 `SERVICE_UNAVAILABLE`.
+//! - HMAC is never accepted in client mode (a shared secret cannot be published).
+//!
+//! # Sessions and revocation
+//!
+//! There is no silent refresh in client mode: the auth server owns sessions, and the
+//! front-end refreshes its tokens there. Because a client app does not look sessions
+//! up, **a logout or revocation on the auth server takes effect in client apps when
+//! the access token expires** (keep access tokens short-lived). Apps that share a
+//! revocation list with the server (e.g. a Redis set of revoked session ids) can plug
+//! it in with [`ClientConfig::is_token_revoked`]; it runs with the token's `sid` after
+//! the signature and claims have been verified.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::http::header;
+use axum::http::request::Parts;
+
+use crate::auth::AuthConfig;
+use crate::config::{BoxFuture, RevocationCheck};
+use crate::error::{Result, SentriError};
+use crate::http::ErrorLayer;
+use crate::http::cookies;
+use crate::layer::{Authenticate, Authenticated, CurrentUser, GuardLayer, PermitOptions};
+use crate::token::{AccessClaims, Algorithm, MAX_TOKEN_BYTES, TokenOptions, Verifier, peek_kid};
+use crate::user::AuthUser;
+
+/// Largest JWKS response read, in bytes.
+pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// Upper bound on a cache lifetime taken from `Cache-Control: max-age`.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest wait before retrying after a failed fetch.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// Client-mode configuration: where the auth server publishes its keys and what tokens
+/// must look like.
+///
+/// Build it with [`ClientConfig::new`] and the builder methods, then pass it to
+/// [`create_auth`](crate::create_auth). `Debug` hides any credentials in `key_uri`.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use sentri::{create_auth, ClientConfig, token::Algorithm};
+///
+/// let auth = create_auth(
+///     ClientConfig::new("https://auth.example.com/auth/keys")
+///         .valid_roles(["user", "admin"])
+///         .issuer("https://auth.example.com")
+///         .audience("my-api")
+///         .algorithms([Algorithm::ES256])
+///         .cache_ttl(Duration::from_secs(300))
+///         .refetch_cooldown(Duration::from_secs(30)),
+/// )?;
+/// # Ok::<(), sentri::SentriError>(())
+/// ```
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// URL of the auth server's JWKS, e.g. `https://auth.example.com/auth/keys`
+    /// (`http` or `https`).
+    pub key_uri: String,
+    /// When set, `authorize(..)` / `permit(..)` check role names against it when the
+    /// layer is built (and panic on an unknown one, like server mode).
+    pub valid_roles: Option<Vec<String>>,
+    /// `iss` required on every token, when set.
+    pub issuer: Option<String>,
+    /// `aud` required on every token, when set.
+    pub audience: Option<String>,
+    /// Accepted algorithms (default: RS256, RS384, RS512, ES256, EdDSA). HMAC is a
+    /// `CONFIGURATION_ERROR`.
+    pub algorithms: Vec<Algorithm>,
+    /// How long fetched keys are used before a background refetch, when the response
+    /// has no `Cache-Control: max-age` (default 10 minutes).
+    pub cache_ttl: Duration,
+    /// Minimum time between key fetches caused by unknown `kid`s (default 30 s).
+    pub refetch_cooldown: Duration,
+    /// Timeout of one key fetch (default 5 s).
+    pub http_timeout: Duration,
+    /// Clock skew tolerated on `exp` / `nbf` (default 5 s, at most 60 s).
+    pub leeway: Duration,
+    /// Optional revocation check, run with the token's `sid`; `true` → 401 `TOKEN_INVALID`.
+    pub is_token_revoked: Option<RevocationCheck>,
+    /// Name of the cookie the access token is read from when there is no
+    /// `Authorization: Bearer` header (default `access_token`; `None`: header only).
+    pub access_cookie: Option<String>,
+}
+
+/// The algorithms accepted by default: every asymmetric one sentri signs with.
+pub const DEFAULT_ALGORITHMS: [Algorithm; 5] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::ES256,
+    Algorithm::EdDSA,
+];
+
+impl ClientConfig {
+    /// A configuration with defaults for the JWKS at `key_uri`.
+    ///
+    /// ```
+    /// let config = sentri::ClientConfig::new("https://auth.example.com/auth/keys");
+    /// assert_eq!(config.access_cookie.as_deref(), Some("access_token"));
+    /// ```
+    pub fn new(key_uri: impl Into<String>) -> Self {
+        Self {
+            key_uri: key_uri.into(),
+            valid_roles: None,
+            issuer: None,
+            audience: None,
+            algorithms: DEFAULT_ALGORITHMS.to_vec(),
+            cache_ttl: Duration::from_secs(10 * 60),
+            refetch_cooldown: Duration::from_secs(30),
+            http_timeout: Duration::from_secs(5),
+            leeway: Duration::from_secs(5),
+            is_token_revoked: None,
+            access_cookie: Some("access_token".into()),
+        }
+    }
+
+    /// Sets the role names `authorize(..)` / `permit(..)` are checked against.
+    pub fn valid_roles<R, S>(mut self, roles: R) -> Self
+    where
+        R: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.valid_roles = Some(roles.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Requires this `iss` on every token.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Requires this `aud` on every token.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Sets the accepted algorithms (HMAC ones are a `CONFIGURATION_ERROR`).
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// Sets the key cache lifetime used when the JWKS response has no `max-age`.
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// Sets the minimum time between fetches caused by unknown `kid`s.
+    pub fn refetch_cooldown(mut self, cooldown: Duration) -> Self {
+        self.refetch_cooldown = cooldown;
+        self
+    }
+
+    /// Sets the timeout of one key fetch.
+    pub fn http_timeout(mut self, timeout: Duration) -> Self {
+        self.http_timeout = timeout;
+        self
+    }
+
+    /// Sets the clock skew tolerated on `exp` / `nbf`.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Sets the revocation check (run with the token's `sid`; `true` means revoked).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// let config = sentri::ClientConfig::new("https://auth.example.com/auth/keys")
+    ///     .is_token_revoked(Arc::new(|sid: String| Box::pin(async move { sid == "revoked" })));
+    /// ```
+    pub fn is_token_revoked(mut self, check: RevocationCheck) -> Self {
+        self.is_token_revoked = Some(check);
+        self
+    }
+
+    /// Sets the access-token cookie name (`None`: read the `Authorization` header only).
+    pub fn access_cookie(mut self, name: Option<String>) -> Self {
+        self.access_cookie = name;
+        self
+    }
+}
+
+/// `key_uri` with any user-info replaced, for `Debug` and logs.
+fn redact_uri(uri: &str) -> String {
+    match reqwest::Url::parse(uri) {
+        Ok(mut url) => {
+            if !url.username().is_empty() || url.password().is_some() {
+                let _ = url.set_username("redacted");
+                let _ = url.set_password(None);
+            }
+            url.to_string()
+        }
+        Err(_) => "<invalid URL>".to_owned(),
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("key_uri", &redact_uri(&self.key_uri))
+            .field("valid_roles", &self.valid_roles)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("algorithms", &self.algorithms)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("refetch_cooldown", &self.refetch_cooldown)
+            .field("http_timeout", &self.http_timeout)
+            .field("leeway", &self.leeway)
+            .field("is_token_revoked", &self.is_token_revoked.is_some())
+            .field("access_cookie", &self.access_cookie)
+            .finish()
+    }
+}
+
+impl AuthConfig for ClientConfig {
+    type Auth = ClientAuth;
+    fn build(self) -> Result<ClientAuth> {
+        ClientAuth::from_config(self)
+    }
+}
+
+/// Why a key fetch failed (no key material, no token).
+#[derive(Debug, thiserror::Error)]
+#[error("fetching the JWKS failed: {0}")]
+struct KeyFetchError(String);
+
+/// What triggered a fetch; decides whether it may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    /// No keys yet.
+    Initial,
+    /// A token named a `kid` that is not cached.
+    UnknownKid,
+    /// The cache lifetime has passed.
+    Expired,
+    /// `prefetch()`: always fetches.
+    Forced,
+}
+
+#[derive(Default)]
+struct FetchState {
+    /// Start of the last fetch attempt (successful or not).
+    last_attempt: Option<Instant>,
+    /// When the current keys should be refetched.
+    expires_at: Option<Instant>,
+}
+
+struct ClientInner {
+    key_uri: String,
+    display_uri: String,
+    valid_roles: Option<Vec<String>>,
+    algorithms: Vec<Algorithm>,
+    token_options: TokenOptions,
+    cache_ttl: Duration,
+    refetch_cooldown: Duration,
+    retry_delay: Duration,
+    is_token_revoked: Option<RevocationCheck>,
+    access_cookie: Option<String>,
+    http: reqwest::Client,
+    /// The current keys; read on every request (a short read lock, an `Arc` clone).
+    keys: RwLock<Option<Verifier>>,
+    /// Serialises fetches (single flight).
+    fetch_lock: tokio::sync::Mutex<()>,
+    /// Bumped after every fetch attempt, so waiters know one finished meanwhile.
+    generation: AtomicU64,
+    state: Mutex<FetchState>,
+    /// A background refresh is scheduled or running.
+    refreshing: AtomicBool,
+}
+
+/// sentri in client mode: verifies access tokens issued by a sentri auth server
+/// against its published JWKS. No database, no secret.
+///
+/// Cheap to clone (an `Arc` inside). Built by [`create_auth`](crate::create_auth) from a
+/// [`ClientConfig`]. Offers the same `protect()`, `authorize(..)`, `permit(..)` and
+/// `error_handler()` as [`ServerAuth`](crate::ServerAuth).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), sentri::SentriError> {
+/// use axum::{Router, routing::get};
+/// use sentri::{create_auth, ClientAuth, ClientConfig, CurrentUser};
+///
+/// let auth: ClientAuth = create_auth(ClientConfig::new("https://auth.example.com/auth/keys"))?;
+/// let app: Router = Router::new()
+///     .route("/me", get(|u: CurrentUser| async move { u.user.id }))
+///     .route_layer(auth.protect())
+///     .layer(auth.error_handler());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ClientAuth {
+    inner: Arc<ClientInner>,
+}
+
+impl fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = self.inner.current();
+        f.debug_struct("ClientAuth")
+            .field("key_uri", &self.inner.display_uri)
+            .field("valid_roles", &self.inner.valid_roles)
+            .field("algorithms", &self.inner.algorithms)
+            .field("keys", &keys)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_hmac(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+impl ClientAuth {
+    fn from_config(config: ClientConfig) -> Result<Self> {
+        let url = reqwest::Url::parse(&config.key_uri)
+            .map_err(|e| SentriError::configuration("key_uri is not a valid URL").with_source(e))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(SentriError::configuration(
+                "key_uri must be an http:// or https:// URL",
+            ));
+        }
+        let display_uri = redact_uri(&config.key_uri);
+        let loopback = match url.host_str() {
+            Some("localhost") => true,
+            Some(h) => h
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()),
+            None => false,
+        };
+        if url.scheme() == "http" && !loopback {
+            tracing::warn!(key_uri = %display_uri, "sentri: key_uri uses plain http; use https outside development");
+        }
+        if config.algorithms.is_empty() {
+            return Err(SentriError::configuration("algorithms must not be empty"));
+        }
+        if let Some(alg) = config.algorithms.iter().find(|a| is_hmac(**a)) {
+            return Err(SentriError::configuration(format!(
+                "algorithm {alg:?} is not allowed in client mode: HMAC keys cannot be published"
+            )));
+        }
+        if let Some(roles) = &config.valid_roles {
+            if roles.is_empty() {
+                return Err(SentriError::configuration(
+                    "valid_roles must not be empty when set",
+                ));
+            }
+            if roles.iter().any(|r| r.trim().is_empty()) {
+                return Err(SentriError::configuration(
+                    "valid_roles must not contain empty names",
+                ));
+            }
+        }
+        if config.leeway > Duration::from_secs(60) {
+            return Err(SentriError::configuration("leeway must be at most 60 s"));
+        }
+        if config.cache_ttl.is_zero() {
+            return Err(SentriError::configuration("cache_ttl must be positive"));
+        }
+        if config.http_timeout.is_zero() {
+            return Err(SentriError::configuration("http_timeout must be positive"));
+        }
+        if config.access_cookie.as_deref().is_some_and(str::is_empty) {
+            return Err(SentriError::configuration(
+                "access_cookie name must not be empty",
+            ));
+        }
+        // Fetches are rare (minutes apart), so no idle connections are kept: every
+        // fetch sees the server as it is now.
+        let http = reqwest::Client::builder()
+            .timeout(config.http_timeout)
+            .connect_timeout(config.http_timeout)
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("sentri/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                SentriError::configuration("cannot build the HTTP client").with_source(e)
+            })?;
+        let token_options = TokenOptions {
+            issuer: config.issuer,
+            audience: config.audience,
+            leeway: config.leeway,
+            ..TokenOptions::default()
+        };
+        Ok(Self {
+            inner: Arc::new(ClientInner {
+                key_uri: config.key_uri,
+                display_uri,
+                valid_roles: config.valid_roles,
+                algorithms: config.algorithms,
+                token_options,
+                cache_ttl: config.cache_ttl,
+                refetch_cooldown: config.refetch_cooldown,
+                retry_delay: config.refetch_cooldown.min(MAX_RETRY_DELAY),
+                is_token_revoked: config.is_token_revoked,
+                access_cookie: config.access_cookie,
+                http,
+                keys: RwLock::new(None),
+                fetch_lock: tokio::sync::Mutex::new(()),
+                generation: AtomicU64::new(0),
+                state: Mutex::new(FetchState::default()),
+                refreshing: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Fetches the keys now (e.g. before serving), whatever the cache state.
+    ///
+    /// Fails with `SERVICE_UNAVAILABLE` when the key endpoint cannot be reached or
+    /// answers something that is not a usable JWKS; keys already held are kept.
+    ///
+    /// ```no_run
+    /// # async fn demo(auth: sentri::ClientAuth) -> Result<(), sentri::SentriError> {
+    /// auth.prefetch().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn prefetch(&self) -> Result<()> {
+        self.inner
+            .refresh(Trigger::Forced)
+            .await
+            .map_err(SentriError::unavailable)
+    }
+
+    /// Verifies an access token: signature with the key named by its `kid` (refetching
+    /// the JWKS for an unknown `kid`, within the cooldown), algorithm, `typ`,
+    /// `exp`/`nbf`, and `iss`/`aud` when configured. Does not run `is_token_revoked`.
+    ///
+    /// Expired → `TOKEN_EXPIRED`; otherwise invalid → `TOKEN_INVALID`; no keys could
+    /// ever be obtained → `SERVICE_UNAVAILABLE`.
+    ///
+    /// ```no_run
+    /// # async fn demo(auth: sentri::ClientAuth, token: &str) -> Result<(), sentri::SentriError> {
+    /// let claims = auth.verify_access_token(token).await?;
+    /// println!("user {} in session {}", claims.sub, claims.sid);
+    /// # Ok(()) }
+    /// ```
+    pub async fn verify_access_token(&self, token: &str) -> Result<AccessClaims> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(SentriError::token_invalid("Invalid token"));
+        }
+        let verifier = self.inner.verifier().await?;
+        let verifier = match peek_kid(token) {
+            Some(kid) if !verifier.has_kid(&kid) => {
+                tracing::debug!("sentri: token names an unknown key id");
+                // A failure is logged inside; the old keys stay in use.
+                let _ = self.inner.refresh(Trigger::UnknownKid).await;
+                self.inner.current().unwrap_or(verifier)
+            }
+            _ => verifier,
+        };
+        verifier.verify_access(token)
+    }
+
+    /// The access token of a request: `Authorization: Bearer` first, else the access
+    /// cookie. `None` when there is none (or the bearer header is malformed).
+    ///
+    /// ```no_run
+    /// # fn demo(auth: &sentri::ClientAuth, parts: &axum::http::request::Parts) {
+    /// let has_token = auth.get_current_access_token(parts).is_some();
+    /// # }
+    /// ```
+    pub fn get_current_access_token<'a>(&self, parts: &'a Parts) -> Option<&'a str> {
+        match cookies::bearer_token(&parts.headers) {
+            Ok(Some(t)) => Some(t),
+            Ok(None) => self.cookie_token(parts),
+            Err(()) => None,
+        }
+    }
+
+    fn cookie_token<'a>(&self, parts: &'a Parts) -> Option<&'a str> {
+        self.inner
+            .access_cookie
+            .as_deref()
+            .and_then(|name| cookies::read_cookie(&parts.headers, name))
+    }
+
+    /// The configured role names, if any.
+    pub fn valid_roles(&self) -> Option<&[String]> {
+        self.inner.valid_roles.as_deref()
+    }
+
+    fn auth_arc(&self) -> Arc<dyn Authenticate> {
+        Arc::new(self.clone())
+    }
+
+    /// A layer that requires a valid access token.
+    ///
+    /// ```no_run
+    /// # async fn demo(auth: sentri::ClientAuth) {
+    /// use axum::{Router, routing::get};
+    /// use sentri::CurrentUser;
+    /// let app: Router = Router::new()
+    ///     .route("/me", get(|u: CurrentUser| async move { u.user.identifier }))
+    ///     .route_layer(auth.protect());
+    /// # }
+    /// ```
+    pub fn protect(&self) -> GuardLayer {
+        GuardLayer::protect(self.auth_arc())
+    }
+
+    /// A layer that requires at least one of `roles` (and authenticates by itself when
+    /// no `protect()` ran before it). Panics at start-up on a role not in
+    /// `valid_roles`, when those are configured.
+    ///
+    /// ```no_run
+    /// # async fn demo(auth: sentri::ClientAuth) {
+    /// use axum::{Router, routing::get};
+    /// let app: Router = Router::new()
+    ///     .route("/admin", get(|| async { "admin" }))
+    ///     .route_layer(auth.authorize(["admin"]));
+    /// # }
+    /// ```
+    pub fn authorize<R, S>(&self, roles: R) -> GuardLayer
+    where
+        R: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        GuardLayer::authorize(self.auth_arc(), roles)
+    }
+
+    /// A layer that runs an async permission check; `options.roles` bypass it.
+    ///
+    /// ```no_run
+    /// # async fn demo(auth: sentri::ClientAuth) {
+    /// use axum::{Router, routing::put};
+    /// use sentri::PermitOptions;
+    /// let own = PermitOptions::new(["admin"], |parts, user| {
+    ///     let ok = parts.uri.path().rsplit('/').next() == Some(user.id.as_str());
+    ///     async move { ok }
+    /// });
+    /// let app: Router = Router::new()
+    ///     .route("/users/{id}", put(|| async { "ok" }))
+    ///     .route_layer(auth.permit(own));
+    /// # }
+    /// ```
+    pub fn permit(&self, options: PermitOptions) -> GuardLayer {
+        GuardLayer::permit(self.auth_arc(), options)
+    }
+
+    /// A layer that renders every error response of the app in sentri's envelope.
+    ///
+    /// ```no_run
+    /// # async fn demo(auth: sentri::ClientAuth) {
+    /// let app: axum::Router = axum::Router::new().layer(auth.error_handler());
+    /// # }
+    /// ```
+    pub fn error_handler(&self) -> ErrorLayer {
+        ErrorLayer::new()
+    }
+
+    async fn authenticate_request(&self, parts: &Parts) -> Result<Authenticated> {
+        let token = match cookies::bearer_token(&parts.headers) {
+            Ok(Some(t)) => t,
+            Ok(None) => self
+                .cookie_token(parts)
+                .ok_or_else(|| SentriError::unauthorized("Authentication required"))?,
+            Err(()) => {
+                return Err(SentriError::token_invalid("Malformed Authorization header"));
+            }
+        };
+        let claims = self.verify_access_token(token).await?;
+        if let Some(check) = &self.inner.is_token_revoked
+            && check(claims.sid.clone()).await
+        {
+            return Err(SentriError::token_invalid("Token has been revoked"));
+        }
+        Ok(Authenticated {
+            user: CurrentUser {
+                user: AuthUser {
+                    id: claims.sub,
+                    identifier: claims.identifier,
+                    roles: claims.roles,
+                },
+                session_id: claims.sid,
+            },
+            set_cookies: Vec::new(),
+        })
+    }
+}
+
+impl Authenticate for ClientAuth {
+    fn authenticate<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Result<Authenticated>> {
+        Box::pin(self.authenticate_request(parts))
+    }
+
+    fn check_role_names(&self, roles: &[String]) {
+        if let Some(valid) = &self.inner.valid_roles {
+            for role in roles {
+                assert!(
+                    valid.contains(role),
+                    "sentri: role {role:?} is not one of valid_roles {valid:?}"
+                );
+            }
+        }
+    }
+}
+
+/// `max-age` of a `Cache-Control` header, if any.
+fn max_age(headers: &axum::http::HeaderMap) -> Option<Duration> {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|d| {
+            let (k, v) = d.trim().split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("max-age")
+                .then(|| v.trim().trim_matches('"').parse::<u64>().ok())
+                .flatten()
+        })
+        .map(Duration::from_secs)
+}
+
+impl ClientInner {
+    fn current(&self) -> Option<Verifier> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, FetchState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The keys to verify with: fetched on first use (503 when that fails), refreshed in
+    /// the background once expired.
+    async fn verifier(self: &Arc<Self>) -> Result<Verifier> {
+        if let Some(v) = self.current() {
+            self.maybe_refresh_in_background();
+            return Ok(v);
+        }
+        let outcome = self.refresh(Trigger::Initial).await;
+        match self.current() {
+            Some(v) => Ok(v),
+            None => Err(match outcome {
+                Err(e) => SentriError::unavailable(e),
+                Ok(()) => {
+                    SentriError::unavailable(KeyFetchError("no keys yet; retrying shortly".into()))
+                }
+            }),
+        }
+    }
+
+    fn maybe_refresh_in_background(self: &Arc<Self>) {
+        let due = {
+            let st = self.state();
+            let now = Instant::now();
+            st.expires_at.is_some_and(|e| now >= e)
+                && st
+                    .last_attempt
+                    .is_none_or(|t| now.duration_since(t) >= self.retry_delay)
+        };
+        if !due {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self
+            .refreshing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let this = Arc::clone(self);
+        handle.spawn(async move {
+            // Cleared even if the task is cancelled, so refreshes are never stuck off.
+            struct Done(Arc<ClientInner>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0.refreshing.store(false, Ordering::Release);
+                }
+            }
+            let done = Done(this);
+            let _ = done.0.refresh(Trigger::Expired).await;
+        });
+    }
+
+    /// Single-flight fetch. `Ok(())` when the fetch succeeded, was not due, or another
+    /// caller's fetch finished while this one waited; `Err` only when this call fetched
+    /// and failed (the old keys are kept).
+    async fn refresh(&self, trigger: Trigger) -> std::result::Result<(), KeyFetchError> {
+        let seen = self.generation.load(Ordering::Acquire);
+        let _flight = self.fetch_lock.lock().await;
+        let started = Instant::now();
+        {
+            let mut st = self.state();
+            if trigger != Trigger::Forced && self.generation.load(Ordering::Acquire) != seen {
+                return Ok(());
+            }
+            let since_last = st.last_attempt.map(|t| started.duration_since(t));
+            let allowed = match trigger {
+                Trigger::Forced => true,
+                Trigger::Initial => {
+                    self.current().is_none() && since_last.is_none_or(|d| d >= self.retry_delay)
+                }
+                Trigger::UnknownKid => since_last.is_none_or(|d| d >= self.refetch_cooldown),
+                Trigger::Expired => {
+                    st.expires_at.is_none_or(|e| started >= e)
+                        && since_last.is_none_or(|d| d >= self.retry_delay)
+                }
+            };
+            if !allowed {
+                return Ok(());
+            }
+            st.last_attempt = Some(started);
+        }
+        let result = self.fetch().await;
+        let outcome = match result {
+            Ok((verifier, ttl)) => {
+                tracing::debug!(key_uri = %self.display_uri, ?trigger, keys = ?verifier, "sentri: fetched JWKS");
+                *self
+                    .keys
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(verifier);
+                self.state().expires_at = Some(Instant::now() + ttl);
+                Ok(())
+            }
+            Err(e) => {
+                let has_keys = self.current().is_some();
+                tracing::warn!(
+                    key_uri = %self.display_uri,
+                    ?trigger,
+                    error = %e,
+                    keeping_old_keys = has_keys,
+                    "sentri: could not refresh the auth server's keys; will retry"
+                );
+                Err(e)
+            }
+        };
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        outcome
+    }
+
+    /// One GET of the JWKS: status, size cap, JSON, usable keys; the cache lifetime.
+    async fn fetch(&self) -> std::result::Result<(Verifier, Duration), KeyFetchError> {
+        let fail = |e: reqwest::Error| {
+            // reqwest's own message is terse ("error sending request"): add the causes.
+            let e = e.without_url();
+            let mut msg = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                msg.push_str(": ");
+                msg.push_str(&c.to_string());
+                cause = c.source();
+            }
+            KeyFetchError(msg)
+        };
+        let mut res = self
+            .http
+            .get(&self.key_uri)
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(fail)?;
+        let status = res.status();
+        if !status.is_success() {
+            return Err(KeyFetchError(format!("HTTP status {status}")));
+        }
+        if res
+            .content_length()
+            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+        {
+            return Err(KeyFetchError(format!(
+                "response is larger than {MAX_JWKS_BYTES} bytes"
+            )));
+        }
+        let ttl = match max_age(res.headers()) {
+            Some(age) => age
+                .max(self.refetch_cooldown.max(Duration::from_secs(1)))
+                .min(MAX_CACHE_TTL),
+            None => self.cache_ttl,
+        };
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(fail)? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(KeyFetchError(format!(
+                    "response is larger than {MAX_JWKS_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let json: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|_| KeyFetchError("response is not JSON".into()))?;
+        let (verifier, warnings) =
+            Verifier::from_jwks(&json, &self.algorithms, &self.token_options);
+        for w in &warnings {
+            tracing::warn!(key_uri = %self.display_uri, "sentri: JWKS: {w}");
+        }
+        if verifier.is_empty() {
+            return Err(KeyFetchError("the JWKS has no usable key".into()));
+        }
+        Ok((verifier, ttl))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_max_age() {
+        let mut h = axum::http::HeaderMap::new();
+        assert_eq!(max_age(&h), None);
+        h.insert(
+            header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("public, max-age=300"),
+        );
+        assert_eq!(max_age(&h), Some(Duration::from_secs(300)));
+        h.insert(
+            header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store, max-age=x"),
+        );
+        assert_eq!(max_age(&h), None);
+    }
+
+    #[test]
+    fn redacts_credentials_in_uri() {
+        let shown = redact_uri("https://user:pass@auth.example.com/keys");
+        assert!(!shown.contains("pass"), "{shown}");
+        assert!(!shown.contains("user:"), "{shown}");
+        assert_eq!(redact_uri("not a url"), "<invalid URL>");
+    }
+}
