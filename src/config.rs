@@ -501,6 +501,24 @@ impl ServerConfig {
         self
     }
 
+    /// Sets the clock leeway for `exp`/`nbf` (at most 60 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Sets how identifiers are compared.
+    pub fn identifier_case(mut self, case: IdentifierCase) -> Self {
+        self.identifier_case = case;
+        self
+    }
+
+    /// Sets the role allowed to call `POST /users/{userId}/roles`.
+    pub fn admin_role(mut self, role: impl Into<String>) -> Self {
+        self.admin_role = role.into();
+        self
+    }
+
     /// Sets the refresh-reuse grace window.
     pub fn refresh_grace(mut self, grace: Duration) -> Self {
         self.refresh_grace = grace;

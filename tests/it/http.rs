@@ -1047,3 +1047,108 @@ async fn create_auth_server_on_postgres_serves_generated_keys() {
     .unwrap_err();
     assert_eq!(bad.code().as_str(), "CONFIGURATION_ERROR");
 }
+
+#[tokio::test]
+async fn handler_overrides_wrap_the_default_services_and_revocation_hook_refuses() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let t = databases("http::overrides").await.remove(0);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let mut handlers = sentri::Handlers::default();
+    handlers.login = Some(Arc::new(
+        move |auth: ServerAuth, input: sentri::LoginInput, meta| {
+            let c = c.clone();
+            Box::pin(async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                // The override may call the default service.
+                auth.login(input, meta).await
+            })
+        },
+    ));
+    handlers.register = Some(Arc::new(|_auth: ServerAuth, _input| {
+        Box::pin(async {
+            Err(sentri::SentriError::custom(
+                "REGISTRATION_CLOSED",
+                "Closed",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ))
+        })
+    }));
+    let revoked: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let list = revoked.clone();
+    let auth = create_auth(
+        config(t.db.clone())
+            .handlers(handlers)
+            .is_token_revoked(move |sid| {
+                let hit = list.lock().unwrap().contains(&sid);
+                async move { hit }
+            }),
+    )
+    .unwrap();
+    auth.register(sentri::RegisterInput {
+        identifier: "olaf".into(),
+        password: "password1".into(),
+        roles: None,
+    })
+    .await
+    .unwrap();
+    let app = app(&auth);
+    let r = register(&app, "pia", "password1").await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "REGISTRATION_CLOSED")
+    );
+    let r = call(
+        &app,
+        Method::POST,
+        "/auth/register",
+        &[],
+        Some(json!({"identifier": 5})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
+        "router still validates before the override"
+    );
+    let first = login(&app, "olaf", "password1").await.body["data"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = login(&app, "olaf", "password1").await.body["data"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    revoked
+        .lock()
+        .unwrap()
+        .push(auth.verify_access_token(&first).unwrap().sid);
+    let me = call(
+        &app,
+        Method::GET,
+        "/api/profile",
+        &[("authorization", &bearer(&first))],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (me.status, me.code()),
+        (StatusCode::UNAUTHORIZED, "TOKEN_INVALID"),
+        "the hook refuses"
+    );
+    let me = call(
+        &app,
+        Method::GET,
+        "/api/profile",
+        &[("authorization", &bearer(&second))],
+        None,
+    )
+    .await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the login override ran for each login"
+    );
+}
