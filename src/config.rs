@@ -301,6 +301,47 @@ pub struct Handlers {
     pub change_password: Option<ChangePasswordHandler>,
 }
 
+macro_rules! handler_setter {
+    ($(#[$doc:meta])* $name:ident, ($($arg:ident: $ty:ty),*), $out:ty) => {
+        $(#[$doc])*
+        pub fn $name<F, Fut>(mut self, f: F) -> Self
+        where
+            F: Fn(ServerAuth, $($ty),*) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = Result<$out>> + Send + 'static,
+        {
+            self.$name = Some(Arc::new(move |auth, $($arg),*| Box::pin(f(auth, $($arg),*))));
+            self
+        }
+    };
+}
+
+impl Handlers {
+    handler_setter!(
+        /// Overrides registration.
+        register, (input: RegisterInput), AuthUser);
+    handler_setter!(
+        /// Overrides login.
+        login, (input: crate::auth::LoginInput, meta: crate::auth::SessionMeta), AuthResult);
+    handler_setter!(
+        /// Overrides refresh.
+        refresh, (token: String, meta: crate::auth::SessionMeta), RefreshResult);
+    handler_setter!(
+        /// Overrides logout.
+        logout, (token: Option<String>), ());
+    handler_setter!(
+        /// Overrides logout-all.
+        logout_all, (user_id: String), ());
+    handler_setter!(
+        /// Overrides role assignment.
+        assign_roles, (user_id: String, roles: Vec<String>), AuthUser);
+    handler_setter!(
+        /// Overrides identifier change.
+        change_identifier, (user_id: String, identifier: String), AuthUser);
+    handler_setter!(
+        /// Overrides password change.
+        change_password, (user_id: String, current: String, new: String), ());
+}
+
 impl fmt::Debug for Handlers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handlers")

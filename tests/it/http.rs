@@ -1055,26 +1055,22 @@ async fn handler_overrides_wrap_the_default_services_and_revocation_hook_refuses
     let t = databases("http::overrides").await.remove(0);
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
-    let mut handlers = sentri::Handlers::default();
-    handlers.login = Some(Arc::new(
-        move |auth: ServerAuth, input: sentri::LoginInput, meta| {
+    let handlers = sentri::Handlers::default()
+        .login(move |auth: ServerAuth, input, meta| {
             let c = c.clone();
-            Box::pin(async move {
+            async move {
                 c.fetch_add(1, Ordering::SeqCst);
                 // The override may call the default service.
                 auth.login(input, meta).await
-            })
-        },
-    ));
-    handlers.register = Some(Arc::new(|_auth: ServerAuth, _input| {
-        Box::pin(async {
+            }
+        })
+        .register(|_auth, _input| async {
             Err(sentri::SentriError::custom(
                 "REGISTRATION_CLOSED",
                 "Closed",
                 StatusCode::SERVICE_UNAVAILABLE,
             ))
-        })
-    }));
+        });
     let revoked: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let list = revoked.clone();
     let auth = create_auth(
