@@ -1,3 +1,4 @@
+mod adversarial;
 #[cfg(feature = "client")]
 mod client;
 mod common;
