@@ -6,5 +6,6 @@ mod db;
 mod example;
 mod http;
 mod idempotency;
+mod integrity;
 mod services;
 mod store;
