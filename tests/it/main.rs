@@ -7,5 +7,6 @@ mod example;
 mod http;
 mod idempotency;
 mod integrity;
+mod secrets;
 mod services;
 mod store;
