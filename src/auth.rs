@@ -844,7 +844,7 @@ mod tests {
 
     #[test]
     fn identifiers_are_normalised() {
-        let n = |s| normalize_identifier(s, IdentifierCase::Insensitive);
+        let n = |s: &str| normalize_identifier(s, IdentifierCase::Insensitive);
         assert_eq!(n("  Bob@Example.COM ").unwrap(), "bob@example.com");
         // Fullwidth letters fold to ASCII under NFKC.
         assert_eq!(n("ＢＯＢ").unwrap(), "bob");
