@@ -749,7 +749,38 @@ pub fn normalize_identifier(identifier: &str, case: IdentifierCase) -> Result<St
             "identifier must not contain control characters",
         ));
     }
+    if normalized.chars().any(is_invisible) {
+        return Err(SentriError::validation(
+            "identifier must not contain invisible or bidirectional formatting characters",
+        ));
+    }
     Ok(normalized)
+}
+
+/// Unicode default-ignorable code points (zero-width characters, bidi controls, soft
+/// hyphen, variation selectors, tags…): NFKC keeps them, they render as nothing, so
+/// `admin\u{200B}` would look exactly like `admin`.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 /// Checks a new password: at least 8 characters, at most 1024 bytes.
@@ -813,7 +844,7 @@ mod tests {
 
     #[test]
     fn identifiers_are_normalised() {
-        let n = |s| normalize_identifier(s, IdentifierCase::Insensitive);
+        let n = |s: &str| normalize_identifier(s, IdentifierCase::Insensitive);
         assert_eq!(n("  Bob@Example.COM ").unwrap(), "bob@example.com");
         // Fullwidth letters fold to ASCII under NFKC.
         assert_eq!(n("ＢＯＢ").unwrap(), "bob");
@@ -821,6 +852,8 @@ mod tests {
         assert!(n("a\u{0}b").is_err());
         assert!(n("a\nb").is_err());
         assert!(n(&"x".repeat(321)).is_err());
+        assert!(n("admin\u{200B}").is_err(), "zero-width space");
+        assert!(n("\u{202E}nimda").is_err(), "bidi override");
         assert_eq!(
             normalize_identifier("Zoë", IdentifierCase::Sensitive).unwrap(),
             "Zoë"

@@ -197,6 +197,11 @@ impl SentriError {
         self
     }
 
+    /// The underlying error itself (not the `Arc` around it), for downcasting.
+    pub(crate) fn source_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+
     /// The error code.
     pub fn code(&self) -> &ErrorCode {
         &self.code

@@ -164,6 +164,26 @@ pub(crate) fn db_err(err: sqlx::Error) -> SentriError {
     SentriError::unavailable(err)
 }
 
+/// How long to wait before each retry of an idempotent read that failed on its
+/// connection (see [`Database::read`]): at most two retries.
+const READ_RETRY_BACKOFF: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(150)];
+
+/// `true` when `err` says the *connection* failed (reset, closed, server shutting down or
+/// starting up), not the statement: an idempotent read may then be retried on another
+/// connection. A pool timeout is not one (the caller already waited `acquire_timeout`).
+pub(crate) fn is_connection_error(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception); PostgreSQL 57P01-57P03
+        // (admin_shutdown, crash_shutdown, cannot_connect_now).
+        sqlx::Error::Database(e) => e
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
 /// `true` when `err` is a unique/primary-key violation (every dialect).
 pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())
@@ -370,6 +390,39 @@ impl Database {
         self.exec_with(built, db_err).await
     }
 
+    /// Runs an idempotent read, retrying it at most twice (after 50 ms, then 150 ms)
+    /// when it failed on its connection ([`is_connection_error`]), e.g. while the
+    /// server restarts. The whole call, retries included, stays within the operation
+    /// timeout. Writes never go through here: one that failed on its connection may
+    /// have committed.
+    pub(crate) async fn read<T, F, Fut>(&self, op: F) -> Result<T, SentriError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, SentriError>>,
+    {
+        self.bounded(async {
+            let mut backoff = READ_RETRY_BACKOFF.iter();
+            loop {
+                let err = match op().await {
+                    Ok(value) => return Ok(value),
+                    Err(err) => err,
+                };
+                let retriable = err
+                    .source_error()
+                    .and_then(|s| s.downcast_ref::<sqlx::Error>())
+                    .is_some_and(is_connection_error);
+                match backoff.next() {
+                    Some(wait) if retriable => {
+                        tracing::debug!(error = %err, "sentri: retrying a read after a connection error");
+                        tokio::time::sleep(*wait).await;
+                    }
+                    _ => return Err(err),
+                }
+            }
+        })
+        .await
+    }
+
     /// Bounds one repository call by the client-side operation timeout.
     pub(crate) async fn bounded<T>(
         &self,
@@ -408,5 +461,50 @@ impl From<sqlx::SqlitePool> for Database {
     /// explicitly, so this works even if the pool has foreign keys turned off.
     fn from(pool: sqlx::SqlitePool) -> Self {
         Self::from_pool(Pool::Sqlite(pool), &DatabaseOptions::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_connection_failures_are_retried() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(is_connection_error(&io));
+        assert!(is_connection_error(&sqlx::Error::WorkerCrashed));
+        assert!(!is_connection_error(&sqlx::Error::PoolTimedOut));
+        assert!(!is_connection_error(&sqlx::Error::PoolClosed));
+        assert!(!is_connection_error(&sqlx::Error::RowNotFound));
+    }
+
+    #[tokio::test]
+    async fn reads_retry_connection_errors_twice_and_nothing_else() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let started = Instant::now();
+        let res: Result<(), _> = db
+            .read(|| async {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(db_err(sqlx::Error::Io(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionReset,
+                ))))
+            })
+            .await;
+        assert_eq!(res.unwrap_err().status().as_u16(), 503);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "with backoff"
+        );
+        calls.store(0, std::sync::atomic::Ordering::Relaxed);
+        let res: Result<(), _> = db
+            .read(|| async {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(db_err(sqlx::Error::PoolTimedOut))
+            })
+            .await;
+        assert!(res.is_err());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }

@@ -216,9 +216,9 @@ impl Database {
         &self,
         (sql, values): (String, SqlxValues),
     ) -> Result<Vec<SessionRecord>, SentriError> {
-        self.bounded(async {
+        self.read(|| async {
             on_pool!(self, pool => {
-                let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
                     .fetch_all(pool)
                     .await
                     .map_err(db_err)?;
@@ -330,8 +330,8 @@ impl Database {
                 .limit(1)
                 .to_owned(),
         );
-        self.bounded(async {
-            on_pool!(self, pool => sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+        self.read(|| async {
+            on_pool!(self, pool => sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
                 .fetch_optional(pool)
                 .await
                 .map(|row| row.is_some())

@@ -112,9 +112,9 @@ impl Database {
         &self,
         (sql, values): (String, SqlxValues),
     ) -> Result<Option<UserRecord>, SentriError> {
-        self.bounded(async {
+        self.read(|| async {
             on_pool!(self, pool => {
-                let row = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                let row = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
                     .fetch_optional(pool)
                     .await
                     .map_err(db_err)?;
@@ -267,9 +267,9 @@ impl Database {
                 .from(USERS)
                 .to_owned(),
         );
-        self.bounded(async {
+        self.read(|| async {
             on_pool!(self, pool => {
-                let row = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                let row = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
                     .fetch_one(pool)
                     .await
                     .map_err(db_err)?;

@@ -1,9 +1,14 @@
+mod adversarial;
 #[cfg(feature = "client")]
 mod client;
 mod common;
 mod db;
 mod example;
+mod faults;
 mod http;
 mod idempotency;
+mod integrity;
+mod props;
+mod secrets;
 mod services;
 mod store;
