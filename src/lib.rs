@@ -2,6 +2,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+compile_error!("sentri needs at least one storage feature: `sqlite` (default), `postgres` or `mysql`");
+
 pub mod auth;
 #[cfg(feature = "client")]
 pub mod client;
