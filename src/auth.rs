@@ -536,7 +536,7 @@ impl ServerAuth {
                 return Err(SentriError::token_invalid("Invalid refresh token"));
             }
             if row.expires_at <= now {
-                self.inner.db.delete_family(&row.family_id).await?;
+                self.delete_family_fully(&row.family_id).await?;
                 self.forget_session(&row.family_id).await;
                 return Err(SentriError::token_expired());
             }
@@ -571,7 +571,7 @@ impl ServerAuth {
                 .open_session(user, next.family_id, None, next.rotated_from, meta)
                 .await;
         }
-        let revoked = self.inner.db.delete_family(&claims.sid).await?;
+        let revoked = self.delete_family_fully(&claims.sid).await?;
         if revoked > 0 {
             tracing::warn!(session = %claims.sid, "refresh token reuse detected: session revoked");
             self.forget_session(&claims.sid).await;
@@ -595,7 +595,7 @@ impl ServerAuth {
         let Ok(claims) = self.inner.tokens.verify_refresh(token) else {
             return Ok(());
         };
-        let deleted = self.inner.db.delete_family(&claims.sid).await?;
+        let deleted = self.delete_family_fully(&claims.sid).await?;
         self.forget_session(&claims.sid).await;
         if deleted > 0 {
             self.fire_logout(claims.sub);
@@ -603,9 +603,24 @@ impl ServerAuth {
         Ok(())
     }
 
+    /// Deletes every row of a session family, sweeping again while rows keep appearing:
+    /// a concurrent rotation that committed while the first DELETE waited on its row lock
+    /// inserts a row that statement could not see. Returns the rows deleted.
+    async fn delete_family_fully(&self, family: &str) -> Result<u64> {
+        let mut total = self.inner.db.delete_family(family).await?;
+        for _ in 0..3 {
+            let more = self.inner.db.delete_family(family).await?;
+            total += more;
+            if more == 0 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
     /// Ends the session `sid` (e.g. from an access token's `sid` claim).
     pub async fn revoke_session(&self, sid: &str) -> Result<()> {
-        self.inner.db.delete_family(sid).await?;
+        self.delete_family_fully(sid).await?;
         self.forget_session(sid).await;
         Ok(())
     }
@@ -613,7 +628,14 @@ impl ServerAuth {
     /// Ends every session of a user.
     pub async fn logout_all(&self, user_id: &str) -> Result<()> {
         let sessions = self.inner.db.list_user_sessions(user_id).await?;
+        // A rotation that committed while our DELETE waited on its row lock inserted a row
+        // that statement could not see (READ COMMITTED): sweep until nothing is left.
         self.inner.db.delete_user_sessions(user_id).await?;
+        for _ in 0..3 {
+            if self.inner.db.delete_user_sessions(user_id).await? == 0 {
+                break;
+            }
+        }
         let families: HashSet<&str> = sessions.iter().map(|s| s.family_id.as_str()).collect();
         for family in families {
             self.forget_session(family).await;

@@ -3,7 +3,9 @@
 #![warn(missing_docs)]
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
-compile_error!("sentri needs at least one storage feature: `sqlite` (default), `postgres` or `mysql`");
+compile_error!(
+    "sentri needs at least one storage feature: `sqlite` (default), `postgres` or `mysql`"
+);
 
 pub mod auth;
 #[cfg(feature = "client")]
