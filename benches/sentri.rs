@@ -24,6 +24,10 @@
 //! After criterion, a plain interleaved timing loop prints one table of every case with
 //! its ratio to the baseline of its group (measured in the same run, best of 5 rounds).
 //!
+//! `SENTRI_BENCH_LOOP=<case name prefix>` (e.g. `protect (cache warm)`, `jwt-only`,
+//! `layer miss`) runs only that case in a loop for `SENTRI_BENCH_SECS` (default 10) s,
+//! for `perf record` or callgrind.
+//!
 //! `SENTRI_BENCH_BCRYPT=<cost>` skips everything else and prints hashes/s of one thread
 //! at that cost (used by `benches/load.sh` to compute the login bound on the server core).
 
@@ -200,7 +204,12 @@ enum Protect {
 }
 
 impl Protect {
-    const ALL: [Protect; 4] = [Protect::Bare, Protect::JwtOnly, Protect::Warm, Protect::Cold];
+    const ALL: [Protect; 4] = [
+        Protect::Bare,
+        Protect::JwtOnly,
+        Protect::Warm,
+        Protect::Cold,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -452,6 +461,8 @@ fn ratio_table(rt: &tokio::runtime::Runtime, fx: &ProtectFixture) {
         row(case.name(), best(&t[i]), base);
     }
 
+    idempotency_memory(rt);
+
     // bcrypt: absolute, plus the implied one-core login bound.
     println!("-- bcrypt (one hash, one thread)");
     for cost in [10, 12] {
@@ -468,6 +479,48 @@ fn ratio_table(rt: &tokio::runtime::Runtime, fx: &ProtectFixture) {
     }
 }
 
+/// Resident set size of this process, in bytes (Linux; 0 elsewhere).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// RSS growth for 10 000 stored responses of 1 KiB in the moka store (default options).
+fn idempotency_memory(rt: &tokio::runtime::Runtime) {
+    const ENTRIES: u64 = 10_000;
+    let payload: &'static str = Box::leak("x".repeat(1024 - 11).into_boxed_str());
+    let app = Router::new()
+        .route(
+            "/pay",
+            post(move || async move { format!("{{\"note\":\"{payload}\"}}") }),
+        )
+        .route_layer(ok(IdempotencyLayer::new(IdempotencyOptions::default())));
+    let before = rss_bytes();
+    rt.block_on(async {
+        for i in 0..ENTRIES {
+            let req = ok(HttpRequest::post("/pay")
+                .header("x-idempotency-key", format!("mem-{i}"))
+                .body(Body::from(IDEM_BODY)));
+            let res = match app.clone().oneshot(req).await {
+                Ok(res) => res,
+                Err(never) => match never {},
+            };
+            assert!(res.status().is_success());
+            let body = ok(axum::body::to_bytes(res.into_body(), usize::MAX).await);
+            assert_eq!(body.len(), 1024);
+        }
+    });
+    let grown = rss_bytes().saturating_sub(before);
+    println!(
+        "  RSS +{ENTRIES} stored 1 KiB responses   {:>7.1} MiB  ({} bytes/entry; target <= 20 MB)",
+        grown as f64 / (1024.0 * 1024.0),
+        grown / ENTRIES
+    );
+    drop(app);
+}
+
 fn bcrypt_only(cost: u32) {
     let rt = runtime();
     let hasher = ok(PasswordHasher::new(cost));
@@ -482,7 +535,41 @@ fn bcrypt_only(cost: u32) {
     println!("hashes_per_sec {:.2}", 1.0 / d.as_secs_f64());
 }
 
+/// Runs one case in a loop for `secs` seconds (for a profiler: `perf record`, callgrind).
+fn profile_loop(case: &str, secs: u64) {
+    let rt = runtime();
+    let fx = rt.block_on(protect_fixture());
+    let protect = Protect::ALL
+        .into_iter()
+        .find(|c| c.name().starts_with(case));
+    let idem = Idem::ALL.into_iter().find(|c| c.name().starts_with(case));
+    let app = idem.map(Idem::app);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut n = 0u64;
+    rt.block_on(async {
+        while Instant::now() < deadline {
+            for _ in 0..1000 {
+                match (protect, idem, &app) {
+                    (Some(p), _, _) => p.run(&fx).await,
+                    (None, Some(i), Some(app)) => i.run(app).await,
+                    _ => panic!("no case starts with {case:?}"),
+                }
+            }
+            n += 1000;
+        }
+    });
+    println!("{case}: {n} calls in {secs} s");
+}
+
 fn main() {
+    if let Ok(case) = std::env::var("SENTRI_BENCH_LOOP") {
+        let secs = std::env::var("SENTRI_BENCH_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10);
+        profile_loop(&case, secs);
+        return;
+    }
     if let Some(cost) = std::env::var("SENTRI_BENCH_BCRYPT")
         .ok()
         .and_then(|v| v.parse().ok())
