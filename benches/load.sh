@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark of the example server over loopback with wrk.
 #
-#   benches/load.sh                 # SQLite + PostgreSQL, ~6 minutes
+#   benches/load.sh                 # SQLite + PostgreSQL, ~9 minutes
 #   DURATION=5s BACKENDS=sqlite benches/load.sh
 #
 # The server (`examples/server`, release) is pinned to core 0 (`taskset -c 0`), wrk to
@@ -247,6 +247,8 @@ for backend in $BACKENDS; do
     sqlite)
       run_backend sqlite "sqlite://$WORK/eddsa.db?mode=rwc" EdDSA 1 1
       run_backend sqlite "sqlite://$WORK/rs256.db?mode=rwc" RS256 0 0
+      # HS256: the algorithm of the "axum + jsonwebtoken, no database" ceiling.
+      run_backend sqlite "sqlite://$WORK/hs256.db?mode=rwc" HS256 0 0
       ;;
     postgres)
       for alg in EdDSA ES256 RS256; do
