@@ -363,11 +363,20 @@ impl ServerAuth {
         if self.inner.sessions.contains_key(sid) {
             return Ok(true);
         }
-        let live = self.inner.db.family_active(sid, now_ms()).await?;
-        if live {
-            self.inner.sessions.insert(sid.to_owned(), ()).await;
-        }
-        Ok(live)
+        self.session_active_in_store(sid).await
+    }
+
+    /// The cache miss of [`is_session_active`](Self::is_session_active): ask the store,
+    /// remember a live session. Boxed so that the (large) store future is not part of
+    /// every protected request's future, only of the misses.
+    fn session_active_in_store<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let live = self.inner.db.family_active(sid, now_ms()).await?;
+            if live {
+                self.inner.sessions.insert(sid.to_owned(), ()).await;
+            }
+            Ok(live)
+        })
     }
 
     /// Drops a session from this process's cache and tells other processes (Redis).

@@ -121,7 +121,8 @@ impl fmt::Debug for PermitOptions {
 enum Rule {
     Authenticated,
     AnyRole(Arc<[String]>),
-    Permit(PermitOptions),
+    // In an `Arc`: the layer is cloned for every request.
+    Permit(Arc<PermitOptions>),
 }
 
 /// The layer returned by `protect()`, `authorize(..)` and `permit(..)`.
@@ -183,7 +184,7 @@ impl GuardLayer {
         auth.check_role_names(&options.roles);
         Self {
             auth,
-            rule: Rule::Permit(options),
+            rule: Rule::Permit(Arc::new(options)),
         }
     }
 }
@@ -231,25 +232,27 @@ where
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             let mut set_cookies = Vec::new();
-            let user = match parts.extensions.get::<CurrentUser>() {
-                Some(user) => user.user.clone(),
-                None => match layer.auth.authenticate(&parts).await {
+            if parts.extensions.get::<CurrentUser>().is_none() {
+                match layer.auth.authenticate(&parts).await {
                     Ok(done) => {
                         set_cookies = done.set_cookies;
-                        let user = done.user.user.clone();
+                        // One copy for `Extension<AuthUser>` users; the rule below reads
+                        // the `CurrentUser` in place (no per-request clone for it).
                         parts.extensions.insert(done.user.user.clone());
                         parts.extensions.insert(done.user);
-                        user
                     }
                     Err(err) => return Ok(err.into_response()),
-                },
-            };
-            let allowed = match &layer.rule {
-                Rule::Authenticated => true,
-                Rule::AnyRole(roles) => user.has_any_role(roles),
-                Rule::Permit(opts) => {
-                    user.has_any_role(&opts.roles) || (opts.check)(&parts, &user).await
                 }
+            }
+            let allowed = match (&layer.rule, parts.extensions.get::<CurrentUser>()) {
+                (Rule::Authenticated, Some(_)) => true,
+                (Rule::AnyRole(roles), Some(current)) => current.user.has_any_role(roles),
+                (Rule::Permit(opts), Some(current)) => {
+                    current.user.has_any_role(&opts.roles)
+                        || (opts.check)(&parts, &current.user).await
+                }
+                // Inserted just above when missing: unreachable, but never let it through.
+                (_, None) => false,
             };
             let mut res = if allowed {
                 inner.call(Request::from_parts(parts, body)).await?

@@ -265,16 +265,47 @@ impl ServerAuth {
         let token = self.access_token_of(parts)?;
         let claims = match token {
             Some(token) => match self.inner.tokens.verify_access(token) {
-                Ok(claims) => Some(claims),
-                Err(err) if err.is(&ErrorCode::TokenExpired) => None,
+                Ok(claims) => claims,
+                Err(err) if err.is(&ErrorCode::TokenExpired) => {
+                    return self.silent_refresh(parts, true).await;
+                }
                 Err(err) => return Err(err),
             },
-            None => None,
+            None => return self.silent_refresh(parts, false).await,
         };
-        let Some(claims) = claims else {
-            // No token, or an expired one: try a silent refresh from the refresh cookie.
-            let expired = token.is_some();
-            return match self.refresh_cookie_value(&parts.headers) {
+        if !self.is_session_active(&claims.sid).await? {
+            return Err(SentriError::token_invalid("Session has been revoked"));
+        }
+        if let Some(check) = &self.inner.is_token_revoked
+            && check(claims.sid.clone()).await
+        {
+            return Err(SentriError::token_invalid("Token has been revoked"));
+        }
+        Ok(Authenticated {
+            user: CurrentUser {
+                user: AuthUser {
+                    id: claims.sub,
+                    identifier: claims.identifier,
+                    roles: claims.roles,
+                },
+                session_id: claims.sid,
+            },
+            set_cookies: Vec::new(),
+        })
+    }
+
+    /// No access token, or an expired one: try a silent refresh from the refresh cookie.
+    ///
+    /// Boxed on purpose: the refresh future is large, and keeping it out of
+    /// `authenticate_request` keeps the per-request future (allocated and moved on every
+    /// protected request) small.
+    fn silent_refresh<'a>(
+        &'a self,
+        parts: &'a Parts,
+        expired: bool,
+    ) -> BoxFuture<'a, Result<Authenticated>> {
+        Box::pin(async move {
+            match self.refresh_cookie_value(&parts.headers) {
                 Some(refresh) => {
                     let res = self
                         .refresh(refresh, session_meta(&parts.headers, connect_addr(parts)))
@@ -299,26 +330,7 @@ impl ServerAuth {
                 }
                 None if expired => Err(SentriError::token_expired()),
                 None => Err(SentriError::unauthorized("Authentication required")),
-            };
-        };
-        if !self.is_session_active(&claims.sid).await? {
-            return Err(SentriError::token_invalid("Session has been revoked"));
-        }
-        if let Some(check) = &self.inner.is_token_revoked
-            && check(claims.sid.clone()).await
-        {
-            return Err(SentriError::token_invalid("Token has been revoked"));
-        }
-        Ok(Authenticated {
-            user: CurrentUser {
-                user: AuthUser {
-                    id: claims.sub,
-                    identifier: claims.identifier,
-                    roles: claims.roles,
-                },
-                session_id: claims.sid,
-            },
-            set_cookies: Vec::new(),
+            }
         })
     }
 }
