@@ -473,9 +473,20 @@ impl ServerAuth {
         {
             return Err(SentriError::invalid_credentials());
         }
+        let verified_hash = user.password_hash.clone();
         let user = user.to_auth_user();
         let family = uuid::Uuid::now_v7().to_string();
-        self.open_session(user, family, None, None, meta).await
+        let res = self.open_session(user, family, None, None, meta).await?;
+        // A password change that committed between our check and our insert revoked every
+        // session before ours existed: do not let the old password keep a session.
+        match self.inner.db.find_user_by_id(&res.user.id).await? {
+            Some(now) if now.password_hash == verified_hash => Ok(res),
+            _ => {
+                self.delete_family_fully(&res.session_id).await?;
+                self.forget_session(&res.session_id).await;
+                Err(SentriError::invalid_credentials())
+            }
+        }
     }
 
     /// Stores a new session row of `family` and signs its token pair.
