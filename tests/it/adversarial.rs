@@ -12,36 +12,10 @@ use sentri::token::{Algorithm, SigningKey};
 use serde_json::{Value, json};
 
 use crate::db::databases;
-use crate::http::{Reply, app, call, send};
+use crate::http::{Reply, app, bearer, call, login, register, send};
 use crate::services::{SECRET, config};
 
 // ---- helpers (shared with the other hardening modules) -------------------------------
-
-pub fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
-pub async fn register(app: &Router, id: &str, pw: &str) -> Reply {
-    call(
-        app,
-        Method::POST,
-        "/auth/register",
-        &[],
-        Some(json!({"identifier": id, "password": pw})),
-    )
-    .await
-}
-
-pub async fn login(app: &Router, id: &str, pw: &str) -> Reply {
-    call(
-        app,
-        Method::POST,
-        "/auth/login",
-        &[],
-        Some(json!({"identifier": id, "password": pw})),
-    )
-    .await
-}
 
 /// Registers and logs in; returns (access token, refresh token from the cookie).
 pub async fn session(app: &Router, id: &str, pw: &str) -> (String, String) {

@@ -15,8 +15,8 @@ use sentri::config::Hooks;
 use sentri::store::{Database, DatabaseOptions};
 use serde_json::json;
 
-use crate::adversarial::{bearer, expect, invalid, login, profile_with, refresh_with, session};
-use crate::http::{Reply, app, call};
+use crate::adversarial::{expect, invalid, profile_with, refresh_with, session};
+use crate::http::{Reply, app, bearer, call, login};
 use crate::services::config;
 
 fn faults_enabled(test: &str) -> bool {
@@ -316,7 +316,7 @@ where
     let mut refresh = Vec::new();
     for i in 0..200 {
         let id = format!("pool{i}");
-        crate::adversarial::register(app, &id, "password1").await;
+        crate::http::register(app, &id, "password1").await;
         refresh.push(
             login(app, &id, "password1")
                 .await
@@ -455,7 +455,7 @@ async fn revocation_degrades_to_the_cache_ttl_and_recovers_with_redis() {
         sentri::create_auth(cfg()).unwrap(),
     );
     let (app_a, app_b) = (app(&a), app(&b));
-    crate::adversarial::register(&app_a, "rita", "password1").await;
+    crate::http::register(&app_a, "rita", "password1").await;
 
     // Logs in on A, warms B's cache, logs out on A; returns how long B kept accepting.
     let logout_seen_by_b = |app_a: Router, app_b: Router, limit: Duration| async move {

@@ -114,11 +114,11 @@ pub fn app(auth: &ServerAuth) -> Router {
         .layer(auth.error_handler())
 }
 
-fn bearer(token: &str) -> String {
+pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-async fn register(app: &Router, id: &str, pw: &str) -> Reply {
+pub async fn register(app: &Router, id: &str, pw: &str) -> Reply {
     call(
         app,
         Method::POST,
@@ -129,7 +129,7 @@ async fn register(app: &Router, id: &str, pw: &str) -> Reply {
     .await
 }
 
-async fn login(app: &Router, id: &str, pw: &str) -> Reply {
+pub async fn login(app: &Router, id: &str, pw: &str) -> Reply {
     call(
         app,
         Method::POST,

@@ -10,11 +10,9 @@ use axum::http::{Method, StatusCode};
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::adversarial::{
-    bearer, expect, invalid, login, profile_with, refresh_with, register, session,
-};
+use crate::adversarial::{expect, invalid, profile_with, refresh_with, session};
 use crate::db::databases;
-use crate::http::{Reply, app, call};
+use crate::http::{Reply, app, bearer, call, login, register};
 use crate::services::config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,9 +13,9 @@ use sentri::{SameSite, create_auth};
 use serde_json::json;
 use tracing_subscriber::Layer as _;
 
-use crate::adversarial::{bearer, login, profile_with, refresh_with, register};
+use crate::adversarial::{profile_with, refresh_with};
 use crate::db::database;
-use crate::http::{app, call};
+use crate::http::{app, bearer, call, login, register};
 use crate::services::{SECRET, config};
 
 /// A `MakeWriter` into a shared buffer.
