@@ -19,7 +19,8 @@ use crate::config::{
 };
 use crate::error::{Result, SentriError};
 use crate::password::PasswordHasher;
-use crate::store::{Database, NewSession, NewUser, SessionRecord, now_ms};
+use crate::session::SessionCache;
+use crate::store::{Database, NewUser};
 use crate::token::{AccessClaims, RefreshClaims, TokenOptions, TokenService};
 use crate::user::AuthUser;
 
@@ -153,16 +154,21 @@ pub(crate) struct Inner {
     pub(crate) cookie: Option<CookieConfig>,
     pub(crate) access_cookie: Option<AccessCookieConfig>,
     pub(crate) hooks: Hooks,
+    /// Bounds the hook tasks running at once.
+    pub(crate) hook_tasks: Arc<tokio::sync::Semaphore>,
     pub(crate) handlers: Handlers,
     pub(crate) is_token_revoked: Option<RevocationCheck>,
     pub(crate) refresh_ttl: Duration,
     pub(crate) access_ttl: Duration,
+    pub(crate) session_max_lifetime: Duration,
     pub(crate) refresh_grace: Duration,
     pub(crate) identifier_case: IdentifierCase,
     pub(crate) redis_url: Option<String>,
     /// Live session (family) ids, trusted for `session_cache_ttl`.
-    pub(crate) sessions: moka::future::Cache<String, ()>,
+    pub(crate) sessions: SessionCache,
     pub(crate) revocations: crate::revocation::Revocations,
+    pub(crate) trusted_origins: crate::http::csrf::TrustedOrigins,
+    pub(crate) clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// sentri in server mode: owns users and sessions, issues and verifies tokens.
@@ -183,61 +189,165 @@ impl fmt::Debug for ServerAuth {
     }
 }
 
-fn check_same_site(same_site: SameSite, secure: bool, which: &str) -> Result<()> {
-    if same_site == SameSite::None && !secure {
+/// The documented upper bound of each duration setting.
+const MAX_ACCESS_TTL: Duration = Duration::from_secs(86_400);
+const MAX_REFRESH_TTL: Duration = Duration::from_secs(365 * 86_400);
+const MAX_SESSION_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
+const MAX_GRACE: Duration = Duration::from_secs(60);
+const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
+const MAX_LEEWAY: Duration = Duration::from_secs(60);
+const PURGE_RANGE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(86_400));
+/// Hook tasks running at once; more are dropped with a warning.
+const MAX_HOOK_TASKS: usize = 1024;
+
+fn at_most(value: Duration, max: Duration, what: &str) -> Result<Duration> {
+    if value > max {
         return Err(SentriError::configuration(format!(
-            "{which}: SameSite=None requires secure = true"
+            "{what} must be at most {} s",
+            max.as_secs()
         )));
+    }
+    Ok(value)
+}
+
+fn check_cookie(
+    name: &str,
+    secure: bool,
+    same_site: SameSite,
+    path: &str,
+    domain: Option<&str>,
+    which: &str,
+) -> Result<()> {
+    let bad = |msg: &str| Err(SentriError::configuration(format!("{which}: {msg}")));
+    if name.is_empty() {
+        return bad("name must not be empty");
+    }
+    if same_site == SameSite::None && !secure {
+        return bad("SameSite=None requires secure = true");
+    }
+    if name.starts_with(crate::config::HOST_PREFIX) && (!secure || path != "/" || domain.is_some())
+    {
+        return bad("a __Host- cookie must be secure, with path \"/\" and no domain");
+    }
+    if name.starts_with("__Secure-") && !secure {
+        return bad("a __Secure- cookie must be secure");
     }
     Ok(())
 }
 
+/// Public roles: as configured, else the first valid role that is not the admin role.
+fn public_roles_of(config: &ServerConfig, valid_roles: &[String]) -> Result<Vec<String>> {
+    let public_roles = match &config.public_roles {
+        Some(roles) => dedupe(roles.iter().cloned()),
+        None => valid_roles
+            .iter()
+            .find(|r| **r != config.admin_role)
+            .cloned()
+            .into_iter()
+            .collect(),
+    };
+    if public_roles.iter().any(|r| !valid_roles.contains(r)) {
+        return Err(SentriError::configuration(
+            "public_roles must be a subset of valid_roles",
+        ));
+    }
+    if public_roles.contains(&config.admin_role) {
+        tracing::warn!(
+            role = %config.admin_role,
+            "sentri: public_roles includes the admin role: anyone can register as an administrator"
+        );
+    }
+    Ok(public_roles)
+}
+
+/// The session durations, checked against their bounds.
+struct Durations {
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+    session_max_lifetime: Duration,
+}
+
+fn durations_of(config: &ServerConfig) -> Result<Durations> {
+    at_most(config.leeway, MAX_LEEWAY, "leeway")?;
+    at_most(config.refresh_grace, MAX_GRACE, "refresh_grace")?;
+    at_most(config.session_cache_ttl, MAX_CACHE_TTL, "session_cache_ttl")?;
+    if let Some(every) = config.purge_interval
+        && !(PURGE_RANGE.0..=PURGE_RANGE.1).contains(&every)
+    {
+        return Err(SentriError::configuration(
+            "purge_interval must be between 60 s and 1 day",
+        ));
+    }
+    Ok(Durations {
+        access_ttl: at_most(
+            config.access_expires_in.resolve()?,
+            MAX_ACCESS_TTL,
+            "access_expires_in",
+        )?,
+        refresh_ttl: at_most(
+            config.refresh_expires_in.resolve()?,
+            MAX_REFRESH_TTL,
+            "refresh_expires_in",
+        )?,
+        session_max_lifetime: at_most(
+            config.session_max_lifetime.resolve()?,
+            MAX_SESSION_LIFETIME,
+            "session_max_lifetime",
+        )?,
+    })
+}
+
+fn check_config(config: &ServerConfig) -> Result<()> {
+    if let Some(key) = &config.api_key
+        && key.len() < 16
+    {
+        return Err(SentriError::configuration(
+            "api_key must be at least 16 bytes",
+        ));
+    }
+    if let Some(c) = &config.cookie {
+        check_cookie(
+            &c.name,
+            c.secure,
+            c.same_site,
+            &c.path,
+            c.domain.as_deref(),
+            "cookie",
+        )?;
+    }
+    if let Some(c) = &config.access_cookie {
+        check_cookie(
+            &c.name,
+            c.secure,
+            c.same_site,
+            &c.path,
+            c.domain.as_deref(),
+            "access_cookie",
+        )?;
+    }
+    Ok(())
+}
+
+fn valid_roles_of(config: &ServerConfig) -> Result<Vec<String>> {
+    let valid_roles = dedupe(config.valid_roles.iter().cloned());
+    if valid_roles.is_empty() {
+        return Err(SentriError::configuration("valid_roles must not be empty"));
+    }
+    if valid_roles.iter().any(|r| r.trim().is_empty()) {
+        return Err(SentriError::configuration(
+            "valid_roles must not contain empty names",
+        ));
+    }
+    Ok(valid_roles)
+}
+
 impl ServerAuth {
     fn from_config(config: ServerConfig) -> Result<Self> {
-        let valid_roles = dedupe(config.valid_roles);
-        if valid_roles.is_empty() {
-            return Err(SentriError::configuration("valid_roles must not be empty"));
-        }
-        if valid_roles.iter().any(|r| r.trim().is_empty()) {
-            return Err(SentriError::configuration(
-                "valid_roles must not contain empty names",
-            ));
-        }
-        let public_roles = match config.public_roles {
-            Some(roles) => dedupe(roles),
-            None => vec![valid_roles[0].clone()],
-        };
-        if let Some(bad) = public_roles.iter().find(|r| !valid_roles.contains(r)) {
-            return Err(SentriError::configuration(format!(
-                "public_roles: {bad:?} is not one of valid_roles"
-            )));
-        }
-        let access_ttl = config.access_expires_in.resolve()?;
-        let refresh_ttl = config.refresh_expires_in.resolve()?;
-        if config.leeway > Duration::from_secs(60) {
-            return Err(SentriError::configuration("leeway must be at most 60 s"));
-        }
-        if let Some(key) = &config.api_key
-            && key.len() < 16
-        {
-            return Err(SentriError::configuration(
-                "api_key must be at least 16 bytes",
-            ));
-        }
-        if let Some(c) = &config.cookie {
-            check_same_site(c.same_site, c.secure, "cookie")?;
-            if c.name.is_empty() {
-                return Err(SentriError::configuration("cookie name must not be empty"));
-            }
-        }
-        if let Some(c) = &config.access_cookie {
-            check_same_site(c.same_site, c.secure, "access_cookie")?;
-            if c.name.is_empty() {
-                return Err(SentriError::configuration(
-                    "access_cookie name must not be empty",
-                ));
-            }
-        }
+        let valid_roles = valid_roles_of(&config)?;
+        let public_roles = public_roles_of(&config, &valid_roles)?;
+        let durations = durations_of(&config)?;
+        check_config(&config)?;
+        let trusted_origins = crate::http::csrf::TrustedOrigins::new(&config.trusted_origins)?;
         let hasher = PasswordHasher::new(config.salt_rounds)?;
         let tokens = TokenService::new(
             config.keys,
@@ -245,14 +355,10 @@ impl ServerAuth {
                 issuer: config.issuer,
                 audience: config.audience,
                 leeway: config.leeway,
-                access_ttl,
-                refresh_ttl,
+                access_ttl: durations.access_ttl,
+                refresh_ttl: durations.refresh_ttl,
             },
         )?;
-        let sessions = moka::future::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(config.session_cache_ttl.max(Duration::from_millis(1)))
-            .build();
         let revocations = crate::revocation::Revocations::new(config.redis_url.as_deref())?;
         let auth = ServerAuth {
             inner: Arc::new(Inner {
@@ -266,18 +372,23 @@ impl ServerAuth {
                 cookie: config.cookie,
                 access_cookie: config.access_cookie,
                 hooks: config.hooks,
+                hook_tasks: Arc::new(tokio::sync::Semaphore::new(MAX_HOOK_TASKS)),
                 handlers: config.handlers,
                 is_token_revoked: config.is_token_revoked,
-                refresh_ttl,
-                access_ttl,
+                refresh_ttl: durations.refresh_ttl,
+                access_ttl: durations.access_ttl,
+                session_max_lifetime: durations.session_max_lifetime,
                 refresh_grace: config.refresh_grace,
                 identifier_case: config.identifier_case,
                 redis_url: config.redis_url,
-                sessions,
+                sessions: SessionCache::new(config.session_cache_ttl),
                 revocations,
+                trusted_origins,
+                clock: config.clock,
             }),
         };
         auth.inner.revocations.start(&auth);
+        crate::session::start_purge(&auth, config.purge_interval);
         Ok(auth)
     }
 
@@ -357,34 +468,6 @@ impl ServerAuth {
         self.inner.tokens.verify_refresh(token)
     }
 
-    /// `true` while session `sid` has a live row. Answers from a short-lived in-process
-    /// cache when it can (see `ServerConfig::session_cache_ttl`), else from the store.
-    pub async fn is_session_active(&self, sid: &str) -> Result<bool> {
-        if self.inner.sessions.contains_key(sid) {
-            return Ok(true);
-        }
-        self.session_active_in_store(sid).await
-    }
-
-    /// The cache miss of [`is_session_active`](Self::is_session_active): ask the store,
-    /// remember a live session. Boxed so that the (large) store future is not part of
-    /// every protected request's future, only of the misses.
-    fn session_active_in_store<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            let live = self.inner.db.family_active(sid, now_ms()).await?;
-            if live {
-                self.inner.sessions.insert(sid.to_owned(), ()).await;
-            }
-            Ok(live)
-        })
-    }
-
-    /// Drops a session from this process's cache and tells other processes (Redis).
-    pub(crate) async fn forget_session(&self, sid: &str) {
-        self.inner.sessions.invalidate(sid).await;
-        self.inner.revocations.publish(sid).await;
-    }
-
     // ---- services ------------------------------------------------------------------
 
     /// Normalises an identifier: trim, Unicode NFKC, lower-case (unless configured
@@ -411,10 +494,8 @@ impl ServerAuth {
 
     fn check_roles(&self, roles: &[String]) -> Result<()> {
         if let Some(bad) = roles.iter().find(|r| !self.inner.valid_roles.contains(r)) {
-            return Err(SentriError::invalid_role(format!(
-                "Invalid role: {}",
-                clip(bad, 64)
-            )));
+            let _ = bad;
+            return Err(SentriError::invalid_role("Invalid role"));
         }
         Ok(())
     }
@@ -427,9 +508,26 @@ impl ServerAuth {
         validate_password(&input.password)?;
         let roles = match input.roles {
             Some(roles) if !roles.is_empty() => dedupe(roles),
-            _ => vec![self.inner.valid_roles[0].clone()],
+            _ => self
+                .inner
+                .public_roles
+                .first()
+                .cloned()
+                .into_iter()
+                .collect(),
         };
         self.check_roles(&roles)?;
+        // Spend no bcrypt time on an identifier that is taken (the insert below still
+        // enforces uniqueness for registrations that race).
+        if self
+            .inner
+            .db
+            .find_user_by_identifier(&identifier)
+            .await?
+            .is_some()
+        {
+            return Err(SentriError::user_already_exists());
+        }
         let hash = self.inner.hasher.hash(&input.password).await?;
         let user = self
             .inner
@@ -474,196 +572,16 @@ impl ServerAuth {
             return Err(SentriError::invalid_credentials());
         }
         let verified_hash = user.password_hash.clone();
-        let user = user.to_auth_user();
-        let family = uuid::Uuid::now_v7().to_string();
-        let res = self.open_session(user, family, None, None, meta).await?;
+        let res = self.open_family(user.to_auth_user(), meta).await?;
         // A password change that committed between our check and our insert revoked every
         // session before ours existed: do not let the old password keep a session.
         match self.inner.db.find_user_by_id(&res.user.id).await? {
             Some(now) if now.password_hash == verified_hash => Ok(res),
             _ => {
-                self.delete_family_fully(&res.session_id).await?;
-                self.forget_session(&res.session_id).await;
+                self.revoke_session(&res.session_id).await?;
                 Err(SentriError::invalid_credentials())
             }
         }
-    }
-
-    /// Stores a new session row of `family` and signs its token pair.
-    async fn open_session(
-        &self,
-        user: AuthUser,
-        family: String,
-        previous_hash: Option<String>,
-        rotated_from: Option<String>,
-        meta: SessionMeta,
-    ) -> Result<AuthResult> {
-        let jti = TokenService::new_refresh_jti();
-        let row = self.new_session_row(&user.id, &family, &jti, previous_hash, rotated_from, meta);
-        self.inner.db.create_session(&row).await?;
-        self.finish_session(user, family, &jti).await
-    }
-
-    fn new_session_row(
-        &self,
-        user_id: &str,
-        family: &str,
-        jti: &str,
-        previous_hash: Option<String>,
-        rotated_from: Option<String>,
-        meta: SessionMeta,
-    ) -> NewSession {
-        NewSession {
-            id: uuid::Uuid::now_v7().to_string(),
-            user_id: user_id.to_owned(),
-            family_id: family.to_owned(),
-            refresh_hash: sha256_hex(jti),
-            previous_hash,
-            rotated_from,
-            expires_at: now_ms().saturating_add(duration_ms(self.inner.refresh_ttl)),
-            user_agent: meta.user_agent.map(|s| clip(&s, 512)),
-            ip: meta.ip.map(|s| clip(&s, 64)),
-        }
-    }
-
-    async fn finish_session(
-        &self,
-        user: AuthUser,
-        family: String,
-        jti: &str,
-    ) -> Result<AuthResult> {
-        let (access_token, _) = self.inner.tokens.sign_access(&user, &family)?;
-        let refresh_token = self.inner.tokens.sign_refresh(&user.id, &family, jti)?;
-        self.inner.sessions.insert(family.clone(), ()).await;
-        Ok(AuthResult {
-            access_token,
-            refresh_token,
-            user,
-            session_id: family,
-        })
-    }
-
-    /// Rotates a refresh token: the presented token stops working and a new pair of the
-    /// same session is returned. Presenting an already-rotated token again revokes the
-    /// whole session (RFC 9700 §4.14.2), except within `refresh_grace` of its rotation,
-    /// when a client that raced itself gets a fresh pair of the same session.
-    pub async fn refresh(&self, refresh_token: &str, meta: SessionMeta) -> Result<RefreshResult> {
-        let claims = self.inner.tokens.verify_refresh(refresh_token)?;
-        let hash = sha256_hex(&claims.jti);
-        let now = now_ms();
-        if let Some(row) = self.inner.db.find_session_by_refresh_hash(&hash).await? {
-            if row.family_id != claims.sid || row.user_id != claims.sub {
-                return Err(SentriError::token_invalid("Invalid refresh token"));
-            }
-            if row.expires_at <= now {
-                self.delete_family_fully(&row.family_id).await?;
-                self.forget_session(&row.family_id).await;
-                return Err(SentriError::token_expired());
-            }
-            let user = self.load_session_user(&row).await?;
-            let jti = TokenService::new_refresh_jti();
-            let new_row = self.new_session_row(
-                &user.id,
-                &row.family_id,
-                &jti,
-                Some(hash.clone()),
-                Some(row.id.clone()),
-                meta.clone(),
-            );
-            if self
-                .inner
-                .db
-                .rotate_session(&row.id, &hash, &new_row)
-                .await?
-                .is_some()
-            {
-                return self.finish_session(user, row.family_id, &jti).await;
-            }
-            // Another request rotated it first: fall through to the grace check.
-        }
-        if let Some(next) = self.inner.db.find_session_by_previous_hash(&hash).await?
-            && next.family_id == claims.sid
-            && within_grace(now_ms(), next.created_at, self.inner.refresh_grace)
-            && next.expires_at > now
-        {
-            let user = self.load_session_user(&next).await?;
-            return self
-                .open_session(user, next.family_id, None, next.rotated_from, meta)
-                .await;
-        }
-        let revoked = self.delete_family_fully(&claims.sid).await?;
-        if revoked > 0 {
-            tracing::warn!(session = %claims.sid, "refresh token reuse detected: session revoked");
-            self.forget_session(&claims.sid).await;
-        }
-        Err(SentriError::token_invalid("Invalid refresh token"))
-    }
-
-    async fn load_session_user(&self, row: &SessionRecord) -> Result<AuthUser> {
-        match self.inner.db.find_user_by_id(&row.user_id).await? {
-            Some(user) => Ok(user.to_auth_user()),
-            None => Err(SentriError::token_invalid("Invalid refresh token")),
-        }
-    }
-
-    /// Ends the session of a refresh token. Always succeeds for a missing, invalid or
-    /// already-used token (logout is idempotent).
-    pub async fn logout(&self, refresh_token: Option<&str>) -> Result<()> {
-        let Some(token) = refresh_token else {
-            return Ok(());
-        };
-        let Ok(claims) = self.inner.tokens.verify_refresh(token) else {
-            return Ok(());
-        };
-        let deleted = self.delete_family_fully(&claims.sid).await?;
-        self.forget_session(&claims.sid).await;
-        if deleted > 0 {
-            self.fire_logout(claims.sub);
-        }
-        Ok(())
-    }
-
-    /// Deletes every row of a session family, sweeping again while rows keep appearing:
-    /// a concurrent rotation that committed while the first DELETE waited on its row lock
-    /// inserts a row that statement could not see. Returns the rows deleted.
-    async fn delete_family_fully(&self, family: &str) -> Result<u64> {
-        let mut total = self.inner.db.delete_family(family).await?;
-        for _ in 0..3 {
-            let more = self.inner.db.delete_family(family).await?;
-            total += more;
-            if more == 0 {
-                break;
-            }
-        }
-        Ok(total)
-    }
-
-    /// Ends the session `sid` (e.g. from an access token's `sid` claim).
-    pub async fn revoke_session(&self, sid: &str) -> Result<()> {
-        self.delete_family_fully(sid).await?;
-        self.forget_session(sid).await;
-        Ok(())
-    }
-
-    /// Ends every session of a user.
-    pub async fn logout_all(&self, user_id: &str) -> Result<()> {
-        let sessions = self.inner.db.list_user_sessions(user_id).await?;
-        // A rotation that committed while our DELETE waited on its row lock inserted a row
-        // that statement could not see (READ COMMITTED): sweep until nothing is left.
-        self.inner.db.delete_user_sessions(user_id).await?;
-        for _ in 0..3 {
-            if self.inner.db.delete_user_sessions(user_id).await? == 0 {
-                break;
-            }
-        }
-        let families: HashSet<&str> = sessions.iter().map(|s| s.family_id.as_str()).collect();
-        for family in families {
-            self.forget_session(family).await;
-        }
-        if !sessions.is_empty() {
-            self.fire_logout(user_id.to_owned());
-        }
-        Ok(())
     }
 
     /// The user, fresh from the store, or `USER_NOT_FOUND`.
@@ -677,12 +595,17 @@ impl ServerAuth {
         }
     }
 
-    /// Changes a user's identifier (`USER_ALREADY_EXISTS` when taken).
-    pub async fn change_identifier(&self, user_id: &str, new_identifier: &str) -> Result<AuthUser> {
+    /// Changes a user's identifier after checking the current password
+    /// (`INVALID_CREDENTIALS` when wrong, `USER_ALREADY_EXISTS` when taken).
+    pub async fn change_identifier(
+        &self,
+        user_id: &str,
+        new_identifier: &str,
+        current_password: &str,
+    ) -> Result<AuthUser> {
         let identifier = self.normalize_identifier(new_identifier)?;
-        if uuid::Uuid::try_parse(user_id).is_err() {
-            return Err(SentriError::user_not_found());
-        }
+        self.check_current_password(user_id, current_password)
+            .await?;
         match self
             .inner
             .db
@@ -694,11 +617,9 @@ impl ServerAuth {
         }
     }
 
-    /// Changes a password after checking the current one, then revokes every session
-    /// of the user.
-    pub async fn change_password(&self, user_id: &str, current: &str, new: &str) -> Result<()> {
-        validate_password(new)?;
-        if current.len() > MAX_PASSWORD_BYTES {
+    /// Re-authentication for account changes: the user exists and `password` is theirs.
+    async fn check_current_password(&self, user_id: &str, password: &str) -> Result<()> {
+        if password.len() > MAX_PASSWORD_BYTES {
             return Err(SentriError::invalid_credentials());
         }
         if uuid::Uuid::try_parse(user_id).is_err() {
@@ -710,11 +631,19 @@ impl ServerAuth {
         if !self
             .inner
             .hasher
-            .verify(current, &user.password_hash)
+            .verify(password, &user.password_hash)
             .await?
         {
             return Err(SentriError::invalid_credentials());
         }
+        Ok(())
+    }
+
+    /// Changes a password after checking the current one, then revokes every session
+    /// of the user.
+    pub async fn change_password(&self, user_id: &str, current: &str, new: &str) -> Result<()> {
+        validate_password(new)?;
+        self.check_current_password(user_id, current).await?;
         let hash = self.inner.hasher.hash(new).await?;
         self.inner.db.update_user_password(user_id, &hash).await?;
         self.logout_all(user_id).await
@@ -739,34 +668,45 @@ impl ServerAuth {
 
     fn fire_login(&self, user: AuthUser) {
         if let Some(hook) = &self.inner.hooks.on_login {
-            spawn_hook("on_login", hook(user));
+            self.spawn_hook("on_login", || hook(user));
         }
     }
 
     fn fire_failed_login(&self, identifier: String, err: SentriError) {
         if let Some(hook) = &self.inner.hooks.on_failed_login {
-            spawn_hook("on_failed_login", hook((identifier, err)));
+            self.spawn_hook("on_failed_login", || hook((identifier, err)));
         }
     }
 
-    fn fire_logout(&self, user_id: String) {
+    pub(crate) fn fire_logout(&self, user_id: String) {
         if let Some(hook) = &self.inner.hooks.on_logout {
-            spawn_hook("on_logout", hook(user_id));
+            self.spawn_hook("on_logout", || hook(user_id));
         }
     }
-}
 
-/// Runs a hook on its own task; a panic is caught and logged, a slow hook delays nothing.
-fn spawn_hook(name: &'static str, fut: BoxFuture<'static, ()>) {
-    tokio::spawn(async move {
-        if std::panic::AssertUnwindSafe(fut)
-            .catch_unwind()
-            .await
-            .is_err()
-        {
-            tracing::error!(hook = name, "hook panicked");
-        }
-    });
+    /// Runs a hook on its own task: a panic is caught and logged, a slow hook delays
+    /// nothing. At most `MAX_HOOK_TASKS` run at once; beyond that the hook is skipped
+    /// with a warning rather than piling up tasks.
+    fn spawn_hook(&self, name: &'static str, make: impl FnOnce() -> BoxFuture<'static, ()>) {
+        let Ok(permit) = self.inner.hook_tasks.clone().try_acquire_owned() else {
+            tracing::warn!(
+                hook = name,
+                "sentri: too many hook tasks running; hook skipped"
+            );
+            return;
+        };
+        let fut = make();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if std::panic::AssertUnwindSafe(fut)
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                tracing::error!(hook = name, "hook panicked");
+            }
+        });
+    }
 }
 
 /// Normalises and checks an identifier (see [`ServerAuth::normalize_identifier`]).
@@ -868,16 +808,6 @@ pub(crate) fn sha256_hex(input: &str) -> String {
         let _ = write!(out, "{b:02x}");
     }
     out
-}
-
-/// `true` while a rotation made at `rotated_at` is less than `grace` old. A zero grace
-/// never matches (every reuse is theft).
-fn within_grace(now: i64, rotated_at: i64, grace: Duration) -> bool {
-    !grace.is_zero() && now.saturating_sub(rotated_at).max(0) < duration_ms(grace)
-}
-
-fn duration_ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{AuthResult, RefreshResult, RegisterInput, ServerAuth};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Result, SentriError};
 use crate::store::Database;
 use crate::token::SigningKey;
@@ -128,7 +129,9 @@ pub struct CookieConfig {
     pub name: String,
     /// `HttpOnly` (default `true`).
     pub http_only: bool,
-    /// `Secure` (default `false`; turn on in production behind HTTPS).
+    /// `Secure` (default `true`). Browsers accept `Secure` cookies from
+    /// `http://localhost` and `http://127.0.0.1` (loopback is a secure context), so the
+    /// default works in local development too.
     pub secure: bool,
     /// `SameSite` (default `Strict`).
     pub same_site: SameSite,
@@ -143,11 +146,49 @@ impl Default for CookieConfig {
         Self {
             name: "refresh_token".into(),
             http_only: true,
-            secure: false,
+            secure: true,
             same_site: SameSite::Strict,
             path: "/".into(),
             domain: None,
         }
+    }
+}
+
+/// The `__Host-` name prefix: browsers accept such a cookie only when it is `Secure`,
+/// has `Path=/` and no `Domain`, so no sibling subdomain can set or shadow it.
+pub const HOST_PREFIX: &str = "__Host-";
+
+impl CookieConfig {
+    /// The recommended production form: `__Host-` + the name, `Secure`, `Path=/`, no
+    /// `Domain` (see [`HOST_PREFIX`]).
+    ///
+    /// ```
+    /// let c = sentri::CookieConfig::default().host_prefixed();
+    /// assert_eq!(c.name, "__Host-refresh_token");
+    /// assert!(c.secure && c.path == "/" && c.domain.is_none());
+    /// ```
+    pub fn host_prefixed(mut self) -> Self {
+        if !self.name.starts_with(HOST_PREFIX) {
+            self.name = format!("{HOST_PREFIX}{}", self.name);
+        }
+        self.secure = true;
+        self.path = "/".into();
+        self.domain = None;
+        self
+    }
+}
+
+impl AccessCookieConfig {
+    /// `__Host-` + the name, `Secure`, `Path=/`, no `Domain` (see
+    /// [`CookieConfig::host_prefixed`]).
+    pub fn host_prefixed(mut self) -> Self {
+        if !self.name.starts_with(HOST_PREFIX) {
+            self.name = format!("{HOST_PREFIX}{}", self.name);
+        }
+        self.secure = true;
+        self.path = "/".into();
+        self.domain = None;
+        self
     }
 }
 
@@ -156,7 +197,7 @@ impl Default for CookieConfig {
 pub struct AccessCookieConfig {
     /// Cookie name (default `access_token`).
     pub name: String,
-    /// `Secure` (default `false`).
+    /// `Secure` (default `true`, see [`CookieConfig::secure`]).
     pub secure: bool,
     /// `SameSite` (default `Strict`).
     pub same_site: SameSite,
@@ -170,7 +211,7 @@ impl Default for AccessCookieConfig {
     fn default() -> Self {
         Self {
             name: "access_token".into(),
-            secure: false,
+            secure: true,
             same_site: SameSite::Strict,
             path: "/".into(),
             domain: None,
@@ -270,8 +311,8 @@ handler_type!(
     /// Override for role assignment: `(auth, user_id, roles)`.
     AssignRolesHandler, (String, Vec<String>), AuthUser);
 handler_type!(
-    /// Override for identifier change: `(auth, user_id, new_identifier)`.
-    ChangeIdentifierHandler, (String, String), AuthUser);
+    /// Override for identifier change: `(auth, user_id, new_identifier, current_password)`.
+    ChangeIdentifierHandler, (String, String, String), AuthUser);
 handler_type!(
     /// Override for password change: `(auth, user_id, current, new)`.
     ChangePasswordHandler, (String, String, String), ());
@@ -336,7 +377,7 @@ impl Handlers {
         assign_roles, (user_id: String, roles: Vec<String>), AuthUser);
     handler_setter!(
         /// Overrides identifier change.
-        change_identifier, (user_id: String, identifier: String), AuthUser);
+        change_identifier, (user_id: String, identifier: String, current_password: String), AuthUser);
     handler_setter!(
         /// Overrides password change.
         change_password, (user_id: String, current: String, new: String), ());
@@ -383,14 +424,21 @@ pub struct ServerConfig {
     pub keys: Vec<SigningKey>,
     /// Every role a user may have. Must not be empty.
     pub valid_roles: Vec<String>,
-    /// Roles a public (no API key) registration may ask for. Default: the first valid role.
+    /// Roles a public (no API key) registration may ask for, and whose first one a
+    /// registration without roles gets. Default: the first valid role that is not
+    /// `admin_role` (none when there is no such role). Listing `admin_role` here is
+    /// allowed but logged as a warning at start-up.
     pub public_roles: Option<Vec<String>>,
     /// The role allowed to call `POST /users/{userId}/roles` (default `admin`).
     pub admin_role: String,
-    /// Access-token lifetime (default 15 minutes).
+    /// Access-token lifetime (default 15 minutes, at most 1 day).
     pub access_expires_in: Ttl,
-    /// Refresh-token / session lifetime (default 7 days).
+    /// Refresh-token lifetime: a session unused this long ends (default 7 days, at most
+    /// 365 days). Each refresh slides it, up to `session_max_lifetime`.
     pub refresh_expires_in: Ttl,
+    /// Absolute session lifetime from login, however often it slides (default 30 days,
+    /// at most 365 days).
+    pub session_max_lifetime: Ttl,
     /// bcrypt cost, 4..=31 (default 12).
     pub salt_rounds: u32,
     /// When set, `POST /register` requires this value in `X-Api-Key`.
@@ -411,13 +459,22 @@ pub struct ServerConfig {
     pub audience: Option<String>,
     /// Clock leeway for `exp`/`nbf` (default 5 s, at most 60 s).
     pub leeway: Duration,
-    /// How long an already-rotated refresh token still yields a fresh pair of the same
-    /// family (several tabs refreshing at once) before reuse counts as theft (default 10 s).
+    /// How long an already-rotated refresh token still yields the successor token its
+    /// rotation issued (several tabs refreshing at once, a retry after a lost response)
+    /// before reuse counts as theft (default 10 s, at most 60 s; zero: never).
     pub refresh_grace: Duration,
-    /// How long `protect()` trusts a live session without asking the store (default 5 s):
-    /// the bound on how long a session revoked elsewhere may still pass on this process
-    /// when no Redis is configured.
+    /// How long `protect()` trusts a live session without asking the store (default 5 s,
+    /// at most 60 s): the bound on how long a session revoked on *another* process may
+    /// still pass on this one when no Redis is configured.
     pub session_cache_ttl: Duration,
+    /// How often ended sessions are purged from the store (default 1 hour, 1 minute to
+    /// 1 day; `None`: never, call `ServerAuth::purge_expired_sessions` yourself).
+    pub purge_interval: Option<Duration>,
+    /// Origins (`scheme://host[:port]`) besides the request's own that may send
+    /// cookie-authenticated unsafe requests (CSRF protection; default none).
+    pub trusted_origins: Vec<String>,
+    /// The clock of session expiry, grace and purge (default: the system clock).
+    pub clock: Arc<dyn Clock>,
     /// How identifiers are compared (default case-insensitive).
     pub identifier_case: IdentifierCase,
     /// Redis URL: idempotency store and cross-process revocation broadcast.
@@ -439,6 +496,7 @@ impl ServerConfig {
             admin_role: "admin".into(),
             access_expires_in: Ttl::Text("15m".into()),
             refresh_expires_in: Ttl::Text("7d".into()),
+            session_max_lifetime: Ttl::Text("30d".into()),
             salt_rounds: 12,
             api_key: None,
             cookie: Some(CookieConfig::default()),
@@ -451,6 +509,9 @@ impl ServerConfig {
             leeway: Duration::from_secs(5),
             refresh_grace: Duration::from_secs(10),
             session_cache_ttl: Duration::from_secs(5),
+            purge_interval: Some(Duration::from_secs(3600)),
+            trusted_origins: Vec::new(),
+            clock: Arc::new(SystemClock),
             identifier_case: IdentifierCase::Insensitive,
             redis_url: None,
         }
@@ -471,6 +532,35 @@ impl ServerConfig {
     /// Sets the refresh-token lifetime.
     pub fn refresh_expires_in(mut self, ttl: impl Into<Ttl>) -> Self {
         self.refresh_expires_in = ttl.into();
+        self
+    }
+
+    /// Sets the absolute session lifetime (`"30d"`, seconds, or a `Duration`).
+    pub fn session_max_lifetime(mut self, ttl: impl Into<Ttl>) -> Self {
+        self.session_max_lifetime = ttl.into();
+        self
+    }
+
+    /// Sets how often ended sessions are purged (`None`: never).
+    pub fn purge_interval(mut self, every: Option<Duration>) -> Self {
+        self.purge_interval = every;
+        self
+    }
+
+    /// Origins allowed to send cookie-authenticated unsafe requests besides the
+    /// request's own (e.g. a front-end on another port or subdomain).
+    pub fn trusted_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.trusted_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the clock (tests: [`ManualClock`](crate::clock::ManualClock)).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 
@@ -589,6 +679,7 @@ impl fmt::Debug for ServerConfig {
             .field("admin_role", &self.admin_role)
             .field("access_expires_in", &self.access_expires_in)
             .field("refresh_expires_in", &self.refresh_expires_in)
+            .field("session_max_lifetime", &self.session_max_lifetime)
             .field("salt_rounds", &self.salt_rounds)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("cookie", &self.cookie)
@@ -601,6 +692,9 @@ impl fmt::Debug for ServerConfig {
             .field("leeway", &self.leeway)
             .field("refresh_grace", &self.refresh_grace)
             .field("session_cache_ttl", &self.session_cache_ttl)
+            .field("purge_interval", &self.purge_interval)
+            .field("trusted_origins", &self.trusted_origins)
+            .field("clock", &self.clock)
             .field("identifier_case", &self.identifier_case)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .finish()

@@ -10,6 +10,7 @@ compile_error!(
 pub mod auth;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -19,6 +20,7 @@ pub mod password;
 pub mod revocation;
 #[cfg(feature = "postgres")]
 mod server;
+mod session;
 pub mod store;
 pub mod token;
 pub mod user;

@@ -85,7 +85,7 @@ impl Revocations {
                                     return;
                                 };
                                 if let Ok(sid) = msg.get_payload::<String>() {
-                                    inner.sessions.invalidate(&sid).await;
+                                    inner.sessions.forget(&sid).await;
                                 }
                             }
                             tracing::warn!("revocation channel closed; reconnecting");

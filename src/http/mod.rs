@@ -2,6 +2,7 @@
 //! rules and the error-envelope layer.
 
 pub mod cookies;
+pub(crate) mod csrf;
 mod errors;
 
 use std::net::SocketAddr;
@@ -71,6 +72,12 @@ async fn read_json_bytes(req: Request) -> Result<bytes::Bytes> {
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    // Every body sentri reads is an object: an array must not fill the fields in order.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(SentriError::validation(
+            "Request body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
@@ -113,20 +120,27 @@ impl ServerAuth {
     /// The access token of a request: `Authorization: Bearer` first, else the access
     /// cookie. `None` when there is none (or the bearer header is malformed).
     pub fn get_current_access_token<'a>(&self, parts: &'a Parts) -> Option<&'a str> {
-        self.access_token_of(parts).ok().flatten()
+        self.access_token_of(parts).ok().flatten().map(|(t, _)| t)
     }
 
-    /// Bearer header first, else the access cookie; `Err` for a malformed bearer header.
-    fn access_token_of<'a>(&self, parts: &'a Parts) -> Result<Option<&'a str>> {
+    /// Bearer header first, else the access cookie (`true`: from the cookie); `Err` for
+    /// a malformed bearer header.
+    fn access_token_of<'a>(&self, parts: &'a Parts) -> Result<Option<(&'a str, bool)>> {
         match cookies::bearer_token(&parts.headers) {
-            Ok(Some(t)) => Ok(Some(t)),
+            Ok(Some(t)) => Ok(Some((t, false))),
             Ok(None) => Ok(self
                 .inner
                 .access_cookie
                 .as_ref()
-                .and_then(|c| cookies::read_cookie(&parts.headers, &c.name))),
+                .and_then(|c| cookies::read_cookie(&parts.headers, &c.name))
+                .map(|t| (t, true))),
             Err(()) => Err(SentriError::token_invalid("Malformed Authorization header")),
         }
+    }
+
+    /// CSRF protection for a request authenticated by a cookie (see [`csrf`]).
+    fn check_cookie_request(&self, headers: &HeaderMap, method: &axum::http::Method) -> Result<()> {
+        csrf::check(headers, method, &self.inner.trusted_origins)
     }
 
     fn auth_arc(&self) -> Arc<dyn Authenticate> {
@@ -258,13 +272,18 @@ impl ServerAuth {
         if self.inner.cookie.is_none() {
             data["refreshToken"] = serde_json::Value::String(res.refresh_token.clone());
         }
-        with_cookies(success(status, message, data), self.session_cookies(res))
+        let mut res = with_cookies(success(status, message, data), self.session_cookies(res));
+        no_store(res.headers_mut());
+        res
     }
 
     async fn authenticate_request(&self, parts: &Parts) -> Result<Authenticated> {
         let token = self.access_token_of(parts)?;
+        if let Some((_, true)) = token {
+            self.check_cookie_request(&parts.headers, &parts.method)?;
+        }
         let claims = match token {
-            Some(token) => match self.inner.tokens.verify_access(token) {
+            Some((token, _)) => match self.inner.tokens.verify_access(token) {
                 Ok(claims) => claims,
                 Err(err) if err.is(&ErrorCode::TokenExpired) => {
                     return self.silent_refresh(parts, true).await;
@@ -276,11 +295,7 @@ impl ServerAuth {
         if !self.is_session_active(&claims.sid).await? {
             return Err(SentriError::token_invalid("Session has been revoked"));
         }
-        if let Some(check) = &self.inner.is_token_revoked
-            && check(claims.sid.clone()).await
-        {
-            return Err(SentriError::token_invalid("Token has been revoked"));
-        }
+        self.check_app_revocation(&claims.sid).await?;
         Ok(Authenticated {
             user: CurrentUser {
                 user: AuthUser {
@@ -307,8 +322,9 @@ impl ServerAuth {
         Box::pin(async move {
             match self.refresh_cookie_value(&parts.headers) {
                 Some(refresh) => {
+                    self.check_cookie_request(&parts.headers, &parts.method)?;
                     let res = self
-                        .refresh(refresh, session_meta(&parts.headers, connect_addr(parts)))
+                        .refresh_request(refresh, session_meta(&parts.headers, connect_addr(parts)))
                         .await
                         .map_err(|e| {
                             if e.status().is_server_error() {
@@ -349,6 +365,13 @@ impl Authenticate for ServerAuth {
             );
         }
     }
+}
+
+/// `Cache-Control: no-store` and `Pragma: no-cache` on a response carrying tokens
+/// (RFC 6749 §5.1).
+fn no_store(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
 fn with_cookies(mut res: Response, cookies: Vec<HeaderValue>) -> Response {
@@ -410,9 +433,11 @@ struct RefreshBody {
     refresh_token: Option<String>,
 }
 
-/// The refresh token of a request: the cookie, else `{"refreshToken"}` in a JSON body.
+/// The refresh token of a request: the cookie (after the CSRF check), else
+/// `{"refreshToken"}` in a JSON body.
 async fn refresh_token_of(auth: &ServerAuth, req: Request) -> Result<Option<String>> {
     if let Some(v) = auth.refresh_cookie_value(req.headers()) {
+        auth.check_cookie_request(req.headers(), req.method())?;
         return Ok(Some(v.to_owned()));
     }
     let has_body = req
@@ -436,11 +461,7 @@ async fn refresh(State(auth): State<ServerAuth>, req: Request) -> Result<Respons
     let Some(token) = refresh_token_of(&auth, req).await? else {
         return Err(SentriError::token_invalid("Refresh token required"));
     };
-    let res = match &auth.inner.handlers.refresh {
-        Some(h) => h(auth.clone(), token, meta).await,
-        None => auth.refresh(&token, meta).await,
-    };
-    match res {
+    match auth.refresh_request(&token, meta).await {
         Ok(res) => Ok(auth.token_response(StatusCode::OK, "Token refreshed", &res)),
         Err(err) if !err.status().is_server_error() => {
             // A dead refresh token: clear the cookies so the client stops sending it.
@@ -451,8 +472,12 @@ async fn refresh(State(auth): State<ServerAuth>, req: Request) -> Result<Respons
 }
 
 async fn logout(State(auth): State<ServerAuth>, req: Request) -> Result<Response> {
-    // A malformed body must not make logout fail: it is always 200.
-    let token = refresh_token_of(&auth, req).await.unwrap_or(None);
+    // A malformed body must not make logout fail (it is 200), a cross-origin one must.
+    let token = match refresh_token_of(&auth, req).await {
+        Ok(token) => token,
+        Err(err) if err.is(&ErrorCode::Forbidden) => return Err(err),
+        Err(_) => None,
+    };
     match &auth.inner.handlers.logout {
         Some(h) => h(auth.clone(), token).await?,
         None => auth.logout(token.as_deref()).await?,
@@ -545,8 +570,10 @@ async fn change_password(
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ChangeIdentifierBody {
     identifier: String,
+    current_password: String,
 }
 
 async fn change_identifier(
@@ -555,9 +582,17 @@ async fn change_identifier(
     JsonBody(body): JsonBody<ChangeIdentifierBody>,
 ) -> Result<Response> {
     let updated = match &auth.inner.handlers.change_identifier {
-        Some(h) => h(auth.clone(), user.user.id, body.identifier).await?,
+        Some(h) => {
+            h(
+                auth.clone(),
+                user.user.id,
+                body.identifier,
+                body.current_password,
+            )
+            .await?
+        }
         None => {
-            auth.change_identifier(&user.user.id, &body.identifier)
+            auth.change_identifier(&user.user.id, &body.identifier, &body.current_password)
                 .await?
         }
     };

@@ -19,26 +19,61 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sea_query::{Expr, Query};
 use sea_query_sqlx::{SqlxBinder, SqlxValues};
 
 use crate::error::SentriError;
 
+mod families;
 mod schema;
 mod sessions;
 mod users;
 
+pub use families::{FamilyRecord, NewFamily, Rotation};
 pub use sessions::{NewSession, SessionRecord};
 pub use users::{NewUser, UserRecord};
 
-/// The current time as unix epoch milliseconds, the unit of every stored timestamp.
+/// The current system time as unix epoch milliseconds, the unit of every stored
+/// timestamp.
 pub fn now_ms() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        // A clock before 1970: report it as a negative offset.
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    crate::clock::system_now_ms()
+}
+
+/// One statement of [`Database::steps`]: what it is and whether it must touch a row.
+pub(crate) struct Step {
+    pub(crate) built: (String, SqlxValues),
+    /// `true`: when the statement affects no row, the transaction is rolled back and the
+    /// remaining steps are not run.
+    pub(crate) must_affect: bool,
+}
+
+/// How [`Database::steps`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StepsOutcome {
+    /// Every step ran and the transaction committed.
+    Committed,
+    /// Step `n` (0-based) affected no row: everything was rolled back.
+    StoppedAt(usize),
+}
+
+/// How often a transaction that hit a deadlock / serialisation failure / busy database
+/// is tried in all.
+const TX_ATTEMPTS: u32 = 5;
+
+/// Deadlocks / serialisation failures (MySQL, PostgreSQL: SQLSTATE 40001/40P01) and
+/// SQLITE_BUSY/SQLITE_LOCKED: the transaction was rolled back and may be retried.
+pub(crate) fn is_transient(dialect: Dialect, err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(e) = err else {
+        return false;
+    };
+    let Some(code) = e.code() else {
+        return false;
+    };
+    match dialect {
+        Dialect::Postgres | Dialect::MySql => matches!(&*code, "40001" | "40P01"),
+        Dialect::Sqlite => code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
     }
 }
 
@@ -388,6 +423,54 @@ impl Database {
     /// Executes one built statement; any database error is `SERVICE_UNAVAILABLE`.
     pub(crate) async fn exec(&self, built: (String, SqlxValues)) -> Result<u64, SentriError> {
         self.exec_with(built, db_err).await
+    }
+
+    /// Runs `steps` in one transaction, in order, stopping (and rolling back) at the first
+    /// step marked `must_affect` that touched no row. A deadlock, serialisation failure or
+    /// busy database rolls the whole transaction back and it is run again (at most
+    /// [`TX_ATTEMPTS`] times in all); other errors go through `on_err`.
+    pub(crate) async fn steps(
+        &self,
+        steps: &[Step],
+        on_err: fn(sqlx::Error) -> SentriError,
+    ) -> Result<StepsOutcome, SentriError> {
+        let mut attempt = 1u32;
+        loop {
+            match self.try_steps(steps).await? {
+                Ok(outcome) => return Ok(outcome),
+                Err(err) if is_transient(self.dialect(), &err) && attempt < TX_ATTEMPTS => {
+                    tracing::debug!(error = %err, attempt, "sentri: retrying a transaction");
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(err) => return Err(on_err(err)),
+            }
+        }
+    }
+
+    /// One attempt of [`Database::steps`]; the inner error is the statement's.
+    async fn try_steps(
+        &self,
+        steps: &[Step],
+    ) -> Result<Result<StepsOutcome, sqlx::Error>, SentriError> {
+        self.bounded(async {
+            Ok(on_pool!(self, pool => async {
+                let mut tx = pool.begin().await?;
+                for (n, step) in steps.iter().enumerate() {
+                    let (sql, values) = step.built.clone();
+                    let done = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                        .execute(&mut *tx)
+                        .await?;
+                    if step.must_affect && done.rows_affected() == 0 {
+                        tx.rollback().await?;
+                        return Ok(StepsOutcome::StoppedAt(n));
+                    }
+                }
+                tx.commit().await?;
+                Ok(StepsOutcome::Committed)
+            }.await))
+        })
+        .await
     }
 
     /// Runs an idempotent read, retrying it at most twice (after 50 ms, then 150 ms)

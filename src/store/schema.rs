@@ -8,8 +8,8 @@
 //! (`'A' != 'a'`, `'é' != 'e'`, `'x ' != 'x'`).
 
 use sea_query::{
-    ColumnDef, Expr, ForeignKey, ForeignKeyAction, Index, IndexCreateStatement, OnConflict, Query,
-    SchemaStatementBuilder, Table, TableCreateStatement,
+    ColumnDef, Expr, ForeignKey, ForeignKeyAction, Func, Index, IndexCreateStatement, OnConflict,
+    Query, SchemaStatementBuilder, Table, TableCreateStatement,
 };
 
 use super::{Database, Dialect, Pool, db_err, now_ms, on_pool};
@@ -18,6 +18,7 @@ use crate::error::SentriError;
 pub(crate) const USERS: &str = "sentri_users";
 pub(crate) const SESSIONS: &str = "sentri_sessions";
 pub(crate) const MIGRATIONS: &str = "sentri_migrations";
+pub(crate) const FAMILIES: &str = "sentri_session_families";
 
 pub(crate) const ID: &str = "id";
 pub(crate) const IDENTIFIER: &str = "identifier";
@@ -35,6 +36,8 @@ pub(crate) const EXPIRES_AT: &str = "expires_at";
 pub(crate) const LAST_USED_AT: &str = "last_used_at";
 pub(crate) const USER_AGENT: &str = "user_agent";
 pub(crate) const IP: &str = "ip";
+pub(crate) const MAX_EXPIRES_AT: &str = "max_expires_at";
+pub(crate) const REVOKED_AT: &str = "revoked_at";
 
 const VERSION: &str = "version";
 const APPLIED_AT: &str = "applied_at";
@@ -95,7 +98,7 @@ fn mysql_collation(version: &str) -> &'static str {
 type Migration = (i64, fn(Target) -> Vec<String>);
 
 /// Every migration, in order. Versions are never reused or edited once released.
-const ALL: &[Migration] = &[(1, v1)];
+const ALL: &[Migration] = &[(1, v1), (2, v2)];
 
 fn ddl<S: SchemaStatementBuilder>(dialect: Dialect, stmt: &S) -> String {
     match dialect {
@@ -212,6 +215,84 @@ fn v1(target: Target) -> Vec<String> {
     }
 }
 
+/// Version 2: session families, the row every rotation and revocation of a login locks
+/// (see `store::families`). Existing sessions get a family each, ending when their
+/// newest refresh token does (their absolute end is not known).
+fn v2(target: Target) -> Vec<String> {
+    let dialect = target.dialect;
+    let mut families = Table::create();
+    families
+        .table(FAMILIES)
+        .if_not_exists()
+        .col(ColumnDef::new(ID).string_len(36).not_null().primary_key())
+        .col(ColumnDef::new(USER_ID).string_len(36).not_null())
+        .col(ColumnDef::new(CREATED_AT).big_integer().not_null())
+        .col(ColumnDef::new(EXPIRES_AT).big_integer().not_null())
+        .col(ColumnDef::new(MAX_EXPIRES_AT).big_integer().not_null())
+        .col(ColumnDef::new(REVOKED_AT).big_integer().null())
+        .foreign_key(
+            ForeignKey::create()
+                .name("fk_sentri_session_families_user")
+                .from(FAMILIES, USER_ID)
+                .to(USERS, ID)
+                .on_delete(ForeignKeyAction::Cascade),
+        );
+    table_options(target, &mut families);
+    let indexes: Vec<IndexCreateStatement> = [USER_ID, EXPIRES_AT]
+        .into_iter()
+        .map(|col| {
+            Index::create()
+                .name(format!("idx_sentri_session_families_{col}"))
+                .table(FAMILIES)
+                .col(col)
+                .if_not_exists()
+                .to_owned()
+        })
+        .collect();
+    let mut out = Vec::new();
+    if dialect == Dialect::MySql {
+        for mut index in indexes {
+            families.index(&mut index);
+        }
+        out.push(ddl(dialect, &families));
+    } else {
+        out.push(ddl(dialect, &families));
+        out.extend(indexes.iter().map(|i| ddl(dialect, i)));
+    }
+    out.push(backfill_families(dialect));
+    out
+}
+
+/// One family row per family id found in `sentri_sessions`.
+fn backfill_families(dialect: Dialect) -> String {
+    let select = Query::select()
+        .column(FAMILY_ID)
+        .expr(Func::max(Expr::col(USER_ID)))
+        .expr(Func::min(Expr::col(CREATED_AT)))
+        .expr(Func::max(Expr::col(EXPIRES_AT)))
+        .expr(Func::max(Expr::col(EXPIRES_AT)))
+        .from(SESSIONS)
+        .group_by_col(FAMILY_ID)
+        .to_owned();
+    let mut insert = Query::insert();
+    insert
+        .into_table(FAMILIES)
+        .columns([ID, USER_ID, CREATED_AT, EXPIRES_AT, MAX_EXPIRES_AT]);
+    if insert.select_from(select).is_err() {
+        return String::new();
+    }
+    match dialect {
+        #[cfg(feature = "postgres")]
+        Dialect::Postgres => insert.to_string(sea_query::PostgresQueryBuilder),
+        #[cfg(feature = "mysql")]
+        Dialect::MySql => insert.to_string(sea_query::MysqlQueryBuilder),
+        #[cfg(feature = "sqlite")]
+        Dialect::Sqlite => insert.to_string(sea_query::SqliteQueryBuilder),
+        #[allow(unreachable_patterns)]
+        _ => String::new(),
+    }
+}
+
 /// `INSERT` of a version row, ignoring a row that is already there.
 fn record_version(version: i64) -> Result<sea_query::InsertStatement, sqlx::Error> {
     Ok(Query::insert()
@@ -263,18 +344,6 @@ macro_rules! run_pending {
             Ok::<(), sqlx::Error>(())
         }
     };
-}
-
-/// `true` for SQLITE_BUSY / SQLITE_LOCKED (any extended code).
-#[cfg(feature = "sqlite")]
-fn is_sqlite_busy(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(e) => e
-            .code()
-            .and_then(|c| c.parse::<i64>().ok())
-            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
-        _ => false,
-    }
 }
 
 impl Database {
@@ -408,7 +477,7 @@ impl Database {
                     };
                     match run_pending!(self, conn, target).await {
                         Ok(()) => return Ok(()),
-                        Err(e) if is_sqlite_busy(&e) && attempt < 10 => {
+                        Err(e) if super::is_transient(Dialect::Sqlite, &e) && attempt < 10 => {
                             attempt += 1;
                             drop(conn);
                             tokio::time::sleep(std::time::Duration::from_millis(

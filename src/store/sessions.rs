@@ -9,7 +9,7 @@ use super::schema::{
     CREATED_AT, EXPIRES_AT, FAMILY_ID, ID, IP, LAST_USED_AT, PREVIOUS_HASH, REFRESH_HASH,
     ROTATED_FROM, SESSIONS, USER_AGENT, USER_ID,
 };
-use super::{Database, Dialect, db_err, now_ms, on_pool};
+use super::{Database, db_err, on_pool};
 use crate::error::SentriError;
 
 const SESSION_COLUMNS: [&str; 11] = [
@@ -76,7 +76,7 @@ impl fmt::Debug for SessionRecord {
     }
 }
 
-/// A session to create with [`Database::create_session`] or
+/// A session to create with [`Database::open_family`] or
 /// [`Database::rotate_session`]; `created_at` and `last_used_at` are set to now.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewSession {
@@ -120,7 +120,7 @@ impl fmt::Debug for NewSession {
 }
 
 impl NewSession {
-    fn to_record(&self, now: i64) -> SessionRecord {
+    pub(crate) fn to_record(&self, now: i64) -> SessionRecord {
         SessionRecord {
             id: self.id.clone(),
             user_id: self.user_id.clone(),
@@ -137,7 +137,7 @@ impl NewSession {
     }
 }
 
-fn insert_session(record: &SessionRecord) -> Result<InsertStatement, SentriError> {
+pub(super) fn insert_session(record: &SessionRecord) -> Result<InsertStatement, SentriError> {
     Ok(Query::insert()
         .into_table(SESSIONS)
         .columns(SESSION_COLUMNS)
@@ -159,25 +159,10 @@ fn insert_session(record: &SessionRecord) -> Result<InsertStatement, SentriError
 }
 
 /// A session insert failing on its foreign key means the user does not exist.
-fn map_insert_error(err: sqlx::Error) -> SentriError {
+pub(super) fn map_insert_error(err: sqlx::Error) -> SentriError {
     match &err {
         sqlx::Error::Database(e) if e.is_foreign_key_violation() => SentriError::user_not_found(),
         _ => db_err(err),
-    }
-}
-
-/// Deadlocks / serialisation failures (MySQL, PostgreSQL: SQLSTATE 40001/40P01) and
-/// SQLITE_BUSY/SQLITE_LOCKED: the transaction was rolled back and may be retried.
-fn is_transient(dialect: Dialect, err: &sqlx::Error) -> bool {
-    let sqlx::Error::Database(e) = err else {
-        return false;
-    };
-    let Some(code) = e.code() else {
-        return false;
-    };
-    match dialect {
-        Dialect::Postgres | Dialect::MySql => matches!(&*code, "40001" | "40P01"),
-        Dialect::Sqlite => code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
     }
 }
 
@@ -203,12 +188,6 @@ where
         user_agent: row.try_get(USER_AGENT).map_err(db_err)?,
         ip: row.try_get(IP).map_err(db_err)?,
     })
-}
-
-/// Outcome of one rotation attempt.
-enum Rotation {
-    Done(Option<SessionRecord>),
-    Retry(sqlx::Error),
 }
 
 impl Database {
@@ -247,14 +226,6 @@ impl Database {
             .to_owned()
     }
 
-    /// Stores a new session. A `user_id` with no user gives `USER_NOT_FOUND`.
-    pub async fn create_session(&self, new: &NewSession) -> Result<SessionRecord, SentriError> {
-        let record = new.to_record(now_ms());
-        let stmt = insert_session(&record)?;
-        self.exec_with(self.build(&stmt), map_insert_error).await?;
-        Ok(record)
-    }
-
     /// The session with this id, if any.
     pub async fn find_session(&self, id: &str) -> Result<Option<SessionRecord>, SentriError> {
         self.fetch_session(
@@ -291,64 +262,6 @@ impl Database {
         .await
     }
 
-    /// Deletes one session; `false` when there was none.
-    pub async fn delete_session(&self, id: &str) -> Result<bool, SentriError> {
-        let stmt = Query::delete()
-            .from_table(SESSIONS)
-            .and_where(Expr::col(ID).eq(id))
-            .to_owned();
-        Ok(self.exec(self.build(&stmt)).await? > 0)
-    }
-
-    /// Deletes every session of a user; returns how many.
-    pub async fn delete_user_sessions(&self, user_id: &str) -> Result<u64, SentriError> {
-        let stmt = Query::delete()
-            .from_table(SESSIONS)
-            .and_where(Expr::col(USER_ID).eq(user_id))
-            .to_owned();
-        self.exec(self.build(&stmt)).await
-    }
-
-    /// Deletes every session of a rotation family; returns how many.
-    pub async fn delete_family(&self, family_id: &str) -> Result<u64, SentriError> {
-        let stmt = Query::delete()
-            .from_table(SESSIONS)
-            .and_where(Expr::col(FAMILY_ID).eq(family_id))
-            .to_owned();
-        self.exec(self.build(&stmt)).await
-    }
-
-    /// `true` when some session of the family expires after `now_ms`
-    /// (one indexed lookup, `LIMIT 1`).
-    pub async fn family_active(&self, family_id: &str, now_ms: i64) -> Result<bool, SentriError> {
-        let (sql, values) = self.build(
-            &Query::select()
-                .column(ID)
-                .from(SESSIONS)
-                .and_where(Expr::col(FAMILY_ID).eq(family_id))
-                .and_where(Expr::col(EXPIRES_AT).gt(now_ms))
-                .limit(1)
-                .to_owned(),
-        );
-        self.read(|| async {
-            on_pool!(self, pool => sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
-                .fetch_optional(pool)
-                .await
-                .map(|row| row.is_some())
-                .map_err(db_err))
-        })
-        .await
-    }
-
-    /// Deletes every session that expired at or before `now_ms`; returns how many.
-    pub async fn delete_expired(&self, now_ms: i64) -> Result<u64, SentriError> {
-        let stmt = Query::delete()
-            .from_table(SESSIONS)
-            .and_where(Expr::col(EXPIRES_AT).lte(now_ms))
-            .to_owned();
-        self.exec(self.build(&stmt)).await
-    }
-
     /// Every session of a user, oldest first.
     pub async fn list_user_sessions(
         &self,
@@ -360,85 +273,5 @@ impl Database {
             .order_by(ID, Order::Asc)
             .to_owned();
         self.fetch_sessions(self.build(&stmt)).await
-    }
-
-    /// Atomically replaces session `old_id` (whose refresh token hashes to
-    /// `old_refresh_hash`) with `new`.
-    ///
-    /// In one transaction: `DELETE … WHERE id = old_id AND refresh_hash = old_refresh_hash`;
-    /// if exactly one row went, `new` is inserted and committed (`Some(new)`), otherwise
-    /// the transaction is rolled back (`None`). Of many concurrent rotations of the same
-    /// row exactly one wins: the `DELETE` comes first, so it takes the row lock
-    /// (PostgreSQL, MySQL) or the write lock (SQLite) before anything is read.
-    pub async fn rotate_session(
-        &self,
-        old_id: &str,
-        old_refresh_hash: &str,
-        new: &NewSession,
-    ) -> Result<Option<SessionRecord>, SentriError> {
-        let mut attempt = 0u32;
-        loop {
-            match self.try_rotate(old_id, old_refresh_hash, new).await? {
-                Rotation::Done(result) => return Ok(result),
-                Rotation::Retry(err) => {
-                    attempt += 1;
-                    if attempt >= 5 {
-                        return Err(db_err(err));
-                    }
-                    tracing::debug!(error = %err, attempt, "sentri: retrying session rotation");
-                    tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt)))
-                        .await;
-                }
-            }
-        }
-    }
-
-    async fn try_rotate(
-        &self,
-        old_id: &str,
-        old_refresh_hash: &str,
-        new: &NewSession,
-    ) -> Result<Rotation, SentriError> {
-        let record = new.to_record(now_ms());
-        let (delete_sql, delete_values) = self.build(
-            &Query::delete()
-                .from_table(SESSIONS)
-                .and_where(Expr::col(ID).eq(old_id))
-                .and_where(Expr::col(REFRESH_HASH).eq(old_refresh_hash))
-                .to_owned(),
-        );
-        let (insert_sql, insert_values) = self.build(&insert_session(&record)?);
-        let dialect = self.dialect();
-        self.bounded(async {
-            on_pool!(self, pool => {
-                let mut tx = pool.begin().await.map_err(db_err)?;
-                let deleted = match sqlx::query_with(sqlx::AssertSqlSafe(delete_sql), delete_values)
-                    .execute(&mut *tx)
-                    .await
-                {
-                    Ok(done) => done.rows_affected(),
-                    Err(e) if is_transient(dialect, &e) => return Ok(Rotation::Retry(e)),
-                    Err(e) => return Err(db_err(e)),
-                };
-                if deleted != 1 {
-                    tx.rollback().await.map_err(db_err)?;
-                    return Ok(Rotation::Done(None));
-                }
-                match sqlx::query_with(sqlx::AssertSqlSafe(insert_sql), insert_values)
-                    .execute(&mut *tx)
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if is_transient(dialect, &e) => return Ok(Rotation::Retry(e)),
-                    Err(e) => return Err(map_insert_error(e)),
-                }
-                match tx.commit().await {
-                    Ok(()) => Ok(Rotation::Done(Some(record))),
-                    Err(e) if is_transient(dialect, &e) => Ok(Rotation::Retry(e)),
-                    Err(e) => Err(db_err(e)),
-                }
-            })
-        })
-        .await
     }
 }

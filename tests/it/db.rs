@@ -44,6 +44,40 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// Runs raw SQL on this test's database, outside sentri (to shape legacy schemas).
+    pub async fn raw(&self, sql: &str) {
+        match &self.cleanup {
+            Cleanup::SqliteFile(path) => {
+                let url = format!("sqlite://{}", path.display());
+                let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            #[cfg(feature = "postgres")]
+            Cleanup::PgSchema { url, schema } => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                let sql = format!("SET search_path TO \"{schema}\"; {sql}");
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            #[cfg(feature = "mysql")]
+            Cleanup::MySqlDatabase { url, name } => {
+                let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
+                let sql = format!("USE `{name}`; {sql}");
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
     /// Best-effort removal of the test's file / schema / database.
     /// Set `SENTRI_TEST_KEEP_DB=1` to keep them for inspection.
     pub async fn cleanup(self) {

@@ -639,7 +639,7 @@ async fn roles_permit_and_account_endpoints() {
             Method::POST,
             "/auth/change-identifier",
             &[("authorization", &jb)],
-            Some(json!({"identifier": "ROOT"})),
+            Some(json!({"identifier": "ROOT", "currentPassword": "password1"})),
         )
         .await;
         assert_eq!(
@@ -651,7 +651,7 @@ async fn roles_permit_and_account_endpoints() {
             Method::POST,
             "/auth/change-identifier",
             &[("authorization", &jb)],
-            Some(json!({"identifier": ""})),
+            Some(json!({"identifier": "", "currentPassword": "password1"})),
         )
         .await;
         assert_eq!(
@@ -663,7 +663,7 @@ async fn roles_permit_and_account_endpoints() {
             Method::POST,
             "/auth/change-identifier",
             &[("authorization", &jb)],
-            Some(json!({"identifier": "judith"})),
+            Some(json!({"identifier": "judith", "currentPassword": "password1"})),
         )
         .await;
         assert_eq!(r.status, StatusCode::OK);
@@ -917,7 +917,7 @@ async fn revocation_broadcast_over_redis_within_one_second() {
     // A long cache TTL: only the broadcast can make B refuse the token quickly.
     let cfg = |db| {
         config(db)
-            .session_cache_ttl(Duration::from_secs(600))
+            .session_cache_ttl(Duration::from_secs(60))
             .redis_url(redis.clone())
     };
     let a = create_auth(cfg(t.db.clone())).unwrap();

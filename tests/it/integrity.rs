@@ -236,7 +236,7 @@ async fn logout_on_one_instance_is_refused_on_another_within_a_second() {
         let n = t.name;
         let cfg = || {
             config(t.db.clone())
-                .session_cache_ttl(Duration::from_secs(600))
+                .session_cache_ttl(Duration::from_secs(60))
                 .redis_url(redis.clone())
         };
         let (a, b) = (

@@ -71,6 +71,7 @@ async fn invalid_configuration_fails_at_creation() {
             "SameSite=None without Secure",
             config(db.clone()).cookie(Some(CookieConfig {
                 same_site: SameSite::None,
+                secure: false,
                 ..CookieConfig::default()
             })),
         ),
@@ -495,9 +496,15 @@ async fn logout_change_password_identifier_and_roles() {
             .unwrap();
 
         auth.register(reg("taken", "password1")).await.unwrap();
-        let err = auth.change_identifier(&user.id, "TAKEN").await.unwrap_err();
+        let err = auth
+            .change_identifier(&user.id, "TAKEN", "newpassword")
+            .await
+            .unwrap_err();
         assert_eq!(code(&err), "USER_ALREADY_EXISTS");
-        let renamed = auth.change_identifier(&user.id, "Gina2").await.unwrap();
+        let renamed = auth
+            .change_identifier(&user.id, "Gina2", "newpassword")
+            .await
+            .unwrap();
         assert_eq!(renamed.identifier, "gina2");
 
         let err = auth

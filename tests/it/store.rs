@@ -3,7 +3,9 @@
 use std::collections::HashSet;
 
 use sentri::ErrorCode;
-use sentri::store::{Database, Dialect, NewSession, NewUser, SessionRecord, UserRecord, now_ms};
+use sentri::store::{
+    Database, Dialect, NewFamily, NewSession, NewUser, Rotation, SessionRecord, UserRecord, now_ms,
+};
 
 use crate::db::{databases, fresh_databases};
 
@@ -43,6 +45,26 @@ fn new_session(user_id: &str, family_id: &str, expires_at: i64) -> NewSession {
     }
 }
 
+/// Opens family `family_id` for `user_id` with one session expiring at `expires_at`.
+async fn open(db: &Database, user_id: &str, family_id: &str, expires_at: i64) -> SessionRecord {
+    db.open_family(
+        &family(user_id, family_id, expires_at),
+        &new_session(user_id, family_id, expires_at),
+        now_ms(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("open_family({family_id}): {e:?}"))
+}
+
+fn family(user_id: &str, family_id: &str, expires_at: i64) -> NewFamily {
+    NewFamily {
+        id: family_id.to_owned(),
+        user_id: user_id.to_owned(),
+        expires_at,
+        max_expires_at: YEAR_2100_MS + 1,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn store_migrations_idempotent_and_concurrent() {
     for t in fresh_databases("store_migrations_idempotent_and_concurrent").await {
@@ -62,7 +84,7 @@ async fn store_migrations_idempotent_and_concurrent() {
         t.db.migrate().await.expect("third migrate");
         assert_eq!(
             t.db.applied_migrations().await.expect("versions"),
-            vec![1],
+            vec![1, 2],
             "{}",
             t.name
         );
@@ -282,37 +304,32 @@ async fn store_sessions_crud() {
         let v = user(db, "frank@example.com").await;
         let now = now_ms();
 
-        let s1 = db
-            .create_session(&new_session(&u.id, "fam-1", now + 60_000))
-            .await
-            .expect("s1");
-        let s2 = db
-            .create_session(&new_session(&u.id, "fam-1", now + 60_000))
-            .await
-            .expect("s2");
-        let s3 = db
-            .create_session(&new_session(&u.id, "fam-2", YEAR_2100_MS))
-            .await
-            .expect("s3");
-        let s4 = db
-            .create_session(&new_session(&v.id, "fam-3", now - 1))
-            .await
-            .expect("s4");
+        let s1 = open(db, &u.id, "fam-1", now + 60_000).await;
+        let s3 = open(db, &u.id, "fam-2", YEAR_2100_MS).await;
+        let s4 = open(db, &v.id, "fam-3", now - 1).await;
         assert!(s1.created_at >= now && s1.last_used_at == s1.created_at);
 
         let missing_user = db
-            .create_session(&new_session("no-such-user", "fam-x", now))
+            .open_family(
+                &family("no-such-user", "fam-x", now),
+                &new_session("no-such-user", "fam-x", now),
+                now,
+            )
             .await
             .expect_err("fk");
         assert_eq!(missing_user.code(), &ErrorCode::UserNotFound, "{}", t.name);
+        assert!(
+            db.find_family("fam-x").await.unwrap().is_none(),
+            "rolled back"
+        );
 
         let found: SessionRecord = db.find_session(&s1.id).await.unwrap().expect("find");
         assert_eq!(found, s1);
         assert_eq!(
-            db.find_session_by_refresh_hash(&s2.refresh_hash)
+            db.find_session_by_refresh_hash(&s1.refresh_hash)
                 .await
                 .unwrap(),
-            Some(s2.clone())
+            Some(s1.clone())
         );
         assert!(
             db.find_session_by_refresh_hash(&hash("zz"))
@@ -339,44 +356,66 @@ async fn store_sessions_crud() {
 
         let listed = db.list_user_sessions(&u.id).await.unwrap();
         let listed_ids: HashSet<_> = listed.iter().map(|s| s.id.clone()).collect();
+        assert_eq!(listed_ids, HashSet::from([s1.id.clone(), s3.id.clone()]));
+
+        // The purge removes the expired family and its session, nothing else.
         assert_eq!(
-            listed_ids,
-            HashSet::from([s1.id.clone(), s2.id.clone(), s3.id.clone()])
+            db.purge_expired(now, 3_600_000).await.unwrap(),
+            2,
+            "{}",
+            t.name
+        );
+        assert!(db.find_session(&s4.id).await.unwrap().is_none());
+        assert!(db.find_family("fam-3").await.unwrap().is_none());
+        assert!(db.find_family("fam-1").await.unwrap().is_some());
+
+        // Revoking a family: its sessions go, the row stays as a revoked marker.
+        assert!(db.revoke_family("fam-1", now).await.unwrap());
+        assert!(!db.family_active("fam-1", now).await.unwrap());
+        assert!(db.find_session(&s1.id).await.unwrap().is_none());
+        assert_eq!(
+            db.find_family("fam-1").await.unwrap().unwrap().revoked_at,
+            Some(now)
+        );
+        assert!(
+            !db.revoke_family("fam-1", now).await.unwrap(),
+            "already revoked"
+        );
+        // Kept for the retention, purged after it.
+        assert_eq!(db.purge_expired(now + 1, 3_600_000).await.unwrap(), 0);
+        assert_eq!(
+            db.purge_expired(now + 3_600_001, 3_600_000).await.unwrap(),
+            1
         );
 
-        assert_eq!(db.delete_expired(now).await.unwrap(), 1, "{}", t.name);
-        assert!(db.find_session(&s4.id).await.unwrap().is_none());
-
-        assert_eq!(db.delete_family("fam-1").await.unwrap(), 2);
-        assert!(!db.family_active("fam-1", now).await.unwrap());
-        assert_eq!(db.delete_family("fam-1").await.unwrap(), 0);
-
-        let s5 = db
-            .create_session(&new_session(&u.id, "fam-4", now + 1000))
-            .await
-            .unwrap();
-        assert!(db.delete_session(&s5.id).await.unwrap());
-        assert!(!db.delete_session(&s5.id).await.unwrap());
-
-        db.create_session(&new_session(&u.id, "fam-5", now + 1000))
-            .await
-            .unwrap();
+        open(db, &u.id, "fam-5", now + 1000).await;
+        let mut revoked = db.revoke_user_families(&u.id, now).await.unwrap();
+        revoked.sort();
         assert_eq!(
-            db.delete_user_sessions(&u.id).await.unwrap(),
-            2,
-            "fam-2 + fam-5"
+            revoked,
+            vec!["fam-2".to_owned(), "fam-5".to_owned()],
+            "{}",
+            t.name
         );
         assert!(db.list_user_sessions(&u.id).await.unwrap().is_empty());
+        assert!(
+            db.revoke_user_families(&u.id, now + 1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
-        // Deleting a user removes its sessions.
-        let s6 = db
-            .create_session(&new_session(&v.id, "fam-6", now + 1000))
-            .await
-            .unwrap();
+        // Deleting a user removes its families and sessions.
+        let s6 = open(db, &v.id, "fam-6", now + 1000).await;
         assert!(db.delete_user(&v.id).await.unwrap());
         assert!(
             db.find_session(&s6.id).await.unwrap().is_none(),
             "{}: cascade",
+            t.name
+        );
+        assert!(
+            db.find_family("fam-6").await.unwrap().is_none(),
+            "{}",
             t.name
         );
         assert!(db.list_user_sessions(&v.id).await.unwrap().is_empty());
@@ -389,17 +428,20 @@ async fn store_concurrent_rotation_one_winner() {
     for t in databases("store_concurrent_rotation_one_winner").await {
         eprintln!("store rotation: running on {}", t.name);
         let u = user(&t.db, "gina@example.com").await;
-        let exp = now_ms() + 60_000;
-        let old =
-            t.db.create_session(&new_session(&u.id, "fam-r", exp))
-                .await
-                .unwrap();
+        let now = now_ms();
+        let exp = now + 60_000;
+        let old = open(&t.db, &u.id, "fam-r", exp).await;
 
         // A wrong hash never rotates.
         let wrong =
-            t.db.rotate_session(&old.id, &hash("wrong"), &new_session(&u.id, "fam-r", exp))
-                .await;
-        assert!(wrong.expect("wrong hash").is_none());
+            t.db.rotate_session(
+                &old.id,
+                &hash("wrong"),
+                &new_session(&u.id, "fam-r", exp),
+                now,
+            )
+            .await;
+        assert_eq!(wrong.expect("wrong hash"), Rotation::Superseded);
 
         let tasks: Vec<_> = (0..20)
             .map(|_| {
@@ -408,14 +450,15 @@ async fn store_concurrent_rotation_one_winner() {
                 let mut next = new_session(&u.id, "fam-r", exp);
                 next.previous_hash = Some(old_hash.clone());
                 next.rotated_from = Some(old_id.clone());
-                tokio::spawn(async move { db.rotate_session(&old_id, &old_hash, &next).await })
+                tokio::spawn(async move { db.rotate_session(&old_id, &old_hash, &next, now).await })
             })
             .collect();
         let mut winners = Vec::new();
         for task in tasks {
             match task.await.expect("task panicked") {
-                Ok(Some(s)) => winners.push(s),
-                Ok(None) => {}
+                Ok(Rotation::Rotated(s)) => winners.push(*s),
+                Ok(Rotation::Superseded) => {}
+                Ok(Rotation::FamilyEnded) => panic!("{}: family is live", t.name),
                 Err(e) => panic!("{}: rotate error {e:?}", t.name),
             }
         }
@@ -433,6 +476,17 @@ async fn store_concurrent_rotation_one_winner() {
             Some(winners[0].id.as_str())
         );
         assert_eq!(winners[0].rotated_from.as_deref(), Some(old.id.as_str()));
+
+        // A revoked family never rotates again, and its expiry never passes its end.
+        let current = &winners[0];
+        assert!(t.db.revoke_family("fam-r", now).await.unwrap());
+        let mut next = new_session(&u.id, "fam-r", exp);
+        next.previous_hash = Some(current.refresh_hash.clone());
+        let after =
+            t.db.rotate_session(&current.id, &current.refresh_hash, &next, now)
+                .await;
+        assert_eq!(after.unwrap(), Rotation::FamilyEnded, "{}", t.name);
+        assert!(t.db.list_user_sessions(&u.id).await.unwrap().is_empty());
         t.cleanup().await;
     }
 }

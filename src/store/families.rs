@@ -1,0 +1,348 @@
+//! Session families: one row per login, the lock every rotation and every revocation
+//! of that login takes.
+//!
+//! # Why revocation is final
+//!
+//! Every change to a family's sessions runs in a transaction whose **first** statement
+//! is a conditional `UPDATE` of the family row (`… WHERE id = ? AND revoked_at IS NULL
+//! AND expires_at > now`): a rotation continues only if that statement touched the row.
+//! Revocation is an `UPDATE … SET revoked_at` of the same row. The family row is
+//! therefore a lock shared by rotations and revocations (a row lock on PostgreSQL and
+//! MySQL/MariaDB, the database write lock on SQLite):
+//!
+//! * a rotation in flight when a revocation starts holds the lock: the revocation waits
+//!   for it to commit, and the session row it inserted is seen (and deleted) by the
+//!   revocation's next statement;
+//! * a rotation that starts after the revocation committed finds `revoked_at` set (its
+//!   `UPDATE` re-reads the row after waiting for the lock, on every dialect) and inserts
+//!   nothing.
+//!
+//! So once `revoke_family` / `revoke_user_families` return, no session row of the family
+//! exists and none can be created; tokens of the family fail whatever was in flight.
+
+use sea_query::{CaseStatement, Expr, ExprTrait, Query};
+
+use super::schema::{
+    CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, MAX_EXPIRES_AT, REFRESH_HASH, REVOKED_AT,
+    SESSIONS, USER_ID,
+};
+use super::sessions::{insert_session, map_insert_error};
+use super::{Database, NewSession, SessionRecord, Step, StepsOutcome, db_err, on_pool};
+use crate::error::SentriError;
+
+/// A session family: every refresh token rotated from one login shares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyRecord {
+    /// The family id (the tokens' `sid` claim).
+    pub id: String,
+    /// The owning user.
+    pub user_id: String,
+    /// When the login happened, unix epoch milliseconds.
+    pub created_at: i64,
+    /// When the newest refresh token of the family expires (slides with each rotation,
+    /// never past `max_expires_at`).
+    pub expires_at: i64,
+    /// The absolute end of the family, however often it slides.
+    pub max_expires_at: i64,
+    /// When the family was revoked, if it was.
+    pub revoked_at: Option<i64>,
+}
+
+impl FamilyRecord {
+    /// `true` while the family may be used at `now`.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now && self.max_expires_at > now
+    }
+}
+
+/// A family to open with [`Database::open_family`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFamily {
+    /// The family id.
+    pub id: String,
+    /// The owning user (must exist).
+    pub user_id: String,
+    /// The first refresh token's expiry.
+    pub expires_at: i64,
+    /// The absolute end of the family.
+    pub max_expires_at: i64,
+}
+
+/// The outcome of [`Database::rotate_session`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The old row was replaced by this one.
+    Rotated(Box<SessionRecord>),
+    /// The old row was already gone (rotated by someone else, or deleted).
+    Superseded,
+    /// The family is revoked, expired or gone: nothing was changed.
+    FamilyEnded,
+}
+
+const FAMILY_COLUMNS: [&str; 6] = [
+    ID,
+    USER_ID,
+    CREATED_AT,
+    EXPIRES_AT,
+    MAX_EXPIRES_AT,
+    REVOKED_AT,
+];
+
+fn family_from_row<R>(row: &R) -> Result<FamilyRecord, SentriError>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(FamilyRecord {
+        id: row.try_get(ID).map_err(db_err)?,
+        user_id: row.try_get(USER_ID).map_err(db_err)?,
+        created_at: row.try_get(CREATED_AT).map_err(db_err)?,
+        expires_at: row.try_get(EXPIRES_AT).map_err(db_err)?,
+        max_expires_at: row.try_get(MAX_EXPIRES_AT).map_err(db_err)?,
+        revoked_at: row.try_get(REVOKED_AT).map_err(db_err)?,
+    })
+}
+
+/// `WHERE` of a family that may still be used at `now`.
+fn live_family(id: &str, now: i64) -> sea_query::Condition {
+    sea_query::Condition::all()
+        .add(Expr::col(ID).eq(id))
+        .add(Expr::col(REVOKED_AT).is_null())
+        .add(Expr::col(EXPIRES_AT).gt(now))
+        .add(Expr::col(MAX_EXPIRES_AT).gt(now))
+}
+
+impl Database {
+    /// Opens a family with its first session, in one transaction. A `user_id` with no
+    /// user gives `USER_NOT_FOUND`.
+    pub async fn open_family(
+        &self,
+        family: &NewFamily,
+        first: &NewSession,
+        now: i64,
+    ) -> Result<SessionRecord, SentriError> {
+        let record = first.to_record(now);
+        let insert_family = Query::insert()
+            .into_table(FAMILIES)
+            .columns(FAMILY_COLUMNS)
+            .values([
+                Expr::val(family.id.as_str()),
+                Expr::val(family.user_id.as_str()),
+                Expr::val(now),
+                Expr::val(std::cmp::min(family.expires_at, family.max_expires_at)),
+                Expr::val(family.max_expires_at),
+                Expr::val(None::<i64>),
+            ])
+            .map_err(SentriError::internal)?
+            .to_owned();
+        let steps = [
+            Step {
+                built: self.build(&insert_family),
+                must_affect: false,
+            },
+            Step {
+                built: self.build(&insert_session(&record)?),
+                must_affect: false,
+            },
+        ];
+        self.steps(&steps, map_insert_error).await?;
+        Ok(record)
+    }
+
+    /// The family with this id, if any.
+    pub async fn find_family(&self, id: &str) -> Result<Option<FamilyRecord>, SentriError> {
+        let (sql, values) = self.build(
+            &Query::select()
+                .columns(FAMILY_COLUMNS)
+                .from(FAMILIES)
+                .and_where(Expr::col(ID).eq(id))
+                .limit(1)
+                .to_owned(),
+        );
+        self.read(|| async {
+            on_pool!(self, pool => {
+                let row = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_err)?;
+                row.as_ref().map(family_from_row).transpose()
+            })
+        })
+        .await
+    }
+
+    /// `true` when the family is neither revoked nor expired at `now` (one primary-key
+    /// lookup).
+    pub async fn family_active(&self, id: &str, now: i64) -> Result<bool, SentriError> {
+        let (sql, values) = self.build(
+            &Query::select()
+                .column(ID)
+                .from(FAMILIES)
+                .cond_where(live_family(id, now))
+                .limit(1)
+                .to_owned(),
+        );
+        self.read(|| async {
+            on_pool!(self, pool => sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
+                .fetch_optional(pool)
+                .await
+                .map(|row| row.is_some())
+                .map_err(db_err))
+        })
+        .await
+    }
+
+    /// Replaces session `old_id` (whose refresh token hashes to `old_refresh_hash`) with
+    /// `new`, if and only if the family is still live at `now` — see the module docs.
+    ///
+    /// In one transaction: lock the live family row and slide its expiry to
+    /// `new.expires_at` (capped at its absolute end); delete the old row by id and hash;
+    /// insert `new`. Of many concurrent rotations of one row exactly one wins.
+    pub async fn rotate_session(
+        &self,
+        old_id: &str,
+        old_refresh_hash: &str,
+        new: &NewSession,
+        now: i64,
+    ) -> Result<Rotation, SentriError> {
+        let record = new.to_record(now);
+        let capped = CaseStatement::new()
+            .case(
+                Expr::col(MAX_EXPIRES_AT).lt(new.expires_at),
+                Expr::col(MAX_EXPIRES_AT),
+            )
+            .finally(Expr::val(new.expires_at));
+        let lock_family = Query::update()
+            .table(FAMILIES)
+            .value(EXPIRES_AT, capped)
+            .cond_where(live_family(&new.family_id, now))
+            .to_owned();
+        let delete_old = Query::delete()
+            .from_table(SESSIONS)
+            .and_where(Expr::col(ID).eq(old_id))
+            .and_where(Expr::col(REFRESH_HASH).eq(old_refresh_hash))
+            .to_owned();
+        let steps = [
+            Step {
+                built: self.build(&lock_family),
+                must_affect: true,
+            },
+            Step {
+                built: self.build(&delete_old),
+                must_affect: true,
+            },
+            Step {
+                built: self.build(&insert_session(&record)?),
+                must_affect: false,
+            },
+        ];
+        Ok(match self.steps(&steps, map_insert_error).await? {
+            StepsOutcome::Committed => Rotation::Rotated(Box::new(record)),
+            StepsOutcome::StoppedAt(0) => Rotation::FamilyEnded,
+            StepsOutcome::StoppedAt(_) => Rotation::Superseded,
+        })
+    }
+
+    /// Revokes one family and deletes its sessions. Returns `true` when this call revoked
+    /// it (`false`: it was already revoked or does not exist).
+    pub async fn revoke_family(&self, id: &str, now: i64) -> Result<bool, SentriError> {
+        let revoke = Query::update()
+            .table(FAMILIES)
+            .value(REVOKED_AT, now)
+            .and_where(Expr::col(ID).eq(id))
+            .and_where(Expr::col(REVOKED_AT).is_null())
+            .to_owned();
+        let revoked = self.exec(self.build(&revoke)).await? > 0;
+        self.delete_sessions_where(Expr::col(FAMILY_ID).eq(id))
+            .await?;
+        Ok(revoked)
+    }
+
+    /// Revokes every live family of a user and deletes their sessions. Returns the ids of
+    /// the families this call revoked (including those opened by logins that committed
+    /// while it ran), so callers can drop them from caches.
+    pub async fn revoke_user_families(
+        &self,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Vec<String>, SentriError> {
+        let revoke = Query::update()
+            .table(FAMILIES)
+            .value(REVOKED_AT, now)
+            .and_where(Expr::col(USER_ID).eq(user_id))
+            .and_where(Expr::col(REVOKED_AT).is_null())
+            .to_owned();
+        self.exec(self.build(&revoke)).await?;
+        let (sql, values) = self.build(
+            &Query::select()
+                .column(ID)
+                .from(FAMILIES)
+                .and_where(Expr::col(USER_ID).eq(user_id))
+                .and_where(Expr::col(REVOKED_AT).gte(now))
+                .to_owned(),
+        );
+        let ids = self
+            .read(|| async {
+                on_pool!(self, pool => {
+                    let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
+                        .fetch_all(pool)
+                        .await
+                        .map_err(db_err)?;
+                    rows.iter()
+                        .map(|r| sqlx::Row::try_get::<String, _>(r, 0).map_err(db_err))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .await?;
+        self.delete_sessions_where(Expr::col(USER_ID).eq(user_id))
+            .await?;
+        Ok(ids)
+    }
+
+    /// Deletes expired sessions, and families that ended (expired, or revoked more than
+    /// `revoked_retention_ms` ago), with their sessions. Returns the rows deleted.
+    pub async fn purge_expired(
+        &self,
+        now: i64,
+        revoked_retention_ms: i64,
+    ) -> Result<u64, SentriError> {
+        let ended = sea_query::Condition::any()
+            .add(Expr::col(EXPIRES_AT).lte(now))
+            .add(Expr::col(MAX_EXPIRES_AT).lte(now))
+            .add(Expr::col(REVOKED_AT).lte(now.saturating_sub(revoked_retention_ms)));
+        let families = self
+            .exec(
+                self.build(
+                    &Query::delete()
+                        .from_table(FAMILIES)
+                        .cond_where(ended)
+                        .to_owned(),
+                ),
+            )
+            .await?;
+        let orphaned = Expr::col(FAMILY_ID)
+            .not_in_subquery(Query::select().column(ID).from(FAMILIES).to_owned());
+        let sessions = self
+            .delete_sessions_where(
+                sea_query::Condition::any()
+                    .add(Expr::col(EXPIRES_AT).lte(now))
+                    .add(orphaned),
+            )
+            .await?;
+        Ok(families + sessions)
+    }
+
+    async fn delete_sessions_where(
+        &self,
+        cond: impl sea_query::IntoCondition,
+    ) -> Result<u64, SentriError> {
+        let stmt = Query::delete()
+            .from_table(SESSIONS)
+            .cond_where(cond)
+            .to_owned();
+        self.exec(self.build(&stmt)).await
+    }
+}
