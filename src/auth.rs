@@ -462,7 +462,7 @@ impl ServerAuth {
         }
         let identifier = self.normalize_identifier(&input.identifier)?;
         let Some(user) = self.inner.db.find_user_by_identifier(&identifier).await? else {
-            self.inner.hasher.verify_dummy(&input.password).await;
+            self.inner.hasher.verify_dummy(&input.password).await?;
             return Err(SentriError::invalid_credentials());
         };
         if !self
