@@ -8,6 +8,7 @@ mod faults;
 mod http;
 mod idempotency;
 mod integrity;
+mod password;
 mod props;
 mod secrets;
 mod services;
