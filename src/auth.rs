@@ -18,7 +18,7 @@ use crate::config::{
     SameSite, ServerConfig,
 };
 use crate::error::{Result, SentriError};
-use crate::password::PasswordHasher;
+use crate::password::{PasswordCheck, PasswordHasher};
 use crate::session::SessionCache;
 use crate::store::{Database, NewUser};
 use crate::token::{AccessClaims, RefreshClaims, TokenOptions, TokenService};
@@ -560,18 +560,19 @@ impl ServerAuth {
         }
         let identifier = self.normalize_identifier(&input.identifier)?;
         let Some(user) = self.inner.db.find_user_by_identifier(&identifier).await? else {
-            self.inner.hasher.verify_dummy(&input.password).await;
+            self.inner.hasher.verify_dummy(&input.password).await?;
             return Err(SentriError::invalid_credentials());
         };
-        if !self
+        let verified_hash = match self
             .inner
             .hasher
-            .verify(&input.password, &user.password_hash)
+            .check(&input.password, &user.password_hash)
             .await?
         {
-            return Err(SentriError::invalid_credentials());
-        }
-        let verified_hash = user.password_hash.clone();
+            PasswordCheck::Mismatch => return Err(SentriError::invalid_credentials()),
+            PasswordCheck::Match => user.password_hash.clone(),
+            PasswordCheck::MatchNeedsUpgrade => self.upgrade_hash(&user, &input.password).await?,
+        };
         let res = self.open_family(user.to_auth_user(), meta).await?;
         // A password change that committed between our check and our insert revoked every
         // session before ours existed: do not let the old password keep a session.
@@ -582,6 +583,26 @@ impl ServerAuth {
                 Err(SentriError::invalid_credentials())
             }
         }
+    }
+
+    /// Re-hashes a password whose stored hash is a legacy or cheaper one; returns the hash
+    /// now stored (the old one when a concurrent change won).
+    async fn upgrade_hash(
+        &self,
+        user: &crate::store::UserRecord,
+        password: &str,
+    ) -> Result<String> {
+        let new = self.inner.hasher.hash(password).await?;
+        if self
+            .inner
+            .db
+            .replace_password_hash(&user.id, &user.password_hash, &new)
+            .await?
+        {
+            tracing::info!(user = %user.id, "sentri: password hash upgraded");
+            return Ok(new);
+        }
+        Ok(user.password_hash.clone())
     }
 
     /// The user, fresh from the store, or `USER_NOT_FOUND`.

@@ -4,7 +4,7 @@
 //! (`GET {prefix}/keys`). It has no database and no secret: it only needs the URL of
 //! the key set. Routes are guarded with the same `protect()`, `authorize(..)` and
 //! `permit(..)` layers as in server mode, and handlers use the same
-//! [`CurrentUser`](crate::CurrentUser) extractor, so a route written for one mode
+//! [`CurrentUser`] extractor, so a route written for one mode
 //! compiles against the other.
 //!
 //! ```no_run
@@ -41,6 +41,10 @@
 //!   the keys it has, logs a warning and retries later. Until it has obtained keys at
 //!   least once, protected routes answer 503 `SERVICE_UNAVAILABLE`.
 //! - HMAC is never accepted in client mode (a shared secret cannot be published).
+//! - `key_uri` must be `https` (plain `http` only on a loopback host or with
+//!   [`ClientConfig::allow_insecure_http`]). A fetch follows at most 5 redirects, only to
+//!   the same host and port and never from https to http; any other redirect fails the
+//!   fetch (logged, old keys kept).
 //!
 //! # Sessions and revocation
 //!
@@ -75,6 +79,10 @@ pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Longest wait before retrying after a failed fetch.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// Shortest accepted [`ClientConfig::refetch_cooldown`].
+pub const MIN_REFETCH_COOLDOWN: Duration = Duration::from_secs(1);
+/// Most redirects followed by one key fetch.
+const MAX_REDIRECTS: usize = 5;
 
 /// Client-mode configuration: where the auth server publishes its keys and what tokens
 /// must look like.
@@ -99,9 +107,13 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// ```
 #[derive(Clone)]
 pub struct ClientConfig {
-    /// URL of the auth server's JWKS, e.g. `https://auth.example.com/auth/keys`
-    /// (`http` or `https`).
+    /// URL of the auth server's JWKS, e.g. `https://auth.example.com/auth/keys`. Must be
+    /// `https`, except on a loopback host (`localhost`, `127.0.0.0/8`, `::1`) or with
+    /// [`allow_insecure_http`](Self::allow_insecure_http).
     pub key_uri: String,
+    /// Accept a plain `http` `key_uri` on a non-loopback host (default `false`). Only for
+    /// a private network you trust: anyone on the path can swap the keys and mint tokens.
+    pub allow_insecure_http: bool,
     /// When set, `authorize(..)` / `permit(..)` check role names against it when the
     /// layer is built (and panic on an unknown one, like server mode).
     pub valid_roles: Option<Vec<String>>,
@@ -115,7 +127,8 @@ pub struct ClientConfig {
     /// How long fetched keys are used before a background refetch, when the response
     /// has no `Cache-Control: max-age` (default 10 minutes).
     pub cache_ttl: Duration,
-    /// Minimum time between key fetches caused by unknown `kid`s (default 30 s).
+    /// Minimum time between key fetches caused by unknown `kid`s (default 30 s, at
+    /// least [`MIN_REFETCH_COOLDOWN`]); also bounds how often a failed fetch is retried.
     pub refetch_cooldown: Duration,
     /// Timeout of one key fetch (default 5 s).
     pub http_timeout: Duration,
@@ -147,6 +160,7 @@ impl ClientConfig {
     pub fn new(key_uri: impl Into<String>) -> Self {
         Self {
             key_uri: key_uri.into(),
+            allow_insecure_http: false,
             valid_roles: None,
             issuer: None,
             audience: None,
@@ -194,7 +208,21 @@ impl ClientConfig {
         self
     }
 
-    /// Sets the minimum time between fetches caused by unknown `kid`s.
+    /// Accepts a plain `http` `key_uri` on a non-loopback host. For private networks
+    /// only: over plain http anyone on the path can replace the keys and forge tokens.
+    ///
+    /// ```
+    /// let config = sentri::ClientConfig::new("http://auth.internal/auth/keys")
+    ///     .allow_insecure_http(true);
+    /// assert!(sentri::create_auth(config).is_ok());
+    /// ```
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
+    /// Sets the minimum time between fetches caused by unknown `kid`s (at least
+    /// [`MIN_REFETCH_COOLDOWN`]).
     pub fn refetch_cooldown(mut self, cooldown: Duration) -> Self {
         self.refetch_cooldown = cooldown;
         self
@@ -249,6 +277,7 @@ impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
             .field("key_uri", &redact_uri(&self.key_uri))
+            .field("allow_insecure_http", &self.allow_insecure_http)
             .field("valid_roles", &self.valid_roles)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
@@ -274,6 +303,74 @@ impl AuthConfig for ClientConfig {
 #[derive(Debug, thiserror::Error)]
 #[error("fetching the JWKS failed: {0}")]
 struct KeyFetchError(String);
+
+/// Why a redirect of a key fetch was not followed.
+#[derive(Debug, thiserror::Error)]
+#[error("redirect refused: {0}")]
+struct RedirectRefused(&'static str);
+
+/// Whether a key fetch may follow a redirect to `next`, given the URLs requested so far
+/// (`previous[0]` is `key_uri`): at most [`MAX_REDIRECTS`], to the same host and port
+/// only, never from https to http.
+fn redirect_verdict(previous: &[reqwest::Url], next: &reqwest::Url) -> Result<(), RedirectRefused> {
+    let (Some(origin), Some(last)) = (previous.first(), previous.last()) else {
+        return Err(RedirectRefused("no request to redirect from"));
+    };
+    if previous.len() > MAX_REDIRECTS {
+        return Err(RedirectRefused("more than 5 redirects"));
+    }
+    if last.scheme() == "https" && next.scheme() != "https" {
+        return Err(RedirectRefused("from https to http"));
+    }
+    if next.host_str() != origin.host_str()
+        || next.port_or_known_default() != origin.port_or_known_default()
+    {
+        return Err(RedirectRefused("to another host or port"));
+    }
+    Ok(())
+}
+
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        match redirect_verdict(attempt.previous(), attempt.url()) {
+            Ok(()) => attempt.follow(),
+            Err(refused) => attempt.error(refused),
+        }
+    })
+}
+
+/// `true` for `localhost` and loopback IP addresses.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host_str() {
+        Some(h) if h.eq_ignore_ascii_case("localhost") => true,
+        Some(h) => h
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// Parses `key_uri`: an http(s) URL with a host; plain http only on loopback or with
+/// the opt-in.
+fn check_key_uri(config: &ClientConfig) -> Result<reqwest::Url> {
+    let url = reqwest::Url::parse(&config.key_uri)
+        .map_err(|e| SentriError::configuration("key_uri is not a valid URL").with_source(e))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(SentriError::configuration(
+            "key_uri must be an http:// or https:// URL",
+        ));
+    }
+    if url.scheme() == "http" && !is_loopback(&url) {
+        if !config.allow_insecure_http {
+            return Err(SentriError::configuration(
+                "key_uri must be https (plain http only on loopback, or with allow_insecure_http)",
+            ));
+        }
+        tracing::warn!(key_uri = %redact_uri(&config.key_uri), "sentri: key_uri uses plain http (allow_insecure_http)");
+    }
+    Ok(url)
+}
 
 /// What triggered a fetch; decides whether it may run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,25 +458,8 @@ fn is_hmac(alg: Algorithm) -> bool {
 
 impl ClientAuth {
     fn from_config(config: ClientConfig) -> Result<Self> {
-        let url = reqwest::Url::parse(&config.key_uri)
-            .map_err(|e| SentriError::configuration("key_uri is not a valid URL").with_source(e))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(SentriError::configuration(
-                "key_uri must be an http:// or https:// URL",
-            ));
-        }
+        check_key_uri(&config)?;
         let display_uri = redact_uri(&config.key_uri);
-        let loopback = match url.host_str() {
-            Some("localhost") => true,
-            Some(h) => h
-                .trim_matches(['[', ']'])
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback()),
-            None => false,
-        };
-        if url.scheme() == "http" && !loopback {
-            tracing::warn!(key_uri = %display_uri, "sentri: key_uri uses plain http; use https outside development");
-        }
         if config.algorithms.is_empty() {
             return Err(SentriError::configuration("algorithms must not be empty"));
         }
@@ -406,6 +486,11 @@ impl ClientAuth {
         if config.cache_ttl.is_zero() {
             return Err(SentriError::configuration("cache_ttl must be positive"));
         }
+        if config.refetch_cooldown < MIN_REFETCH_COOLDOWN {
+            return Err(SentriError::configuration(
+                "refetch_cooldown must be at least 1 s",
+            ));
+        }
         if config.http_timeout.is_zero() {
             return Err(SentriError::configuration("http_timeout must be positive"));
         }
@@ -420,7 +505,7 @@ impl ClientAuth {
             .timeout(config.http_timeout)
             .connect_timeout(config.http_timeout)
             .pool_max_idle_per_host(0)
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(redirect_policy())
             .user_agent(concat!("sentri/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| {
@@ -821,9 +906,7 @@ impl ClientInner {
             )));
         }
         let ttl = match max_age(res.headers()) {
-            Some(age) => age
-                .max(self.refetch_cooldown.max(Duration::from_secs(1)))
-                .min(MAX_CACHE_TTL),
+            Some(age) => age.max(self.refetch_cooldown).min(MAX_CACHE_TTL),
             None => self.cache_ttl,
         };
         let mut body = Vec::new();
@@ -867,6 +950,63 @@ mod tests {
             axum::http::HeaderValue::from_static("no-store, max-age=x"),
         );
         assert_eq!(max_age(&h), None);
+    }
+
+    fn urls(list: &[&str]) -> Vec<reqwest::Url> {
+        list.iter()
+            .map(|u| reqwest::Url::parse(u).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn redirects_stay_on_the_same_host_port_and_scheme() {
+        let verdict = |previous: &[&str], next: &str| {
+            redirect_verdict(&urls(previous), &urls(&[next])[0]).map_err(|e| e.0)
+        };
+        let origin = "https://auth.example.com/keys";
+        assert!(verdict(&[origin], "https://auth.example.com/v2/keys").is_ok());
+        assert!(verdict(&[origin], "https://AUTH.example.com:443/keys").is_ok());
+        let other_host = Err("to another host or port");
+        assert_eq!(verdict(&[origin], "https://evil.example/keys"), other_host);
+        assert_eq!(verdict(&[origin], "https://example.com/keys"), other_host);
+        assert_eq!(
+            verdict(&[origin], "https://auth.example.com:8443/keys"),
+            other_host
+        );
+        assert_eq!(
+            verdict(&[origin], "http://auth.example.com/keys"),
+            Err("from https to http")
+        );
+        assert_eq!(
+            verdict(&["http://127.0.0.1:8080/a"], "http://localhost:8080/keys"),
+            other_host
+        );
+        let chain = [origin; 5];
+        assert!(verdict(&chain, origin).is_ok());
+        assert_eq!(verdict(&[origin; 6], origin), Err("more than 5 redirects"));
+        assert_eq!(verdict(&[], origin), Err("no request to redirect from"));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for u in [
+            "http://localhost/k",
+            "http://LOCALHOST:1/k",
+            "http://127.0.0.1/k",
+            "http://127.9.8.7:80/k",
+            "http://[::1]:8080/k",
+        ] {
+            assert!(is_loopback(&urls(&[u])[0]), "{u}");
+        }
+        for u in [
+            "http://localhost.example.com/k",
+            "http://10.0.0.1/k",
+            "http://[::2]/k",
+            "http://0.0.0.0/k",
+            "http://128.0.0.1/k",
+        ] {
+            assert!(!is_loopback(&urls(&[u])[0]), "{u}");
+        }
     }
 
     #[test]

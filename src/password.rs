@@ -1,7 +1,7 @@
-//! Password hashing (bcrypt on the blocking pool).
+//! Password hashing (bcrypt on the blocking pool, with a bounded queue).
 //!
-//! bcrypt reads at most 72 bytes of its input; sentri never truncates silently. The
-//! stored hash says which of two schemes was used:
+//! bcrypt reads at most 72 bytes of its input; sentri never truncates when it hashes.
+//! The stored hash says which of two schemes was used:
 //!
 //! - **plain bcrypt** (`$2b$…`) for passwords shorter than 72 bytes, hashed with bcrypt's
 //!   non-truncating API. These hashes are interchangeable with the TypeScript sentri's.
@@ -14,21 +14,43 @@
 //! never collide: presenting the 44-character pre-hash string itself does not match a
 //! long password's hash (it would be pre-hashed again).
 //!
-//! For compatibility, an unprefixed hash checked against a presented password of exactly
-//! 72 bytes uses bcrypt's regular verify (72 bytes fit entirely, nothing is dropped but
-//! the terminating NUL); a presented password over 72 bytes never matches an unprefixed
-//! hash.
+//! # Hashes made by other bcrypt libraries
+//!
+//! An unprefixed hash (`$2a$`, `$2b$`, `$2x$`, `$2y$`) is checked the way every other
+//! bcrypt library checks it: over the first 72 bytes of the presented password. Those
+//! libraries truncated long passwords when they hashed them, so a hash they made for a
+//! 100-byte password also accepts any password sharing its first 72 bytes. When such a
+//! hash matches a password of 72 bytes or more, [`PasswordHasher::check`] answers
+//! [`PasswordCheck::MatchNeedsUpgrade`]: the caller stores [`PasswordHasher::hash`] of
+//! the password instead (pre-hashed), after which only the exact password matches. A
+//! hash whose bcrypt cost is lower than the configured one is upgraded the same way.
+//!
+//! # Timing
+//!
+//! Every check runs exactly one bcrypt computation at the stored hash's cost, whatever
+//! the password's length: a malformed stored hash is checked against a dummy hash
+//! instead, and [`PasswordHasher::verify_dummy`] (for unknown users) checks against a
+//! dummy hash of the configured cost in the scheme the password's length calls for.
+//!
+//! # Load shedding
+//!
+//! At most one hash runs per core ([`PasswordHasher::concurrency`]), and at most
+//! [`PasswordHasher::queue_limit`] more wait for a turn. Beyond that, `hash`, `check`,
+//! `verify` and `verify_dummy` fail at once with 503 `SERVICE_UNAVAILABLE` and
+//! `Retry-After: 1`, so a login flood is shed instead of queueing without bound.
 //!
 //! All bcrypt work runs in `tokio::task::spawn_blocking`.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 
-use crate::error::{Result, SentriError};
+use crate::error::{ErrorCode, Result, SentriError};
 
 /// Prefix of pre-hashed (long password) hashes.
 const PREHASH_PREFIX: &str = "$sentri-sha256$";
@@ -37,17 +59,45 @@ const PREHASH_LABEL: &[u8] = b"sentri-prehash-v1";
 /// Passwords of this many bytes or more are pre-hashed (bcrypt's non-truncating API
 /// accepts at most 71 bytes, as it counts the terminating NUL).
 const PREHASH_FROM: usize = 72;
-/// The password behind the dummy hash (its value does not matter).
-const DUMMY_PASSWORD: &str = "sentri-dummy-password-for-timing";
+/// Waiting hashes allowed per core by default (see [`PasswordHasher::new`]).
+pub const DEFAULT_QUEUE_PER_CORE: usize = 64;
+/// `Retry-After` (seconds) of a request shed because the queue is full.
+const BUSY_RETRY_AFTER_SECS: u64 = 1;
+/// Salt and digest of the dummy hash: a real bcrypt (cost 4) of a throwaway password,
+/// relabelled with the configured cost. Checking against it costs one bcrypt at that
+/// cost; its result is never used.
+const DUMMY_SALT_AND_DIGEST: &str = "a0TsbFHnJUPzZUz3JVLqb.bQcMFbgntUAdxZwLXAoW4j0nnMtouFC";
 
-/// Hashes and verifies passwords with bcrypt. Cheap to clone; `Debug` shows the cost.
+/// Outcome of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    /// The password does not match (or the stored hash is malformed).
+    Mismatch,
+    /// The password matches and the stored hash is current.
+    Match,
+    /// The password matches, but the stored hash should be replaced by
+    /// [`PasswordHasher::hash`] of the password: it is another library's truncating
+    /// hash of a password of 72 bytes or more, or its cost is below the configured one.
+    MatchNeedsUpgrade,
+}
+
+impl PasswordCheck {
+    /// `true` for [`Match`](Self::Match) and [`MatchNeedsUpgrade`](Self::MatchNeedsUpgrade).
+    pub fn is_match(self) -> bool {
+        self != Self::Mismatch
+    }
+}
+
+/// Hashes and verifies passwords with bcrypt. Cheap to clone; `Debug` shows the cost
+/// and the queue limit.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let hasher = sentri::password::PasswordHasher::new(4)?;
+/// use sentri::password::{PasswordCheck, PasswordHasher};
+/// let hasher = PasswordHasher::new(4)?;
 /// let hash = hasher.hash("correct horse").await?;
 /// assert!(hasher.verify("correct horse", &hash).await?);
-/// assert!(!hasher.verify("wrong", &hash).await?);
+/// assert_eq!(hasher.check("wrong", &hash).await?, PasswordCheck::Mismatch);
 /// # Ok::<(), sentri::SentriError>(())
 /// # }).unwrap();
 /// ```
@@ -58,19 +108,30 @@ pub struct PasswordHasher {
 
 struct Inner {
     cost: u32,
-    dummy: OnceCell<String>,
+    /// Hashes that run at once (cores).
+    running: usize,
+    /// Hashes that may wait for a core.
+    max_queue: usize,
+    /// A well-formed plain bcrypt hash of the configured cost (see [`DUMMY_SALT_AND_DIGEST`]).
+    dummy: String,
     /// One permit per core the process may run on: at most that many hashes run at
     /// once. bcrypt is pure CPU work, so more concurrent hashes do not raise login
     /// throughput; they only crowd out the async workers (with 8 hashes on the one core
     /// of a pinned server, a worker got ~1/9 of the CPU and p99 of every other route
-    /// grew ~6x). Extra requests wait in FIFO order instead.
+    /// grew ~6x). Admitted requests wait for a permit in FIFO order.
     permits: Arc<Semaphore>,
+    /// Running plus waiting hashes: `permits` + `max_queue`. Taken without waiting;
+    /// none left means the request is shed.
+    admission: Arc<Semaphore>,
+    /// bcrypt computations completed (hashes and checks, dummy ones included).
+    runs: AtomicU64,
 }
 
 impl fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PasswordHasher")
             .field("cost", &self.inner.cost)
+            .field("max_queue", &self.inner.max_queue)
             .finish()
     }
 }
@@ -83,54 +144,126 @@ fn prehash(password: &[u8]) -> String {
     STANDARD.encode(ctx.finish().as_ref())
 }
 
-fn hash_blocking(password: &str, cost: u32) -> Result<String> {
-    let bytes = password.as_bytes();
-    if bytes.len() >= PREHASH_FROM {
-        let h = bcrypt::non_truncating_hash(prehash(bytes), cost).map_err(SentriError::internal)?;
-        Ok(format!("{PREHASH_PREFIX}{h}"))
-    } else {
-        bcrypt::non_truncating_hash(bytes, cost).map_err(SentriError::internal)
-    }
+/// The cost field of a well-formed bcrypt hash (`$2b$NN$…`).
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    hash.get(4..6)?.parse().ok()
 }
 
-fn verify_blocking(password: &str, stored: &str) -> bool {
-    let bytes = password.as_bytes();
-    let result = if let Some(inner) = stored.strip_prefix(PREHASH_PREFIX) {
-        bcrypt::non_truncating_verify(prehash(bytes), inner)
-    } else if bytes.len() > PREHASH_FROM {
-        // Never truncate: a long password cannot match a plain bcrypt hash.
-        return false;
-    } else if bytes.len() == PREHASH_FROM {
-        // 72 bytes fit in bcrypt's input entirely (only the NUL terminator is dropped).
-        bcrypt::verify(bytes, stored)
-    } else {
-        bcrypt::non_truncating_verify(bytes, stored)
-    };
-    match result {
-        Ok(ok) => ok,
-        Err(bcrypt::BcryptError::Truncation(_)) => false,
-        Err(_) => {
-            tracing::warn!("stored password hash is malformed; treating as a mismatch");
-            false
+/// The number of cores the process may run on (at least 1).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// 503 for a request shed because the hashing queue is full.
+fn busy() -> SentriError {
+    SentriError::new(
+        ErrorCode::ServiceUnavailable,
+        "Too many password checks in progress; retry shortly",
+    )
+    .with_retry_after(BUSY_RETRY_AFTER_SECS)
+}
+
+impl Inner {
+    fn count_run(&self) {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One bcrypt hash in the scheme the password's length calls for.
+    fn hash_blocking(&self, password: &str) -> Result<String> {
+        let bytes = password.as_bytes();
+        let hashed = if bytes.len() >= PREHASH_FROM {
+            bcrypt::non_truncating_hash(prehash(bytes), self.cost)
+                .map(|h| format!("{PREHASH_PREFIX}{h}"))
+        } else {
+            bcrypt::non_truncating_hash(bytes, self.cost)
+        };
+        let hash = hashed.map_err(SentriError::internal)?;
+        self.count_run();
+        Ok(hash)
+    }
+
+    /// Exactly one bcrypt computation: against `stored`, or against the dummy hash when
+    /// `stored` is malformed.
+    fn check_blocking(&self, password: &str, stored: &str) -> PasswordCheck {
+        let bytes = password.as_bytes();
+        let (input, bcrypt_hash, prehashed) = match stored.strip_prefix(PREHASH_PREFIX) {
+            Some(inner) => (Cow::Owned(prehash(bytes).into_bytes()), inner, true),
+            // Plain hashes read the first 72 bytes, as the library that made them did.
+            None => (Cow::Borrowed(bytes), stored, false),
+        };
+        match bcrypt::verify(&input, bcrypt_hash) {
+            Ok(false) => {
+                self.count_run();
+                PasswordCheck::Mismatch
+            }
+            Ok(true) => {
+                self.count_run();
+                let legacy_truncated = !prehashed && bytes.len() >= PREHASH_FROM;
+                let weak = bcrypt_cost(bcrypt_hash).is_some_and(|c| c < self.cost);
+                if legacy_truncated || weak {
+                    PasswordCheck::MatchNeedsUpgrade
+                } else {
+                    PasswordCheck::Match
+                }
+            }
+            Err(_) => {
+                tracing::warn!("stored password hash is malformed; treating as a mismatch");
+                if bcrypt::verify(&input, &self.dummy).is_ok() {
+                    self.count_run();
+                }
+                PasswordCheck::Mismatch
+            }
+        }
+    }
+
+    /// The dummy hash in the scheme a real hash of `password` would use.
+    fn dummy_for(&self, password: &str) -> Cow<'_, str> {
+        if password.len() >= PREHASH_FROM {
+            Cow::Owned(format!("{PREHASH_PREFIX}{}", self.dummy))
+        } else {
+            Cow::Borrowed(&self.dummy)
         }
     }
 }
 
 impl PasswordHasher {
-    /// A hasher with bcrypt `cost` (4..=31; 10–12 for production).
+    /// A hasher with bcrypt `cost` (4..=31; 10–12 for production) and the default queue
+    /// limit of [`DEFAULT_QUEUE_PER_CORE`] (64) waiting hashes per core.
     pub fn new(cost: u32) -> Result<Self> {
+        Self::with_queue_limit(cost, DEFAULT_QUEUE_PER_CORE.saturating_mul(cores()))
+    }
+
+    /// A hasher with bcrypt `cost` that lets at most `max_queue` hashes wait for a core
+    /// (0: none wait; only the running ones are admitted). Further requests fail at once
+    /// with 503 `SERVICE_UNAVAILABLE` and `Retry-After: 1`.
+    ///
+    /// ```
+    /// let hasher = sentri::password::PasswordHasher::with_queue_limit(12, 16)?;
+    /// assert_eq!(hasher.queue_limit(), 16);
+    /// # Ok::<(), sentri::SentriError>(())
+    /// ```
+    pub fn with_queue_limit(cost: u32, max_queue: usize) -> Result<Self> {
         if !(4..=31).contains(&cost) {
             return Err(SentriError::configuration(
                 "bcrypt cost must be between 4 and 31",
             ));
         }
+        let running = cores();
+        let admitted = running
+            .checked_add(max_queue)
+            .filter(|n| *n <= Semaphore::MAX_PERMITS)
+            .ok_or_else(|| {
+                SentriError::configuration("password hashing queue limit is too large")
+            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 cost,
-                dummy: OnceCell::new(),
-                permits: Arc::new(Semaphore::new(
-                    std::thread::available_parallelism().map_or(1, |n| n.get()),
-                )),
+                running,
+                max_queue,
+                dummy: format!("$2b${cost:02}${DUMMY_SALT_AND_DIGEST}"),
+                permits: Arc::new(Semaphore::new(running)),
+                admission: Arc::new(Semaphore::new(admitted)),
+                runs: AtomicU64::new(0),
             }),
         })
     }
@@ -140,65 +273,99 @@ impl PasswordHasher {
         self.inner.cost
     }
 
+    /// How many hashes may wait for a core before requests are shed.
+    pub fn queue_limit(&self) -> usize {
+        self.inner.max_queue
+    }
+
+    /// How many hashes run at once (one per core the process may run on).
+    pub fn concurrency(&self) -> usize {
+        self.inner.running
+    }
+
+    /// bcrypt computations this hasher has completed (for tests: a check must cost
+    /// exactly one, whatever the user or the password).
+    #[doc(hidden)]
+    pub fn bcrypt_runs(&self) -> u64 {
+        self.inner.runs.load(Ordering::Relaxed)
+    }
+
+    /// Hashes admitted and not yet finished, running or waiting (for tests).
+    #[doc(hidden)]
+    pub fn in_flight(&self) -> usize {
+        (self.inner.running + self.inner.max_queue)
+            .saturating_sub(self.inner.admission.available_permits())
+    }
+
     /// Hashes `password` (see the module docs for the scheme).
     pub async fn hash(&self, password: &str) -> Result<String> {
         let password = password.to_owned();
-        let cost = self.inner.cost;
-        self.run_blocking(move || hash_blocking(&password, cost))
+        self.run_blocking(move |inner| inner.hash_blocking(&password))
             .await?
     }
 
-    /// Runs bcrypt work on the blocking pool once a permit is free; the permit is held
-    /// by the blocking task, so it is released when the work ends even if the caller
-    /// went away.
+    /// Checks `password` against the `stored` hash with exactly one bcrypt computation.
+    /// A malformed stored hash is a [`PasswordCheck::Mismatch`] (logged at warn,
+    /// without the hash). On [`PasswordCheck::MatchNeedsUpgrade`], store
+    /// [`hash`](Self::hash) of the password in place of `stored`.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use sentri::password::{PasswordCheck, PasswordHasher};
+    /// let old = PasswordHasher::new(4)?.hash("hunter2hunter2").await?;
+    /// let hasher = PasswordHasher::new(5)?;
+    /// assert_eq!(hasher.check("hunter2hunter2", &old).await?, PasswordCheck::MatchNeedsUpgrade);
+    /// # Ok::<(), sentri::SentriError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn check(&self, password: &str, stored: &str) -> Result<PasswordCheck> {
+        let password = password.to_owned();
+        let stored = stored.to_owned();
+        self.run_blocking(move |inner| inner.check_blocking(&password, &stored))
+            .await
+    }
+
+    /// `true` when `password` matches the stored `hash` (see [`check`](Self::check)).
+    pub async fn verify(&self, password: &str, hash: &str) -> Result<bool> {
+        Ok(self.check(password, hash).await?.is_match())
+    }
+
+    /// Spends the time of a real check (one bcrypt against a dummy hash of the
+    /// configured cost, in the scheme `password`'s length calls for), so that an unknown
+    /// user takes as long as a known one. Fails like [`check`](Self::check) when the
+    /// queue is full.
+    pub async fn verify_dummy(&self, password: &str) -> Result<()> {
+        let password = password.to_owned();
+        self.run_blocking(move |inner| {
+            let dummy = inner.dummy_for(&password);
+            inner.check_blocking(&password, &dummy);
+        })
+        .await
+    }
+
+    /// Runs bcrypt work on the blocking pool once a core is free, or fails at once with
+    /// 503 when the queue is full. Both permits are held by the blocking task, so they
+    /// are released when the work ends even if the caller went away.
     async fn run_blocking<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&Inner) -> T + Send + 'static,
     {
-        let permit = self
-            .inner
-            .permits
-            .clone()
+        let Ok(admitted) = Arc::clone(&self.inner.admission).try_acquire_owned() else {
+            tracing::debug!("password hashing queue is full; shedding the request");
+            return Err(busy());
+        };
+        let running = Arc::clone(&self.inner.permits)
             .acquire_owned()
             .await
             .map_err(SentriError::internal)?;
+        let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
+            let _permits = (admitted, running);
+            work(&inner)
         })
         .await
         .map_err(SentriError::internal)
-    }
-
-    /// `true` when `password` matches the stored `hash`. A malformed stored hash is
-    /// `Ok(false)` (logged at warn, without the hash).
-    pub async fn verify(&self, password: &str, hash: &str) -> Result<bool> {
-        let password = password.to_owned();
-        let hash = hash.to_owned();
-        self.run_blocking(move || verify_blocking(&password, &hash))
-            .await
-    }
-
-    /// Spends the time of a real verification (against a dummy hash of the same cost),
-    /// so that an unknown user takes as long as a wrong password.
-    pub async fn verify_dummy(&self, password: &str) {
-        let cost = self.inner.cost;
-        let dummy = self
-            .inner
-            .dummy
-            .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || hash_blocking(DUMMY_PASSWORD, cost))
-                    .await
-                    .map_err(SentriError::internal)?
-            })
-            .await;
-        match dummy {
-            Ok(dummy) => {
-                let _ = self.verify(password, dummy).await;
-            }
-            Err(err) => tracing::warn!(error = %err, "could not compute the dummy password hash"),
-        }
     }
 }
 
@@ -243,11 +410,22 @@ mod tests {
         let hash = h.hash(&pw).await.unwrap();
         assert!(hash.starts_with(PREHASH_PREFIX));
         assert!(h.verify(&pw, &hash).await.unwrap());
-        // A plain (e.g. TypeScript-made) hash of a 72-byte password still verifies,
-        // but a longer password sharing those 72 bytes does not.
+        // A plain (e.g. TypeScript-made) hash of a 72-byte password still verifies, and
+        // asks for an upgrade, as does a longer password sharing those 72 bytes (the
+        // other library read only those).
         let plain = bcrypt::hash(&pw, 4).unwrap();
-        assert!(h.verify(&pw, &plain).await.unwrap());
-        assert!(!h.verify(&format!("{pw}y"), &plain).await.unwrap());
+        assert_eq!(
+            h.check(&pw, &plain).await.unwrap(),
+            PasswordCheck::MatchNeedsUpgrade
+        );
+        assert_eq!(
+            h.check(&format!("{pw}y"), &plain).await.unwrap(),
+            PasswordCheck::MatchNeedsUpgrade
+        );
+        assert_eq!(
+            h.check(&"x".repeat(71), &plain).await.unwrap(),
+            PasswordCheck::Mismatch
+        );
     }
 
     #[tokio::test]
@@ -279,7 +457,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn malformed_hashes_are_false_not_errors() {
+    async fn malformed_hashes_are_false_not_errors_and_cost_one_bcrypt() {
         let h = hasher();
         for bad in [
             "",
@@ -292,8 +470,10 @@ mod tests {
             &"é".repeat(30),
             "$sentri-sha256$$2b$04$ééééééééééééééééééééééééééééééééééééééééééééééééééééé",
         ] {
+            let before = h.bcrypt_runs();
             assert!(!h.verify("password", bad).await.unwrap(), "{bad}");
             assert!(!h.verify(&"p".repeat(100), bad).await.unwrap(), "{bad}");
+            assert_eq!(h.bcrypt_runs(), before + 2, "{bad}");
         }
     }
 
@@ -306,15 +486,36 @@ mod tests {
             );
         }
         let h = PasswordHasher::new(31).unwrap();
-        assert_eq!(format!("{h:?}"), "PasswordHasher { cost: 31 }");
+        assert_eq!(
+            format!("{:?}", PasswordHasher::with_queue_limit(31, 3).unwrap()),
+            "PasswordHasher { cost: 31, max_queue: 3 }"
+        );
+        assert_eq!(h.queue_limit(), DEFAULT_QUEUE_PER_CORE * h.concurrency());
+    }
+
+    #[test]
+    fn dummy_hash_is_well_formed_at_every_cost() {
+        for cost in 4..=31 {
+            let h = PasswordHasher::new(cost).unwrap();
+            let dummy = &h.inner.dummy;
+            assert_eq!(bcrypt_cost(dummy), Some(cost));
+            assert_eq!(dummy.parse::<bcrypt::HashParts>().unwrap().get_cost(), cost);
+        }
     }
 
     #[tokio::test]
-    async fn verify_dummy_uses_same_cost() {
+    async fn verify_dummy_runs_one_bcrypt_at_the_configured_cost() {
         let h = hasher();
-        h.verify_dummy("whatever").await;
-        h.verify_dummy(&"w".repeat(100)).await;
-        let dummy = h.inner.dummy.get().unwrap();
-        assert!(dummy.starts_with("$2b$04$"));
+        for pw in ["whatever", &"w".repeat(100)] {
+            let before = h.bcrypt_runs();
+            h.verify_dummy(pw).await.unwrap();
+            assert_eq!(h.bcrypt_runs(), before + 1);
+        }
+        assert!(h.inner.dummy.starts_with("$2b$04$"));
+        assert!(
+            h.inner
+                .dummy_for(&"w".repeat(72))
+                .starts_with(PREHASH_PREFIX)
+        );
     }
 }

@@ -6,7 +6,8 @@ use sea_query::{Expr, ExprTrait, Func, Query, SelectStatement};
 use sea_query_sqlx::SqlxValues;
 
 use super::schema::{
-    CREATED_AT, ID, IDENTIFIER, PASSWORD_HASH, ROLES, SESSIONS, UPDATED_AT, USER_ID, USERS,
+    CREATED_AT, FAMILIES, ID, IDENTIFIER, PASSWORD_HASH, ROLES, SESSIONS, UPDATED_AT, USER_ID,
+    USERS,
 };
 use super::{Database, db_err, is_unique_violation, now_ms, on_pool};
 use crate::error::SentriError;
@@ -225,12 +226,36 @@ impl Database {
         Ok(self.exec(self.build(&stmt)).await? > 0)
     }
 
+    /// Replaces the password hash only if it is still `old` (an upgrade on login must not
+    /// overwrite a password change that committed meanwhile). `true` when replaced.
+    pub async fn replace_password_hash(
+        &self,
+        id: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, SentriError> {
+        let stmt = Query::update()
+            .table(USERS)
+            .value(PASSWORD_HASH, new)
+            .value(UPDATED_AT, now_ms())
+            .and_where(Expr::col(ID).eq(id))
+            .and_where(Expr::col(PASSWORD_HASH).eq(old))
+            .to_owned();
+        Ok(self.exec(self.build(&stmt)).await? > 0)
+    }
+
     /// Deletes the user and all its sessions (in one transaction; the foreign key
     /// cascades too). `false` when there was no such user.
     pub async fn delete_user(&self, id: &str) -> Result<bool, SentriError> {
         let (sessions_sql, sessions_values) = self.build(
             &Query::delete()
                 .from_table(SESSIONS)
+                .and_where(Expr::col(USER_ID).eq(id))
+                .to_owned(),
+        );
+        let (families_sql, families_values) = self.build(
+            &Query::delete()
+                .from_table(FAMILIES)
                 .and_where(Expr::col(USER_ID).eq(id))
                 .to_owned(),
         );
@@ -244,6 +269,10 @@ impl Database {
             on_pool!(self, pool => {
                 let mut tx = pool.begin().await.map_err(db_err)?;
                 sqlx::query_with(sqlx::AssertSqlSafe(sessions_sql), sessions_values)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                sqlx::query_with(sqlx::AssertSqlSafe(families_sql), families_values)
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;

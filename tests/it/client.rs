@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sentri::client::MIN_REFETCH_COOLDOWN;
 use sentri::token::{Algorithm, SigningKey};
 use sentri::{
     AuthUser, ClientAuth, ClientConfig, CurrentUser, ErrorCode, RegisterInput, ServerAuth,
@@ -39,6 +40,12 @@ enum Jwks {
 struct KeyState {
     hits: Arc<AtomicUsize>,
     jwks: Arc<Mutex<Jwks>>,
+    /// Where `/moved` redirects to (307).
+    redirect_to: Arc<Mutex<String>>,
+}
+
+async fn moved_handler(State(state): State<KeyState>) -> Redirect {
+    Redirect::temporary(&state.redirect_to.lock().unwrap())
 }
 
 async fn jwks_handler(State(state): State<KeyState>) -> Response {
@@ -103,9 +110,11 @@ impl AuthServer {
         let keys = KeyState {
             hits: Arc::new(AtomicUsize::new(0)),
             jwks: Arc::new(Mutex::new(Jwks::Keys(auth.tokens().jwks()))),
+            redirect_to: Arc::new(Mutex::new("/jwks".into())),
         };
         let app = Router::new()
             .route("/jwks", get(jwks_handler).with_state(keys.clone()))
+            .route("/moved", get(moved_handler).with_state(keys.clone()))
             .nest("/auth", auth.router())
             .layer(auth.error_handler());
         let (addr, task) = serve(app).await;
@@ -120,6 +129,11 @@ impl AuthServer {
 
     fn key_uri(&self) -> String {
         format!("http://{}/jwks", self.addr)
+    }
+
+    /// Makes `/moved` redirect to `location`.
+    fn redirect_to(&self, location: String) {
+        *self.keys.redirect_to.lock().unwrap() = location;
     }
 
     fn hits(&self) -> usize {
@@ -211,7 +225,12 @@ impl ClientApp {
 fn client_config(server: &AuthServer) -> ClientConfig {
     ClientConfig::new(server.key_uri())
         .valid_roles(["user", "admin"])
-        .refetch_cooldown(Duration::from_millis(100))
+        .refetch_cooldown(MIN_REFETCH_COOLDOWN)
+}
+
+/// Past the refetch cooldown (and the retry delay it bounds).
+async fn past_cooldown() {
+    tokio::time::sleep(MIN_REFETCH_COOLDOWN + Duration::from_millis(100)).await;
 }
 
 fn client(config: ClientConfig) -> ClientAuth {
@@ -384,7 +403,7 @@ async fn key_rotation_is_picked_up_without_restart() {
         roles: vec!["user".into()],
     };
     let new_token = rotated.sign_access_token(&user, "sid-new").unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await; // past the refetch cooldown
+    past_cooldown().await;
     let (s, body) = app.get("/api/profile", Some(&new_token)).await;
     assert_eq!(
         s,
@@ -456,10 +475,7 @@ async fn never_fetched_keys_with_the_endpoint_down_is_503() {
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
-    let auth = client(
-        ClientConfig::new(format!("http://{dead_addr}/auth/keys"))
-            .refetch_cooldown(Duration::from_millis(50)),
-    );
+    let auth = client(ClientConfig::new(format!("http://{dead_addr}/auth/keys")));
     let app = ClientApp::start(&auth).await;
     let (s, body) = app.get("/api/profile", Some(&token)).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -477,11 +493,7 @@ async fn never_fetched_keys_with_the_endpoint_down_is_503() {
 async fn garbage_jwks_is_503_before_keys_and_ignored_after() {
     let server = AuthServer::start(Algorithm::RS256, "client::garbage").await;
     let (token, _) = server.login("admin@example.com").await;
-    let auth = client(
-        client_config(&server)
-            .refetch_cooldown(Duration::from_millis(50))
-            .cache_ttl(Duration::from_millis(100)),
-    );
+    let auth = client(client_config(&server).cache_ttl(Duration::from_millis(100)));
     let app = ClientApp::start(&auth).await;
     let good = server.auth.tokens().jwks();
 
@@ -492,7 +504,7 @@ async fn garbage_jwks_is_503_before_keys_and_ignored_after() {
         Jwks::Keys(json!({"keys": []})),
     ] {
         server.set(bad);
-        tokio::time::sleep(Duration::from_millis(60)).await; // past the retry delay
+        past_cooldown().await; // past the retry delay
         let (s, body) = app.get("/api/profile", Some(&token)).await;
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
@@ -501,7 +513,7 @@ async fn garbage_jwks_is_503_before_keys_and_ignored_after() {
     assert_eq!(failed, 4);
 
     server.set(Jwks::Keys(good));
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    past_cooldown().await;
     assert_eq!(app.get("/api/admin", Some(&token)).await.0, StatusCode::OK);
 
     // Garbage while keys are held: still 200, and the client keeps retrying.
@@ -633,4 +645,116 @@ fn authorize_panics_on_an_unknown_role() {
         create_auth(ClientConfig::new("https://a.example/keys").valid_roles(["user", "admin"]))
             .unwrap();
     let _ = auth.authorize(["admni"]);
+}
+
+#[test]
+fn key_uri_must_be_https_unless_loopback_or_opted_in() {
+    let code = |c: ClientConfig| create_auth(c).err().map(|e| e.code().clone());
+    // Configuration only: nothing is fetched, so no traffic leaves the machine.
+    for uri in [
+        "http://example.com/jwks",
+        "http://10.0.0.1/jwks",
+        "http://localhost.example.com/jwks",
+        "http://[2001:db8::1]/jwks",
+    ] {
+        assert_eq!(
+            code(ClientConfig::new(uri)),
+            Some(ErrorCode::ConfigurationError),
+            "{uri}"
+        );
+        assert_eq!(
+            code(ClientConfig::new(uri).allow_insecure_http(true)),
+            None,
+            "{uri} with the opt-in"
+        );
+    }
+    for uri in [
+        "https://example.com/jwks",
+        "http://localhost:8080/jwks",
+        "http://127.0.0.1:8080/jwks",
+        "http://127.1.2.3/jwks",
+        "http://[::1]:8080/jwks",
+    ] {
+        assert_eq!(code(ClientConfig::new(uri)), None, "{uri}");
+    }
+}
+
+#[test]
+fn refetch_cooldown_has_a_one_second_floor() {
+    let code = |d: Duration| {
+        create_auth(ClientConfig::new("https://a.example/keys").refetch_cooldown(d))
+            .err()
+            .map(|e| e.code().clone())
+    };
+    for d in [
+        Duration::ZERO,
+        Duration::from_millis(1),
+        Duration::from_millis(999),
+    ] {
+        assert_eq!(code(d), Some(ErrorCode::ConfigurationError), "{d:?}");
+    }
+    assert_eq!(code(MIN_REFETCH_COOLDOWN), None);
+    assert_eq!(code(Duration::from_secs(30)), None);
+}
+
+/// `prefetch` fails with a source that says why.
+async fn prefetch_error(auth: &ClientAuth) -> String {
+    let err = auth.prefetch().await.unwrap_err();
+    assert!(err.is(&ErrorCode::ServiceUnavailable), "{err:?}");
+    format!("{err:?}")
+}
+
+#[tokio::test]
+async fn redirects_are_followed_only_on_the_same_host_and_port() {
+    let server = AuthServer::start(Algorithm::ES256, "client::redirects").await;
+    let other = AuthServer::start(Algorithm::ES256, "client::redirects2").await;
+    let (token, _) = server.login("user@example.com").await;
+    let port = server.addr.port();
+
+    // Same host and port: followed.
+    let auth = client(
+        ClientConfig::new(format!("http://127.0.0.1:{port}/moved"))
+            .refetch_cooldown(MIN_REFETCH_COOLDOWN),
+    );
+    auth.prefetch().await.unwrap();
+    assert_eq!(server.hits(), 1);
+    let app = ClientApp::start(&auth).await;
+    assert_eq!(
+        app.get("/api/profile", Some(&token)).await.0,
+        StatusCode::OK
+    );
+
+    // Another host (the same server named `localhost`), another port, a loop: refused,
+    // the target is never asked, and the keys already held stay in use.
+    for (location, why) in [
+        (format!("http://localhost:{port}/jwks"), "another host"),
+        (
+            format!("http://127.0.0.1:{}/jwks", other.addr.port()),
+            "another host",
+        ),
+        ("/moved".to_owned(), "more than 5 redirects"),
+    ] {
+        server.redirect_to(location.clone());
+        let msg = prefetch_error(&auth).await;
+        assert!(
+            msg.contains("redirect refused") && msg.contains(why),
+            "{location}: {msg}"
+        );
+        assert_eq!(server.hits(), 1, "{location}");
+        assert_eq!(other.hits(), 0, "{location}");
+        assert_eq!(
+            app.get("/api/profile", Some(&token)).await.0,
+            StatusCode::OK,
+            "{location}: old keys kept"
+        );
+    }
+
+    // Both targets are reachable directly, so the refusals above were the policy's.
+    let direct = client(ClientConfig::new(format!("http://localhost:{port}/jwks")));
+    direct.prefetch().await.unwrap();
+    assert_eq!(server.hits(), 2);
+    client(client_config(&other)).prefetch().await.unwrap();
+    assert_eq!(other.hits(), 1);
+    server.stop();
+    other.stop();
 }

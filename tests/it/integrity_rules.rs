@@ -639,3 +639,48 @@ async fn a_database_of_the_landed_schema_upgrades_in_place() {
         t.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn long_password_hashes_of_other_libraries_verify_and_upgrade_on_login() {
+    for t in databases("integrity_rules::legacy_hash").await {
+        let auth = sentri::create_auth(config(t.db.clone())).unwrap();
+        let long = "x".repeat(72) + "-the-rest-that-other-libraries-dropped";
+        let same_prefix = "x".repeat(72) + "-something-else";
+        // What another bcrypt library stored: bcrypt over the first 72 bytes.
+        let legacy = bcrypt::hash(&long, 4).unwrap();
+        t.db.create_user(&sentri::store::NewUser {
+            identifier: "legacy",
+            password_hash: &legacy,
+            roles: &["user".to_owned()],
+        })
+        .await
+        .unwrap();
+        let creds = |pw: &str| sentri::LoginInput {
+            identifier: "legacy".into(),
+            password: pw.to_owned(),
+        };
+        auth.login(creds(&long), Default::default())
+            .await
+            .expect("verifies as before");
+        let stored =
+            t.db.find_user_by_identifier("legacy")
+                .await
+                .unwrap()
+                .unwrap();
+        assert!(
+            stored.password_hash.starts_with("$sentri-sha256$"),
+            "{}: upgraded",
+            t.name
+        );
+        // Upgraded: every byte counts now.
+        let err = auth
+            .login(creds(&same_prefix), Default::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code().as_str(), "INVALID_CREDENTIALS", "{}", t.name);
+        auth.login(creds(&long), Default::default())
+            .await
+            .expect("still the password");
+        t.cleanup().await;
+    }
+}

@@ -9,6 +9,7 @@ mod http;
 mod idempotency;
 mod integrity;
 mod integrity_rules;
+mod password;
 mod props;
 mod races;
 mod secrets;
