@@ -26,6 +26,7 @@ use sea_query_sqlx::{SqlxBinder, SqlxValues};
 
 use crate::error::SentriError;
 
+mod identifiers;
 mod schema;
 mod sessions;
 mod users;
