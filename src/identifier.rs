@@ -171,6 +171,13 @@ pub struct IdentifierCollision {
 const GROUPS_IN_MESSAGE: usize = 20;
 
 impl IdentifierCollision {
+    /// The collision behind an error returned by
+    /// [`Database::renormalize_identifiers`](crate::store::Database::renormalize_identifiers),
+    /// if that is what the error is.
+    pub fn of(err: &SentriError) -> Option<&IdentifierCollision> {
+        err.source_error()?.downcast_ref()
+    }
+
     /// The `CONFIGURATION_ERROR` reporting this collision (ids only), with `self` as its
     /// source.
     pub(crate) fn into_error(self) -> SentriError {
