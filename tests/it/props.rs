@@ -182,6 +182,21 @@ fn identifier_like() -> impl Strategy<Value = String> {
     prop::collection::vec(identifier_char(), 0..24).prop_map(|v| v.into_iter().collect())
 }
 
+/// An identifier that starts with a capital and a combining mark (the issue #23 shapes,
+/// e.g. `W` + U+030A, whose lower case NFKC composes), then anything.
+fn lookalike_identifier() -> impl Strategy<Value = String> {
+    let bases = vec!['W', 'J', 'H', 'T', 'Y', '\u{130}'];
+    let marks = vec![
+        '\u{30A}', '\u{30C}', '\u{331}', '\u{308}', '\u{301}', '\u{307}',
+    ];
+    (
+        prop::sample::select(bases),
+        prop::sample::select(marks),
+        identifier_like(),
+    )
+        .prop_map(|(base, mark, rest)| format!("{base}{mark}{rest}"))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2048, ..cases() })]
 
@@ -195,6 +210,9 @@ proptest! {
         for input in [s.as_str(), any_s.as_str()] {
             for case in [Insensitive, Sensitive] {
                 let once = normalize_identifier(input, case);
+                if let Err(e) = &once {
+                    prop_assert_ne!(e.message(), "identifier has no stable normal form");
+                }
                 if let Ok(once) = &once {
                     let twice = normalize_identifier(once, case).ok();
                     prop_assert_eq!(twice.as_ref(), Some(once));
@@ -231,7 +249,7 @@ fn register_then_login_with_the_returned_identifier_always_succeeds() {
         ..cases()
     });
     runner
-        .run(&identifier_like(), |s| {
+        .run(&lookalike_identifier(), |s| {
             let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let typed = format!("{s}-{i}");
             let r = rt.block_on(crate::http::register(&app, &typed, "password1"));
