@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
-use unicode_normalization::UnicodeNormalization;
 
 use crate::config::{
     AccessCookieConfig, BoxFuture, CookieConfig, Handlers, Hooks, IdentifierCase, RevocationCheck,
@@ -23,6 +22,8 @@ use crate::session::SessionCache;
 use crate::store::{Database, NewUser};
 use crate::token::{AccessClaims, RefreshClaims, TokenOptions, TokenService};
 use crate::user::AuthUser;
+
+pub use crate::identifier::normalize_identifier;
 
 /// Longest identifier accepted, in bytes (an e-mail address is at most 320).
 pub const MAX_IDENTIFIER_BYTES: usize = 320;
@@ -69,7 +70,8 @@ impl AuthConfig for ServerConfig {
 /// Input of [`ServerAuth::register`].
 #[derive(Clone, Deserialize)]
 pub struct RegisterInput {
-    /// The login identifier (normalised: trim, NFKC, and lower-cased by default).
+    /// The login identifier (normalised with NFKC_Casefold by default, see
+    /// [`crate::identifier`]).
     pub identifier: String,
     /// The password (8 characters to 1024 bytes).
     pub password: String,
@@ -348,7 +350,10 @@ impl ServerAuth {
         let durations = durations_of(&config)?;
         check_config(&config)?;
         let trusted_origins = crate::http::csrf::TrustedOrigins::new(&config.trusted_origins)?;
-        let hasher = PasswordHasher::new(config.salt_rounds)?;
+        let hasher = match config.hash_queue_limit {
+            Some(waiting) => PasswordHasher::with_queue_limit(config.salt_rounds, waiting)?,
+            None => PasswordHasher::new(config.salt_rounds)?,
+        };
         let tokens = TokenService::new(
             config.keys,
             TokenOptions {
@@ -430,8 +435,17 @@ impl ServerAuth {
     }
 
     /// Applies pending schema migrations (idempotent; safe from several processes).
+    ///
+    /// Once per database it also rewrites stored identifiers into the current normal form
+    /// (NFKC_Casefold, see [`crate::identifier`]); if two accounts would merge it changes
+    /// nothing and fails with `CONFIGURATION_ERROR` naming their user ids, so an operator
+    /// decides, never a silent merge.
     pub async fn migrate(&self) -> Result<()> {
-        self.inner.db.migrate().await
+        self.inner.db.migrate().await?;
+        self.inner
+            .db
+            .normalize_identifiers_once(self.inner.identifier_case)
+            .await
     }
 
     // ---- passwords and tokens ------------------------------------------------------
@@ -470,9 +484,8 @@ impl ServerAuth {
 
     // ---- services ------------------------------------------------------------------
 
-    /// Normalises an identifier: trim, Unicode NFKC, lower-case (unless configured
-    /// case-sensitive); then checks it is non-empty, at most 320 bytes and free of
-    /// control characters.
+    /// Normalises an identifier (NFKC_Casefold by default, see [`crate::identifier`]) and
+    /// checks it: non-empty, at most 320 bytes, no control or invisible characters.
     pub fn normalize_identifier(&self, identifier: &str) -> Result<String> {
         normalize_identifier(identifier, self.inner.identifier_case)
     }
@@ -493,8 +506,7 @@ impl ServerAuth {
     }
 
     fn check_roles(&self, roles: &[String]) -> Result<()> {
-        if let Some(bad) = roles.iter().find(|r| !self.inner.valid_roles.contains(r)) {
-            let _ = bad;
+        if roles.iter().any(|r| !self.inner.valid_roles.contains(r)) {
             return Err(SentriError::invalid_role("Invalid role"));
         }
         Ok(())
@@ -730,62 +742,6 @@ impl ServerAuth {
     }
 }
 
-/// Normalises and checks an identifier (see [`ServerAuth::normalize_identifier`]).
-pub fn normalize_identifier(identifier: &str, case: IdentifierCase) -> Result<String> {
-    if identifier.len() > MAX_IDENTIFIER_BYTES * 4 {
-        return Err(SentriError::validation("identifier is too long"));
-    }
-    let nfkc: String = identifier.trim().nfkc().collect();
-    let normalized = match case {
-        IdentifierCase::Insensitive => nfkc.to_lowercase(),
-        IdentifierCase::Sensitive => nfkc,
-    };
-    let normalized = normalized.trim().to_owned();
-    if normalized.is_empty() {
-        return Err(SentriError::validation("identifier is required"));
-    }
-    if normalized.len() > MAX_IDENTIFIER_BYTES {
-        return Err(SentriError::validation("identifier is too long"));
-    }
-    if normalized.chars().any(char::is_control) {
-        return Err(SentriError::validation(
-            "identifier must not contain control characters",
-        ));
-    }
-    if normalized.chars().any(is_invisible) {
-        return Err(SentriError::validation(
-            "identifier must not contain invisible or bidirectional formatting characters",
-        ));
-    }
-    Ok(normalized)
-}
-
-/// Unicode default-ignorable code points (zero-width characters, bidi controls, soft
-/// hyphen, variation selectors, tags…): NFKC keeps them, they render as nothing, so
-/// `admin\u{200B}` would look exactly like `admin`.
-fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{034F}'
-            | '\u{061C}'
-            | '\u{115F}'..='\u{1160}'
-            | '\u{17B4}'..='\u{17B5}'
-            | '\u{180B}'..='\u{180F}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{206F}'
-            | '\u{3164}'
-            | '\u{FE00}'..='\u{FE0F}'
-            | '\u{FEFF}'
-            | '\u{FFA0}'
-            | '\u{FFF0}'..='\u{FFF8}'
-            | '\u{1BCA0}'..='\u{1BCA3}'
-            | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0000}'..='\u{E0FFF}'
-    )
-}
-
 /// Checks a new password: at least 8 characters, at most 1024 bytes.
 pub fn validate_password(password: &str) -> Result<()> {
     if password.len() > MAX_PASSWORD_BYTES {
@@ -834,24 +790,6 @@ pub(crate) fn sha256_hex(input: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identifiers_are_normalised() {
-        let n = |s: &str| normalize_identifier(s, IdentifierCase::Insensitive);
-        assert_eq!(n("  Bob@Example.COM ").unwrap(), "bob@example.com");
-        // Fullwidth letters fold to ASCII under NFKC.
-        assert_eq!(n("ＢＯＢ").unwrap(), "bob");
-        assert!(n("   ").is_err());
-        assert!(n("a\u{0}b").is_err());
-        assert!(n("a\nb").is_err());
-        assert!(n(&"x".repeat(321)).is_err());
-        assert!(n("admin\u{200B}").is_err(), "zero-width space");
-        assert!(n("\u{202E}nimda").is_err(), "bidi override");
-        assert_eq!(
-            normalize_identifier("Zoë", IdentifierCase::Sensitive).unwrap(),
-            "Zoë"
-        );
-    }
 
     #[test]
     fn password_bounds() {

@@ -222,7 +222,8 @@ impl Default for AccessCookieConfig {
 /// How identifiers are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IdentifierCase {
-    /// Lower-cased after NFKC (default): `Bob@Example.com` and `bob@example.com` are one user.
+    /// NFKC_Casefold (default): `Bob@Example.com` and `bob@example.com` are one user
+    /// (see [`crate::identifier`]).
     #[default]
     Insensitive,
     /// Kept as typed (after trim + NFKC).
@@ -441,6 +442,9 @@ pub struct ServerConfig {
     pub session_max_lifetime: Ttl,
     /// bcrypt cost, 4..=31 (default 12).
     pub salt_rounds: u32,
+    /// How many password hashes may wait for a core (default `None`: 64 per core). When
+    /// the queue is full, login and registration answer 503 with `Retry-After` at once.
+    pub hash_queue_limit: Option<usize>,
     /// When set, `POST /register` requires this value in `X-Api-Key`.
     pub api_key: Option<String>,
     /// Refresh-token cookie; `None` puts the refresh token in response bodies.
@@ -498,6 +502,7 @@ impl ServerConfig {
             refresh_expires_in: Ttl::Text("7d".into()),
             session_max_lifetime: Ttl::Text("30d".into()),
             salt_rounds: 12,
+            hash_queue_limit: None,
             api_key: None,
             cookie: Some(CookieConfig::default()),
             access_cookie: Some(AccessCookieConfig::default()),
@@ -561,6 +566,12 @@ impl ServerConfig {
     /// Sets the clock (tests: [`ManualClock`](crate::clock::ManualClock)).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Sets how many password hashes may wait (see [`ServerConfig::hash_queue_limit`]).
+    pub fn hash_queue_limit(mut self, waiting: usize) -> Self {
+        self.hash_queue_limit = Some(waiting);
         self
     }
 
@@ -681,6 +692,7 @@ impl fmt::Debug for ServerConfig {
             .field("refresh_expires_in", &self.refresh_expires_in)
             .field("session_max_lifetime", &self.session_max_lifetime)
             .field("salt_rounds", &self.salt_rounds)
+            .field("hash_queue_limit", &self.hash_queue_limit)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("cookie", &self.cookie)
             .field("access_cookie", &self.access_cookie)

@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod idempotency;
+pub mod identifier;
 pub mod layer;
 pub mod password;
 pub mod revocation;

@@ -27,6 +27,7 @@ use sea_query_sqlx::{SqlxBinder, SqlxValues};
 use crate::error::SentriError;
 
 mod families;
+mod identifiers;
 mod schema;
 mod sessions;
 mod users;

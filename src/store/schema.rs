@@ -97,6 +97,10 @@ fn mysql_collation(version: &str) -> &'static str {
 /// A schema version and the statements that create it.
 type Migration = (i64, fn(Target) -> Vec<String>);
 
+/// The version recorded once stored identifiers are in the NFKC_Casefold form (a data
+/// migration run by `ServerAuth::migrate`, outside [`ALL`]).
+pub(crate) const IDENTIFIER_FORM_VERSION: i64 = 100;
+
 /// Every migration, in order. Versions are never reused or edited once released.
 const ALL: &[Migration] = &[(1, v1), (2, v2)];
 
@@ -347,6 +351,12 @@ macro_rules! run_pending {
 }
 
 impl Database {
+    /// Records `version` as applied (idempotent).
+    pub(crate) async fn record_applied(&self, version: i64) -> Result<(), SentriError> {
+        let stmt = record_version(version).map_err(db_err)?;
+        self.exec(self.build(&stmt)).await.map(|_| ())
+    }
+
     /// The schema versions recorded in `sentri_migrations`, ascending (an error before the
     /// first [`Database::migrate`] created the table).
     pub async fn applied_migrations(&self) -> Result<Vec<i64>, SentriError> {

@@ -1049,7 +1049,7 @@ async fn identifiers_sql_metacharacters_lookalikes_and_passwords() {
             "LIKE",
         );
 
-        // NFKC + lowercase: these collide.
+        // NFKC_Casefold: these collide.
         created(&register(&app, "admin", "password1").await, "admin");
         for twin in [
             "ＡＤＭＩＮ",

@@ -616,12 +616,30 @@ async fn a_database_of_the_landed_schema_upgrades_in_place() {
         t.raw("DELETE FROM sentri_migrations WHERE version = 2")
             .await;
         assert_eq!(t.db.applied_migrations().await.unwrap(), vec![1]);
-        t.db.migrate().await.unwrap();
+        // A user stored by the landed code's rule (lower-casing keeps "ß").
+        t.db.create_user(&sentri::store::NewUser {
+            identifier: "straße",
+            password_hash: &bcrypt::hash("password1", 4).unwrap(),
+            roles: &["user".to_owned()],
+        })
+        .await
+        .unwrap();
+        auth.migrate().await.unwrap();
         assert_eq!(
             t.db.applied_migrations().await.unwrap(),
-            vec![1, 2],
+            vec![1, 2, 100],
             "{}",
             t.name
+        );
+        let moved = t.db.find_user_by_identifier("strasse").await.unwrap();
+        assert!(
+            moved.is_some(),
+            "{}: identifier in the new normal form",
+            t.name
+        );
+        assert_eq!(
+            login(&app, "STRASSE", "password1").await.status,
+            StatusCode::OK
         );
         let sid = auth.verify_refresh_token(&token).unwrap().sid;
         let family =
@@ -683,4 +701,41 @@ async fn long_password_hashes_of_other_libraries_verify_and_upgrade_on_login() {
             .expect("still the password");
         t.cleanup().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_hashing_queue_sheds_logins_with_503_and_retry_after() {
+    let t = databases("integrity_rules::shed").await.remove(0);
+    // No waiting room: only one hash per core runs, the rest are shed at once.
+    let cfg = config(t.db.clone()).salt_rounds(12).hash_queue_limit(0);
+    let auth = sentri::create_auth(cfg).unwrap();
+    let app = app(&auth);
+    assert_eq!(
+        register(&app, "busy", "password1").await.status,
+        StatusCode::CREATED
+    );
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { login(&app, "busy", "password1").await })
+        })
+        .collect();
+    let (mut ok, mut shed) = (0, 0);
+    for task in tasks {
+        let r = task.await.unwrap();
+        if r.status == StatusCode::OK {
+            ok += 1;
+        } else {
+            expect(
+                &r,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                "shed",
+            );
+            assert_eq!(r.headers["retry-after"], "1");
+            shed += 1;
+        }
+    }
+    assert!(ok >= 1 && shed >= 1, "ok {ok}, shed {shed}");
+    t.cleanup().await;
 }

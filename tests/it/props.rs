@@ -155,3 +155,122 @@ fn arbitrary_bodies_to_login_and_register_get_documented_answers() {
         )
         .unwrap();
 }
+
+/// Characters that stress identifier normalisation: combining marks, compatibility
+/// characters, letters whose case folding expands or needs NFKC again, and anything.
+fn identifier_char() -> impl Strategy<Value = char> {
+    let special = vec![
+        'W', 'J', 'H', 'T', 'Y', '\u{130}', '\u{131}', '\u{1E98}', '\u{1F0}', '\u{1E96}',
+        '\u{1E97}', '\u{1E99}', 'ß', '\u{1E9E}', 'Σ', 'ς', 'ǅ', 'ſ', '\u{212A}', '\u{212B}',
+        '\u{2126}', '\u{390}', '\u{345}', '\u{149}', 'ﬁ', 'ﬃ', 'ﬅ', '\u{FDFA}', '\u{3392}', 'Ⅻ',
+        '①', '㎏', '\u{B4}', '\u{A0}', '\u{3000}', 'Å', 'Ǆ', 'ᾈ', 'ﬓ',
+    ];
+    prop_oneof![
+        3 => prop::char::range('a', 'z'),
+        2 => prop::char::range('A', 'Z'),
+        3 => prop::char::range('\u{300}', '\u{36F}'),
+        3 => prop::sample::select(special),
+        2 => prop::char::range('\u{FF01}', '\u{FF5E}'),
+        1 => prop::char::range('\u{1100}', '\u{11FF}'),
+        1 => prop::char::range('\u{AC00}', '\u{AC20}'),
+        1 => prop::char::range('\u{1F00}', '\u{1FFF}'),
+        1 => any::<char>(),
+    ]
+}
+
+fn identifier_like() -> impl Strategy<Value = String> {
+    prop::collection::vec(identifier_char(), 0..24).prop_map(|v| v.into_iter().collect())
+}
+
+/// An identifier that starts with a capital and a combining mark (the issue #23 shapes,
+/// e.g. `W` + U+030A, whose lower case NFKC composes), then anything.
+fn lookalike_identifier() -> impl Strategy<Value = String> {
+    let bases = vec!['W', 'J', 'H', 'T', 'Y', '\u{130}'];
+    let marks = vec![
+        '\u{30A}', '\u{30C}', '\u{331}', '\u{308}', '\u{301}', '\u{307}',
+    ];
+    (
+        prop::sample::select(bases),
+        prop::sample::select(marks),
+        identifier_like(),
+    )
+        .prop_map(|(base, mark, rest)| format!("{base}{mark}{rest}"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..cases() })]
+
+    /// Normalisation is a fixed point, and canonically equivalent spellings (decomposed
+    /// or precomposed) are one identifier.
+    #[test]
+    fn identifier_normalisation_is_idempotent(s in identifier_like(), any_s in any::<String>()) {
+        use sentri::auth::normalize_identifier;
+        use sentri::config::IdentifierCase::{Insensitive, Sensitive};
+        use unicode_normalization::UnicodeNormalization;
+        for input in [s.as_str(), any_s.as_str()] {
+            for case in [Insensitive, Sensitive] {
+                let once = normalize_identifier(input, case);
+                if let Err(e) = &once {
+                    prop_assert_ne!(e.message(), "identifier has no stable normal form");
+                }
+                if let Ok(once) = &once {
+                    let twice = normalize_identifier(once, case).ok();
+                    prop_assert_eq!(twice.as_ref(), Some(once));
+                }
+                for equivalent in [input.nfd().collect::<String>(), input.nfc().collect()] {
+                    let other = normalize_identifier(&equivalent, case);
+                    prop_assert_eq!(
+                        other.as_ref().map_err(|e| e.message()),
+                        once.as_ref().map_err(|e| e.message())
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Whatever registers can log in, with the identifier the server returned and as typed.
+#[test]
+fn register_then_login_with_the_returned_identifier_always_succeeds() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (app, _t) = rt.block_on(async {
+        let t = crate::db::database("sqlite", "props::identifier_round_trip")
+            .await
+            .unwrap();
+        let auth = sentri::create_auth(config(t.db.clone())).unwrap();
+        (crate::http::app(&auth), t)
+    });
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 64,
+        ..cases()
+    });
+    runner
+        .run(&lookalike_identifier(), |s| {
+            let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let typed = format!("{s}-{i}");
+            let r = rt.block_on(crate::http::register(&app, &typed, "password1"));
+            if r.status == StatusCode::BAD_REQUEST {
+                prop_assert_eq!(r.code(), "VALIDATION_ERROR");
+                return Ok(());
+            }
+            prop_assert_eq!(r.status, StatusCode::CREATED, "{:?}: {:?}", typed, r.body);
+            let returned = r.body["data"]["user"]["identifier"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            for login_as in [returned.as_str(), typed.as_str()] {
+                let r = rt.block_on(crate::http::login(&app, login_as, "password1"));
+                prop_assert_eq!(r.status, StatusCode::OK, "{:?}: {:?}", login_as, r.body);
+                prop_assert_eq!(
+                    r.body["data"]["user"]["identifier"].as_str(),
+                    Some(returned.as_str())
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+}

@@ -1,0 +1,160 @@
+//! Rewriting stored identifiers to the current normal form (see [`crate::identifier`]).
+
+use sea_query::{Expr, ExprTrait, Query};
+use sea_query_sqlx::SqlxValues;
+use sqlx::Row;
+
+use super::schema::{ID, IDENTIFIER, UPDATED_AT, USERS};
+use super::{Database, db_err, is_unique_violation, now_ms, on_pool};
+use crate::config::IdentifierCase;
+use crate::error::SentriError;
+use crate::identifier::{IdentifierCollision, IdentifierMigrationReport, plan_renormalization};
+
+/// A concurrent write changed a row or took an identifier while the migration ran.
+fn concurrent_change() -> SentriError {
+    SentriError::configuration(
+        "identifier migration refused, nothing was changed: users were modified while it ran; run it again",
+    )
+}
+
+fn map_update_error(err: sqlx::Error) -> SentriError {
+    if is_unique_violation(&err) {
+        concurrent_change()
+    } else {
+        db_err(err)
+    }
+}
+
+impl Database {
+    /// Runs [`Database::renormalize_identifiers`] once per database (recorded in the
+    /// migrations table).
+    pub(crate) async fn normalize_identifiers_once(
+        &self,
+        case: IdentifierCase,
+    ) -> Result<(), SentriError> {
+        let version = super::schema::IDENTIFIER_FORM_VERSION;
+        if self.applied_migrations().await?.contains(&version) {
+            return Ok(());
+        }
+        let report = self.renormalize_identifiers(case).await?;
+        if !report.updated.is_empty() {
+            tracing::info!(
+                rewritten = report.updated.len(),
+                "sentri: stored identifiers moved to the NFKC_Casefold form"
+            );
+        }
+        self.record_applied(version).await
+    }
+
+    /// Rewrites every stored identifier that is not in the normal form of `case` (see
+    /// [`crate::identifier`]) to that form, in one transaction.
+    ///
+    /// If two users would end up with the same identifier (two stored identifiers that
+    /// normalise equal, or one that normalises to another user's), **nothing is changed**
+    /// and a `CONFIGURATION_ERROR` is returned whose message lists the user ids of each
+    /// group (never the identifiers); its `source` is an
+    /// [`IdentifierCollision`] with all the groups. Users whose stored identifier the
+    /// profile refuses (e.g. an invisible character) are left unchanged and listed in
+    /// [`IdentifierMigrationReport::unnormalizable`]. Concurrent modification of a user
+    /// during the run also refuses (run it again). Idempotent: a second run changes
+    /// nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(db: sentri::store::Database) -> Result<(), sentri::SentriError> {
+    /// let report = db
+    ///     .renormalize_identifiers(sentri::config::IdentifierCase::Insensitive)
+    ///     .await?;
+    /// println!("{} of {} identifiers rewritten", report.updated.len(), report.scanned);
+    /// # Ok(()) }
+    /// ```
+    pub async fn renormalize_identifiers(
+        &self,
+        case: IdentifierCase,
+    ) -> Result<IdentifierMigrationReport, SentriError> {
+        let rows = self.user_identifiers().await?;
+        let scanned = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+        let plan = plan_renormalization(rows, case).map_err(IdentifierCollision::into_error)?;
+        if !plan.changes.is_empty() {
+            let statements = plan
+                .changes
+                .iter()
+                .map(|(id, old, new)| self.identifier_update(id, old, new))
+                .collect();
+            self.apply_in_one_transaction(statements).await?;
+        }
+        if !plan.unnormalizable.is_empty() {
+            tracing::warn!(
+                users = plan.unnormalizable.len(),
+                "stored identifiers refused by the identifier profile were left unchanged"
+            );
+        }
+        Ok(IdentifierMigrationReport {
+            scanned,
+            updated: plan.changes.into_iter().map(|(id, _, _)| id).collect(),
+            unnormalizable: plan.unnormalizable,
+        })
+    }
+
+    /// Every user's `(id, identifier)`.
+    async fn user_identifiers(&self) -> Result<Vec<(String, String)>, SentriError> {
+        let (sql, values) = self.build(
+            &Query::select()
+                .columns([ID, IDENTIFIER])
+                .from(USERS)
+                .to_owned(),
+        );
+        self.read(|| async {
+            on_pool!(self, pool => {
+                let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)?;
+                rows.iter()
+                    .map(|row| Ok((
+                        row.try_get::<String, _>(ID).map_err(db_err)?,
+                        row.try_get::<String, _>(IDENTIFIER).map_err(db_err)?,
+                    )))
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    /// `UPDATE … SET identifier = new WHERE id = id AND identifier = old`.
+    fn identifier_update(&self, id: &str, old: &str, new: &str) -> (String, SqlxValues) {
+        self.build(
+            &Query::update()
+                .table(USERS)
+                .value(IDENTIFIER, new)
+                .value(UPDATED_AT, now_ms())
+                .and_where(Expr::col(ID).eq(id))
+                .and_where(Expr::col(IDENTIFIER).eq(old))
+                .to_owned(),
+        )
+    }
+
+    /// Runs `statements` in one transaction; each must change exactly one row, else the
+    /// transaction is rolled back.
+    async fn apply_in_one_transaction(
+        &self,
+        statements: Vec<(String, SqlxValues)>,
+    ) -> Result<(), SentriError> {
+        self.bounded(async {
+            on_pool!(self, pool => {
+                let mut tx = pool.begin().await.map_err(db_err)?;
+                for (sql, values) in statements {
+                    let done = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_update_error)?;
+                    if done.rows_affected() != 1 {
+                        tx.rollback().await.map_err(db_err)?;
+                        return Err(concurrent_change());
+                    }
+                }
+                tx.commit().await.map_err(db_err)
+            })
+        })
+        .await
+    }
+}
