@@ -193,6 +193,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(cost) = env("SENTRI_BCRYPT_COST") {
         config = config.salt_rounds(cost.parse()?);
     }
+    if let Some(ttl) = env("SENTRI_SESSION_MAX_LIFETIME") {
+        config = config.session_max_lifetime(ttl);
+    }
+    if let Some(origins) = env("SENTRI_TRUSTED_ORIGINS") {
+        config = config.trusted_origins(origins.split(',').map(str::trim));
+    }
     let auth = create_auth(config)?;
     auth.migrate().await?;
     ensure_admin(&auth).await?;
