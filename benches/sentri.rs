@@ -43,14 +43,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use criterion::Criterion;
-use sentri::auth::{LoginInput, SessionMeta};
+use sentri::db::Database;
 use sentri::password::PasswordHasher;
-use sentri::store::Database;
 use sentri::token::{Algorithm, SigningKey, TokenOptions, TokenService};
 use sentri::{
     AuthUser, IdempotencyLayer, IdempotencyOptions, RegisterInput, ServerAuth, ServerConfig,
     create_auth,
 };
+use sentri::{LoginInput, SessionMeta};
 use tower::ServiceExt;
 
 fn runtime() -> tokio::runtime::Runtime {

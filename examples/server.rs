@@ -13,11 +13,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use sentri::store::Database;
+use sentri::db::Database;
 use sentri::token::{Algorithm, SigningKey};
 use sentri::{
     AccessCookieConfig, CookieConfig, CurrentUser, IdempotencyOptions, PermitOptions,
-    RegisterInput, SentriError, ServerAuth, ServerConfig, create_auth, error::success,
+    RegisterInput, SentriError, ServerAuth, ServerConfig, create_auth, http::success,
 };
 
 fn env(name: &str) -> Option<String> {

@@ -1,41 +1,63 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+#[cfg(all(
+    feature = "server",
+    not(any(feature = "sqlite", feature = "postgres", feature = "mysql"))
+))]
 compile_error!(
-    "sentri needs at least one storage feature: `sqlite` (default), `postgres` or `mysql`"
+    "sentri's server mode needs a storage feature: `sqlite` (default), `postgres` or `mysql`"
+);
+#[cfg(not(any(feature = "server", feature = "client")))]
+compile_error!(
+    "sentri needs `sqlite` (default), `postgres` or `mysql` (server mode), or `client` (client mode)"
 );
 
-pub mod auth;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod capability;
 #[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
-pub mod clock;
-pub mod config;
-pub mod error;
+pub mod core;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod db;
 pub mod http;
 pub mod idempotency;
-pub mod identifier;
-pub mod layer;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod identity;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod password;
-pub mod revocation;
-#[cfg(feature = "postgres")]
-mod server;
-mod session;
-pub mod store;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod server;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod session;
 pub mod token;
-pub mod user;
 
-pub use auth::{
-    AuthConfig, AuthResult, LoginInput, RefreshResult, RegisterInput, ServerAuth, SessionMeta,
-    create_auth,
-};
+pub use crate::core::clock;
+pub use crate::core::clock::Ttl;
+pub use crate::core::error::{ErrorCode, Result, SentriError};
+pub use crate::core::events::{AuthEvent, AuthEventKind, EventSink};
+pub use crate::core::principal::{AuthResult, AuthUser, RefreshResult, SessionMeta};
+pub use crate::core::{AuthConfig, create_auth};
 #[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use client::{ClientAuth, ClientConfig};
-pub use config::{AccessCookieConfig, CookieConfig, Handlers, Hooks, SameSite, ServerConfig, Ttl};
-pub use error::{ApiResponse, ErrorCode, Result, SentriError};
+#[cfg(feature = "server")]
+pub use http::transport::{AccessCookieConfig, CookieConfig, SameSite};
+pub use http::{ApiResponse, CurrentUser, GuardLayer, PermitOptions};
 pub use idempotency::{IdempotencyKey, IdempotencyLayer, IdempotencyOptions};
-pub use layer::{CurrentUser, GuardLayer, PermitOptions};
+#[cfg(feature = "server")]
+pub use identity::{IdentifierCase, LoginInput, RegisterInput};
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use server::{CreateServerOptions, PostgresConfig, create_auth_server};
-pub use user::AuthUser;
+#[cfg(feature = "server")]
+pub use server::{Hooks, Overrides, ServerAuth, ServerConfig};

@@ -1,19 +1,6 @@
-//! Cookie rules in one place: reading the token cookies and building `Set-Cookie`.
+//! Reading the token cookies and the bearer header.
 
-use std::time::Duration;
-
-use axum::http::{HeaderMap, HeaderValue, header};
-use cookie::Cookie;
-
-use crate::config::{AccessCookieConfig, CookieConfig, SameSite};
-
-fn same_site(s: SameSite) -> cookie::SameSite {
-    match s {
-        SameSite::Strict => cookie::SameSite::Strict,
-        SameSite::Lax => cookie::SameSite::Lax,
-        SameSite::None => cookie::SameSite::None,
-    }
-}
+use axum::http::{HeaderMap, header};
 
 /// Longest cookie value read (a token is refused anyway above 8 KiB).
 const MAX_COOKIE_VALUE: usize = 8 * 1024;
@@ -41,89 +28,6 @@ pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     }
     None
 }
-
-fn max_age(ttl: Duration) -> cookie::time::Duration {
-    cookie::time::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// The attributes one `Set-Cookie` needs.
-struct Attrs<'a> {
-    name: &'a str,
-    http_only: bool,
-    secure: bool,
-    same_site: SameSite,
-    path: &'a str,
-    domain: Option<&'a str>,
-}
-
-impl<'a> From<&'a CookieConfig> for Attrs<'a> {
-    fn from(c: &'a CookieConfig) -> Self {
-        Attrs {
-            name: &c.name,
-            http_only: c.http_only,
-            secure: c.secure,
-            same_site: c.same_site,
-            path: &c.path,
-            domain: c.domain.as_deref(),
-        }
-    }
-}
-
-impl<'a> From<&'a AccessCookieConfig> for Attrs<'a> {
-    fn from(c: &'a AccessCookieConfig) -> Self {
-        Attrs {
-            name: &c.name,
-            http_only: false,
-            secure: c.secure,
-            same_site: c.same_site,
-            path: &c.path,
-            domain: c.domain.as_deref(),
-        }
-    }
-}
-
-/// `value` with `Max-Age = ttl`; an empty value with `Max-Age=0` clears the cookie.
-fn set_cookie(attrs: Attrs<'_>, value: &str, ttl: Duration) -> Option<HeaderValue> {
-    let mut c = Cookie::build((attrs.name.to_owned(), value.to_owned()))
-        .http_only(attrs.http_only)
-        .secure(attrs.secure)
-        .same_site(same_site(attrs.same_site))
-        .path(attrs.path.to_owned())
-        .max_age(max_age(ttl));
-    if let Some(d) = attrs.domain {
-        c = c.domain(d.to_owned());
-    }
-    HeaderValue::from_str(&c.build().to_string()).ok()
-}
-
-/// `Set-Cookie` for the refresh token.
-pub(crate) fn refresh_cookie(
-    cfg: &CookieConfig,
-    value: &str,
-    ttl: Duration,
-) -> Option<HeaderValue> {
-    set_cookie(cfg.into(), value, ttl)
-}
-
-/// `Set-Cookie` for the access token (not `HttpOnly`: the front-end may read it).
-pub(crate) fn access_cookie(
-    cfg: &AccessCookieConfig,
-    value: &str,
-    ttl: Duration,
-) -> Option<HeaderValue> {
-    set_cookie(cfg.into(), value, ttl)
-}
-
-/// `Set-Cookie` that clears the refresh cookie (`Max-Age=0`).
-pub(crate) fn clear_refresh(cfg: &CookieConfig) -> Option<HeaderValue> {
-    set_cookie(cfg.into(), "", Duration::ZERO)
-}
-
-/// `Set-Cookie` that clears the access cookie (`Max-Age=0`).
-pub(crate) fn clear_access(cfg: &AccessCookieConfig) -> Option<HeaderValue> {
-    set_cookie(cfg.into(), "", Duration::ZERO)
-}
-
 /// Largest `Authorization` header read.
 const MAX_AUTHORIZATION: usize = 16 * 1024;
 
@@ -159,6 +63,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -17,7 +17,7 @@
 
 use axum::http::{HeaderMap, Method, header};
 
-use crate::error::{Result, SentriError};
+use crate::core::error::{Result, SentriError};
 
 /// The configured trusted origins, normalised (lower-case, no trailing slash).
 #[derive(Debug, Clone, Default)]

@@ -12,8 +12,8 @@ use futures_util::FutureExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::config::BoxFuture;
-use crate::error::{ErrorCode, SentriError};
+use crate::core::BoxFuture;
+use crate::core::error::{ErrorCode, SentriError};
 
 /// Called with the status of every unhandled 5xx (a panic, or a plain 500 from a
 /// handler that did not use [`SentriError`]).

@@ -58,13 +58,10 @@ mod body;
 mod redis_store;
 mod store;
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt;
 use std::fmt::Write as _;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -82,8 +79,10 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::error::{ErrorCode, SentriError};
-use crate::user::AuthUser;
+use crate::core::BoxFuture;
+use crate::core::crypto::redact_url;
+use crate::core::error::{ErrorCode, SentriError};
+use crate::core::principal::AuthUser;
 use store::{Begin, Fingerprint, MemoryStore, Store, StoreError, StoredResponse, Ticket};
 
 /// Largest request body the layer buffers to fingerprint (1 MiB); bigger → 413.
@@ -170,36 +169,6 @@ impl fmt::Debug for IdempotencyOptions {
             .field("in_progress_retry_after", &self.in_progress_retry_after)
             .finish()
     }
-}
-
-/// `scheme://user:pass@host/db?q` → `scheme://***@host/db?***`.
-fn redact_url(url: &str) -> Cow<'_, str> {
-    let Some(scheme_end) = url.find("://") else {
-        return Cow::Borrowed("***");
-    };
-    let (scheme, rest) = (&url[..scheme_end], &url[scheme_end + 3..]);
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let (path, query) = match tail.find('?') {
-        Some(q) => (&tail[..q], true),
-        None => (tail, false),
-    };
-    let host = authority.rfind('@').map(|at| &authority[at + 1..]);
-    if host.is_none() && !query {
-        return Cow::Borrowed(url);
-    }
-    let mut out = format!("{scheme}://");
-    if let Some(host) = host {
-        out.push_str("***@");
-        out.push_str(host);
-    } else {
-        out.push_str(authority);
-    }
-    out.push_str(path);
-    if query {
-        out.push_str("?***");
-    }
-    Cow::Owned(out)
 }
 
 /// The idempotency key of the current request, for handlers.
@@ -425,8 +394,6 @@ impl<S> fmt::Debug for IdempotencyService<S> {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
 impl<S, B> Service<Request<Body>> for IdempotencyService<S>
 where
     S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
@@ -437,7 +404,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -747,21 +714,6 @@ fn replay(stored: &StoredResponse, key: &HeaderValue) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_userinfo_and_query() {
-        assert_eq!(
-            redact_url("redis://user:pw@host:6379/0"),
-            "redis://***@host:6379/0"
-        );
-        assert_eq!(redact_url("redis://:pw@host?x=1"), "redis://***@host?***");
-        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
-        assert_eq!(
-            redact_url("redis+unix:///tmp/r.sock?pass=pw"),
-            "redis+unix:///tmp/r.sock?***"
-        );
-        assert_eq!(redact_url("garbage:pw"), "***");
-    }
 
     #[test]
     fn key_validation() {

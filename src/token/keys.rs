@@ -20,7 +20,7 @@ use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding, SecretDocument}
 use rsa::traits::PublicKeyParts;
 
 use super::ensure_crypto_provider;
-use crate::error::{Result, SentriError};
+use crate::core::error::{Result, SentriError};
 
 /// Minimum HMAC secret length in bytes.
 const MIN_HMAC_SECRET: usize = 32;

@@ -29,8 +29,8 @@ pub use jsonwebtoken::Algorithm;
 pub use keys::SigningKey;
 pub use verify::{Verifier, peek_kid};
 
-use crate::error::{Result, SentriError};
-use crate::user::AuthUser;
+use crate::core::error::{Result, SentriError};
+use crate::core::principal::AuthUser;
 use verify::TokenKind;
 
 /// Header `typ` of access tokens (RFC 9068).

@@ -16,7 +16,7 @@ use super::keys::alg_name;
 use super::{
     AccessClaims, MAX_TOKEN_BYTES, SigningKey, TYP_ACCESS, TokenOptions, ensure_crypto_provider,
 };
-use crate::error::{Result, SentriError};
+use crate::core::error::{Result, SentriError};
 
 /// One verification key: its pinned algorithm, the key and a ready `Validation`.
 struct VerifyKey {

@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, Method, Request, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sentri::ServerAuth;
-use sentri::store::now_ms;
+use sentri::db::now_ms;
 use sentri::token::{Algorithm, SigningKey};
 use serde_json::{Value, json};
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 use std::str::FromStr;
 
-use sentri::store::{Database, DatabaseOptions};
+use sentri::db::{Database, DatabaseOptions};
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 use sqlx::{AssertSqlSafe, Connection};
 
@@ -235,7 +235,7 @@ pub async fn fresh_database(kind: &str, test: &str) -> Option<TestDb> {
 /// One migrated database of `kind`, or `None` when that service is not configured.
 pub async fn database(kind: &str, test: &str) -> Option<TestDb> {
     let t = fresh_database(kind, test).await?;
-    t.db.migrate()
+    sentri::server::migrate_core(&t.db)
         .await
         .unwrap_or_else(|e| panic!("migrate failed on {kind} ({test}): {e:?}"));
     Some(t)

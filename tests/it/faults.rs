@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::{Method, StatusCode};
-use sentri::config::Hooks;
-use sentri::store::{Database, DatabaseOptions};
+use sentri::Hooks;
+use sentri::db::{Database, DatabaseOptions};
 use serde_json::json;
 
 use crate::adversarial::{expect, invalid, profile_with, refresh_with, session};
@@ -177,7 +177,7 @@ async fn postgres_restart_under_load_fails_fast_and_recovers() {
     };
     let bound = options.acquire_timeout + options.statement_timeout + Duration::from_secs(5);
     let db = Database::connect_with(&pg.url(), options).await.unwrap();
-    db.migrate().await.unwrap();
+    sentri::server::migrate_core(&db).await.unwrap();
     // Every protected request asks the store (no session cache).
     let auth = sentri::create_auth(config(db.clone()).session_cache_ttl(Duration::from_millis(1)))
         .unwrap();
@@ -377,7 +377,7 @@ async fn sqlite_pool_exhaustion_answers_every_request() {
     )
     .await
     .unwrap();
-    db.migrate().await.unwrap();
+    sentri::server::migrate_core(&db).await.unwrap();
     let auth = sentri::create_auth(config(db.clone())).unwrap();
     let app = app(&auth);
     let lock_url = url.clone();

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use axum::routing::{get, put};
 use http_body_util::BodyExt;
-use sentri::config::CookieConfig;
+use sentri::CookieConfig;
 use sentri::token::{Algorithm, SigningKey};
 use sentri::{CurrentUser, PermitOptions, ServerAuth, ServerConfig, create_auth};
 use serde_json::{Value, json};
@@ -776,7 +776,7 @@ fn authorize_with_unknown_role_panics_at_build_time() {
         .build()
         .unwrap();
     let db = rt
-        .block_on(sentri::store::Database::connect("sqlite::memory:"))
+        .block_on(sentri::db::Database::connect("sqlite::memory:"))
         .unwrap();
     let auth = create_auth(config(db)).unwrap();
     let _ = auth.authorize(["admn"]);
@@ -1055,7 +1055,7 @@ async fn handler_overrides_wrap_the_default_services_and_revocation_hook_refuses
     let t = databases("http::overrides").await.remove(0);
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
-    let handlers = sentri::Handlers::default()
+    let handlers = sentri::Overrides::default()
         .login(move |auth: ServerAuth, input, meta| {
             let c = c.clone();
             async move {
@@ -1075,7 +1075,7 @@ async fn handler_overrides_wrap_the_default_services_and_revocation_hook_refuses
     let list = revoked.clone();
     let auth = create_auth(
         config(t.db.clone())
-            .handlers(handlers)
+            .overrides(handlers)
             .is_token_revoked(move |sid| {
                 let hit = list.lock().unwrap().contains(&sid);
                 async move { hit }

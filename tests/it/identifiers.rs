@@ -3,9 +3,10 @@
 //! without ever merging two accounts.
 
 use axum::http::StatusCode;
-use sentri::config::IdentifierCase;
-use sentri::identifier::IdentifierCollision;
-use sentri::store::{Database, NewUser};
+use sentri::IdentifierCase;
+use sentri::db::Database;
+use sentri::identity::IdentifierCollision;
+use sentri::identity::NewUser;
 
 use crate::db::databases;
 use crate::http::{app, login, register};

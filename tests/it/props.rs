@@ -68,7 +68,7 @@ proptest! {
     #[test]
     fn durations_parse_or_fail_cleanly(s in any::<String>(), n in any::<u64>(), unit in "[smhdwxyS ]?") {
         for input in [s.clone(), format!("{n}{unit}"), format!("-{n}{unit}")] {
-            match sentri::config::parse_duration(&input) {
+            match sentri::clock::parse_duration(&input) {
                 Ok(d) => {
                     prop_assert!(d.as_secs() > 0 && d.as_secs() <= 10 * 365 * 86_400);
                 }
@@ -204,8 +204,8 @@ proptest! {
     /// or precomposed) are one identifier.
     #[test]
     fn identifier_normalisation_is_idempotent(s in identifier_like(), any_s in any::<String>()) {
-        use sentri::auth::normalize_identifier;
-        use sentri::config::IdentifierCase::{Insensitive, Sensitive};
+        use sentri::identity::normalize_identifier;
+        use sentri::IdentifierCase::{Insensitive, Sensitive};
         use unicode_normalization::UnicodeNormalization;
         for input in [s.as_str(), any_s.as_str()] {
             for case in [Insensitive, Sensitive] {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sentri::config::{AccessCookieConfig, CookieConfig, Hooks};
+use sentri::{AccessCookieConfig, CookieConfig, Hooks};
 use sentri::{SameSite, create_auth};
 use serde_json::json;
 use tracing_subscriber::Layer as _;
@@ -281,7 +281,7 @@ async fn debug_output_and_errors_carry_no_secrets() {
     let text = format!("{err} {err:?}");
     assert!(!text.contains("wrong-secret-value"), "{text}");
     // A database URL with a password never shows up in errors or Debug.
-    let err = sentri::store::Database::connect("postgres://user:hunter2-db-pass@127.0.0.1:1/x")
+    let err = sentri::db::Database::connect("postgres://user:hunter2-db-pass@127.0.0.1:1/x")
         .await
         .unwrap_err();
     let text = format!("{err} {err:?}");

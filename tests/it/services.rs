@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sentri::config::{CookieConfig, Hooks, SameSite};
-use sentri::store::Database;
+use sentri::db::Database;
 use sentri::token::SigningKey;
+use sentri::{CookieConfig, Hooks, SameSite};
 use sentri::{
     ErrorCode, LoginInput, RegisterInput, ServerAuth, ServerConfig, SessionMeta, create_auth,
 };

@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 
 use sentri::ErrorCode;
-use sentri::store::{
-    Database, Dialect, NewFamily, NewSession, NewUser, Rotation, SessionRecord, UserRecord, now_ms,
-};
+use sentri::db::{Database, Dialect, now_ms};
+use sentri::identity::{NewUser, UserRecord};
+use sentri::session::{NewFamily, NewSession, Rotation, SessionRecord};
 
 use crate::db::{databases, fresh_databases};
 
@@ -72,7 +72,7 @@ async fn store_migrations_idempotent_and_concurrent() {
         let tasks: Vec<_> = (0..4)
             .map(|_| {
                 let db = t.db.clone();
-                tokio::spawn(async move { db.migrate().await })
+                tokio::spawn(async move { sentri::server::migrate_core(&db).await })
             })
             .collect();
         for task in tasks {
@@ -80,11 +80,19 @@ async fn store_migrations_idempotent_and_concurrent() {
                 .expect("migrate task panicked")
                 .unwrap_or_else(|e| panic!("{}: concurrent migrate: {e:?}", t.name));
         }
-        t.db.migrate().await.expect("second migrate");
-        t.db.migrate().await.expect("third migrate");
+        sentri::server::migrate_core(&t.db)
+            .await
+            .expect("second migrate");
+        sentri::server::migrate_core(&t.db)
+            .await
+            .expect("third migrate");
         assert_eq!(
             t.db.applied_migrations().await.expect("versions"),
-            vec![1, 2],
+            vec![
+                ("identity".to_owned(), 1),
+                ("session".to_owned(), 1),
+                ("session".to_owned(), 2)
+            ],
             "{}",
             t.name
         );
@@ -522,7 +530,9 @@ async fn store_connect_urls() {
     #[cfg(feature = "sqlite")]
     {
         let db = Database::connect("sqlite::memory:").await.expect("memory");
-        db.migrate().await.expect("migrate memory");
+        sentri::server::migrate_core(&db)
+            .await
+            .expect("migrate memory");
         user(&db, "mem@example.com").await;
         assert_eq!(db.count_users().await.unwrap(), 1);
     }

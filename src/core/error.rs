@@ -2,7 +2,8 @@
 //!
 //! Every failure sentri reports is a [`SentriError`]. It renders the documented JSON
 //! envelope (`{"error": true, "statusCode", "code", "message", "data": null}`) through
-//! its [`IntoResponse`] impl, so handlers can return `Result<_, SentriError>` directly.
+//! its `IntoResponse` impl (in `http`), so handlers can return `Result<_, SentriError>`
+//! directly.
 //!
 //! Internal failures (a database that is down, a thread pool that went away) are
 //! reported as `SERVICE_UNAVAILABLE` (503) or `INTERNAL_ERROR` (500) with a generic
@@ -13,9 +14,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use http::StatusCode;
 
 /// A machine-readable error code.
 ///
@@ -292,91 +291,6 @@ impl SentriError {
     /// `INTERNAL_ERROR` caused by `source`. The message is generic.
     pub fn internal(source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::new(ErrorCode::InternalError, "Internal server error").with_source(source)
-    }
-}
-
-/// The JSON envelope every sentri endpoint answers with.
-///
-/// Success: `{"error": false, "statusCode": 200, "message": "...", "data": {...}}`;
-/// error: `{"error": true, "statusCode": 401, "code": "TOKEN_INVALID", "message": "...", "data": null}`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApiResponse<'a, T: Serialize> {
-    /// `true` for an error.
-    pub error: bool,
-    /// The HTTP status, repeated in the body.
-    pub status_code: u16,
-    /// The error code (errors only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<&'a str>,
-    /// A human-readable message.
-    pub message: &'a str,
-    /// The payload (`null` for errors).
-    pub data: Option<T>,
-}
-
-/// Renders a success envelope with `data`.
-///
-/// ```
-/// use axum::http::StatusCode;
-/// let res = sentri::error::success(StatusCode::CREATED, "Created", serde_json::json!({"id": 1}));
-/// assert_eq!(res.status(), StatusCode::CREATED);
-/// ```
-pub fn success<T: Serialize>(status: StatusCode, message: &str, data: T) -> Response {
-    json_response(
-        status,
-        &ApiResponse {
-            error: false,
-            status_code: status.as_u16(),
-            code: None,
-            message,
-            data: Some(data),
-        },
-    )
-}
-
-pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => (
-            status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            bytes,
-        )
-            .into_response(),
-        Err(err) => {
-            tracing::error!(error = %err, "failed to serialise a response body");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
-}
-
-impl IntoResponse for SentriError {
-    fn into_response(self) -> Response {
-        if let Some(source) = &self.source {
-            if self.status.is_server_error() {
-                tracing::error!(code = %self.code, error = %source, "request failed");
-            } else {
-                tracing::debug!(code = %self.code, error = %source, "request rejected");
-            }
-        }
-        let mut res = json_response(
-            self.status,
-            &ApiResponse::<()> {
-                error: true,
-                status_code: self.status.as_u16(),
-                code: Some(self.code.as_str()),
-                message: &self.message,
-                data: None,
-            },
-        );
-        if let Some(secs) = self.retry_after {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        res
     }
 }
 

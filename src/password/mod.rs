@@ -50,7 +50,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use tokio::sync::Semaphore;
 
-use crate::error::{ErrorCode, Result, SentriError};
+use crate::core::error::{ErrorCode, Result, SentriError};
 
 /// Prefix of pre-hashed (long password) hashes.
 const PREHASH_PREFIX: &str = "$sentri-sha256$";
@@ -86,6 +86,26 @@ impl PasswordCheck {
     pub fn is_match(self) -> bool {
         self != Self::Mismatch
     }
+}
+
+/// Shortest password accepted, in characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest password accepted, in bytes (longer ones are refused before hashing).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Checks a new password: at least 8 characters, at most 1024 bytes.
+pub fn validate_password(password: &str) -> Result<()> {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(SentriError::validation(
+            "password must be at most 1024 bytes",
+        ));
+    }
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(SentriError::validation(
+            "password must be at least 8 characters",
+        ));
+    }
+    Ok(())
 }
 
 /// Hashes and verifies passwords with bcrypt. Cheap to clone; `Debug` shows the cost

@@ -1,14 +1,15 @@
-//! Rewriting stored identifiers to the current normal form (see [`crate::identifier`]).
+//! Rewriting stored identifiers to the current normal form (see [`super::normalize`]).
 
 use sea_query::{Expr, ExprTrait, Query};
 use sea_query_sqlx::SqlxValues;
 use sqlx::Row;
 
+use super::normalize::{
+    IdentifierCase, IdentifierCollision, IdentifierMigrationReport, plan_renormalization,
+};
 use super::schema::{ID, IDENTIFIER, UPDATED_AT, USERS};
-use super::{Database, db_err, is_unique_violation, now_ms, on_pool};
-use crate::config::IdentifierCase;
-use crate::error::SentriError;
-use crate::identifier::{IdentifierCollision, IdentifierMigrationReport, plan_renormalization};
+use crate::core::error::SentriError;
+use crate::db::{Database, db_err, is_unique_violation, now_ms, on_pool};
 
 /// A concurrent write changed a row or took an identifier while the migration ran.
 fn concurrent_change() -> SentriError {
@@ -32,8 +33,9 @@ impl Database {
         &self,
         case: IdentifierCase,
     ) -> Result<(), SentriError> {
-        let version = super::schema::IDENTIFIER_FORM_VERSION;
-        if self.applied_migrations().await?.contains(&version) {
+        let (component, version) = super::schema::IDENTIFIER_FORM;
+        let applied = self.applied_migrations().await?;
+        if applied.iter().any(|(c, v)| c == component && *v == version) {
             return Ok(());
         }
         let report = self.renormalize_identifiers(case).await?;
@@ -43,11 +45,11 @@ impl Database {
                 "sentri: stored identifiers moved to the NFKC_Casefold form"
             );
         }
-        self.record_applied(version).await
+        self.record_applied(component, version).await
     }
 
     /// Rewrites every stored identifier that is not in the normal form of `case` (see
-    /// [`crate::identifier`]) to that form, in one transaction.
+    /// [`crate::identity::normalize_identifier`]) to that form, in one transaction.
     ///
     /// If two users would end up with the same identifier (two stored identifiers that
     /// normalise equal, or one that normalises to another user's), **nothing is changed**
@@ -60,9 +62,9 @@ impl Database {
     /// nothing.
     ///
     /// ```no_run
-    /// # async fn demo(db: sentri::store::Database) -> Result<(), sentri::SentriError> {
+    /// # async fn demo(db: sentri::db::Database) -> Result<(), sentri::SentriError> {
     /// let report = db
-    ///     .renormalize_identifiers(sentri::config::IdentifierCase::Insensitive)
+    ///     .renormalize_identifiers(sentri::IdentifierCase::Insensitive)
     ///     .await?;
     /// println!("{} of {} identifiers rewritten", report.updated.len(), report.scanned);
     /// # Ok(()) }

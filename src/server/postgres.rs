@@ -3,10 +3,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::auth::{ServerAuth, create_auth};
-use crate::config::ServerConfig;
-use crate::error::{Result, SentriError};
-use crate::store::{Database, DatabaseOptions};
+use super::{ServerAuth, ServerConfig};
+use crate::core::create_auth;
+use crate::core::error::{Result, SentriError};
+use crate::db::{Database, DatabaseOptions};
 use crate::token::{Algorithm, SigningKey};
 
 /// How to reach PostgreSQL.
@@ -46,7 +46,7 @@ impl fmt::Debug for PostgresConfig {
                 .debug_struct("ConnectionString")
                 .field(
                     "connection_string",
-                    &crate::config::redact_url(connection_string),
+                    &crate::core::crypto::redact_url(connection_string),
                 )
                 .field("max", max)
                 .finish(),

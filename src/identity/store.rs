@@ -5,13 +5,10 @@ use std::fmt;
 use sea_query::{Expr, ExprTrait, Func, Query, SelectStatement};
 use sea_query_sqlx::SqlxValues;
 
-use super::schema::{
-    CREATED_AT, FAMILIES, ID, IDENTIFIER, PASSWORD_HASH, ROLES, SESSIONS, UPDATED_AT, USER_ID,
-    USERS,
-};
-use super::{Database, db_err, is_unique_violation, now_ms, on_pool};
-use crate::error::SentriError;
-use crate::user::AuthUser;
+use super::schema::{CREATED_AT, ID, IDENTIFIER, PASSWORD_HASH, ROLES, UPDATED_AT, USERS};
+use crate::core::error::SentriError;
+use crate::core::principal::AuthUser;
+use crate::db::{Database, db_err, is_unique_violation, now_ms, on_pool};
 
 const USER_COLUMNS: [&str; 6] = [ID, IDENTIFIER, PASSWORD_HASH, ROLES, CREATED_AT, UPDATED_AT];
 
@@ -242,50 +239,6 @@ impl Database {
             .and_where(Expr::col(PASSWORD_HASH).eq(old))
             .to_owned();
         Ok(self.exec(self.build(&stmt)).await? > 0)
-    }
-
-    /// Deletes the user and all its sessions (in one transaction; the foreign key
-    /// cascades too). `false` when there was no such user.
-    pub async fn delete_user(&self, id: &str) -> Result<bool, SentriError> {
-        let (sessions_sql, sessions_values) = self.build(
-            &Query::delete()
-                .from_table(SESSIONS)
-                .and_where(Expr::col(USER_ID).eq(id))
-                .to_owned(),
-        );
-        let (families_sql, families_values) = self.build(
-            &Query::delete()
-                .from_table(FAMILIES)
-                .and_where(Expr::col(USER_ID).eq(id))
-                .to_owned(),
-        );
-        let (user_sql, user_values) = self.build(
-            &Query::delete()
-                .from_table(USERS)
-                .and_where(Expr::col(ID).eq(id))
-                .to_owned(),
-        );
-        self.bounded(async {
-            on_pool!(self, pool => {
-                let mut tx = pool.begin().await.map_err(db_err)?;
-                sqlx::query_with(sqlx::AssertSqlSafe(sessions_sql), sessions_values)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                sqlx::query_with(sqlx::AssertSqlSafe(families_sql), families_values)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                let deleted = sqlx::query_with(sqlx::AssertSqlSafe(user_sql), user_values)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?
-                    .rows_affected();
-                tx.commit().await.map_err(db_err)?;
-                Ok(deleted > 0)
-            })
-        })
-        .await
     }
 
     /// The number of users.

@@ -1,4 +1,6 @@
-//! Storage: users and sessions on PostgreSQL, MySQL/MariaDB and SQLite.
+//! The database: one connection pool on PostgreSQL, MySQL/MariaDB or SQLite, bounded
+//! calls, retries, transactions and the migrator. The tables belong to the components
+//! that own them (`identity`, `session`, each capability).
 //!
 //! [`Database`] wraps one connection pool whose dialect is picked at runtime from the
 //! URL ([`Database::connect`]) or from an application's own pool (`From<sqlx::PgPool>`
@@ -24,22 +26,16 @@ use std::time::{Duration, Instant};
 use sea_query::{Expr, Query};
 use sea_query_sqlx::{SqlxBinder, SqlxValues};
 
-use crate::error::SentriError;
+use crate::core::error::SentriError;
 
-mod families;
-mod identifiers;
-mod schema;
-mod sessions;
-mod users;
+mod migrate;
 
-pub use families::{FamilyRecord, NewFamily, Rotation};
-pub use sessions::{NewSession, SessionRecord};
-pub use users::{NewUser, UserRecord};
+pub use migrate::{Migration, Target};
 
 /// The current system time as unix epoch milliseconds, the unit of every stored
 /// timestamp.
 pub fn now_ms() -> i64 {
-    crate::clock::system_now_ms()
+    crate::core::clock::system_now_ms()
 }
 
 /// One statement of [`Database::steps`]: what it is and whether it must touch a row.
@@ -158,8 +154,8 @@ pub(crate) enum Pool {
     Sqlite(sqlx::SqlitePool),
 }
 
-struct Inner {
-    pool: Pool,
+pub(crate) struct Inner {
+    pub(crate) pool: Pool,
     /// Client-side bound for one repository call.
     op_timeout: Duration,
 }
@@ -169,7 +165,7 @@ struct Inner {
 /// Its `Debug` output shows only the dialect — never the URL or credentials.
 #[derive(Clone)]
 pub struct Database {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl fmt::Debug for Database {
@@ -185,11 +181,11 @@ macro_rules! on_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match &$db.inner.pool {
             #[cfg(feature = "postgres")]
-            $crate::store::Pool::Postgres($pool) => $body,
+            $crate::db::Pool::Postgres($pool) => $body,
             #[cfg(feature = "mysql")]
-            $crate::store::Pool::MySql($pool) => $body,
+            $crate::db::Pool::MySql($pool) => $body,
             #[cfg(feature = "sqlite")]
-            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::db::Pool::Sqlite($pool) => $body,
         }
     };
 }

@@ -6,11 +6,12 @@ use sea_query::{Expr, ExprTrait, InsertStatement, Order, Query, SelectStatement}
 use sea_query_sqlx::SqlxValues;
 
 use super::schema::{
-    CREATED_AT, EXPIRES_AT, FAMILY_ID, ID, IP, LAST_USED_AT, PREVIOUS_HASH, REFRESH_HASH,
+    CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, IP, LAST_USED_AT, PREVIOUS_HASH, REFRESH_HASH,
     ROTATED_FROM, SESSIONS, USER_AGENT, USER_ID,
 };
-use super::{Database, db_err, on_pool};
-use crate::error::SentriError;
+use crate::core::error::SentriError;
+use crate::db::{Database, db_err, on_pool};
+use crate::identity::schema::USERS;
 
 const SESSION_COLUMNS: [&str; 11] = [
     ID,
@@ -273,5 +274,49 @@ impl Database {
             .order_by(ID, Order::Asc)
             .to_owned();
         self.fetch_sessions(self.build(&stmt)).await
+    }
+
+    /// Deletes the user and all its sessions (in one transaction; the foreign key
+    /// cascades too). `false` when there was no such user.
+    pub async fn delete_user(&self, id: &str) -> Result<bool, SentriError> {
+        let (sessions_sql, sessions_values) = self.build(
+            &Query::delete()
+                .from_table(SESSIONS)
+                .and_where(Expr::col(USER_ID).eq(id))
+                .to_owned(),
+        );
+        let (families_sql, families_values) = self.build(
+            &Query::delete()
+                .from_table(FAMILIES)
+                .and_where(Expr::col(USER_ID).eq(id))
+                .to_owned(),
+        );
+        let (user_sql, user_values) = self.build(
+            &Query::delete()
+                .from_table(USERS)
+                .and_where(Expr::col(ID).eq(id))
+                .to_owned(),
+        );
+        self.bounded(async {
+            on_pool!(self, pool => {
+                let mut tx = pool.begin().await.map_err(db_err)?;
+                sqlx::query_with(sqlx::AssertSqlSafe(sessions_sql), sessions_values)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                sqlx::query_with(sqlx::AssertSqlSafe(families_sql), families_values)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                let deleted = sqlx::query_with(sqlx::AssertSqlSafe(user_sql), user_values)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected();
+                tx.commit().await.map_err(db_err)?;
+                Ok(deleted > 0)
+            })
+        })
+        .await
     }
 }

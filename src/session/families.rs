@@ -26,9 +26,9 @@ use super::schema::{
     CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, MAX_EXPIRES_AT, REFRESH_HASH, REVOKED_AT,
     SESSIONS, USER_ID,
 };
-use super::sessions::{insert_session, map_insert_error};
-use super::{Database, NewSession, SessionRecord, Step, StepsOutcome, db_err, on_pool};
-use crate::error::SentriError;
+use super::store::{NewSession, SessionRecord, insert_session, map_insert_error};
+use crate::core::error::SentriError;
+use crate::db::{Database, Step, StepsOutcome, db_err, on_pool};
 
 /// A session family: every refresh token rotated from one login shares it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! The invariants (see `docs/SECURITY.md`):
 //!
 //! * **Revocation is final.** Every rotation is conditional on its family row being live,
-//!   inside the transaction that locks that row (`store::families`); revocation updates
+//!   inside the transaction that locks that row (`session::families`); revocation updates
 //!   the same row. When a revocation returns, no refresh token of the family works.
 //! * **A family never forks.** A rotation's successor token id is derived from the
 //!   presented one ([`successor_jti`]). A racing replay of a just-rotated token inside
@@ -16,72 +16,58 @@
 //! * **The cache never outlives a revocation on the revoking process.** See
 //!   [`SessionCache`].
 
-use std::sync::atomic::{Ordering, fence};
+pub(crate) mod bus;
+mod cache;
+mod families;
+pub(crate) mod schema;
+mod store;
+
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use subtle::ConstantTimeEq;
 
-use crate::auth::{AuthResult, RefreshResult, ServerAuth, SessionMeta, clip, sha256_hex};
-use crate::clock::duration_ms;
-use crate::config::BoxFuture;
-use crate::error::{Result, SentriError};
-use crate::store::{NewFamily, NewSession, Rotation, SessionRecord};
+pub use bus::REVOCATION_CHANNEL;
+pub(crate) use cache::SessionCache;
+pub use families::{FamilyRecord, NewFamily, Rotation};
+pub use store::{NewSession, SessionRecord};
+
+use crate::core::BoxFuture;
+use crate::core::clock::{Clock, duration_ms};
+use crate::core::crypto::{clip, sha256_b64, sha256_hex};
+use crate::core::error::{Result, SentriError};
+use crate::core::events::{AuthEvent, AuthEventKind, EventBus};
+pub use crate::core::principal::{AuthResult, RefreshResult};
+use crate::core::principal::{AuthUser, SessionMeta};
+use crate::db::Database;
 use crate::token::{RefreshClaims, TokenService};
-use crate::user::AuthUser;
+
+/// The session service: families, rotation, revocation, the live cache and the purge.
+pub(crate) struct Sessions {
+    pub(crate) db: Database,
+    pub(crate) tokens: TokenService,
+    pub(crate) cache: Arc<SessionCache>,
+    pub(crate) bus: bus::Revocations,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) events: Arc<EventBus>,
+    pub(crate) refresh_ttl: Duration,
+    pub(crate) max_lifetime: Duration,
+    pub(crate) grace: Duration,
+}
+
+impl fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sessions")
+            .field("refresh_ttl", &self.refresh_ttl)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
 
 /// How long a revoked family row is kept before the purge deletes it.
 const REVOKED_RETENTION: Duration = Duration::from_secs(3600);
-
-/// The live-session cache of `protect()`, safe against a revocation racing an insert.
-///
-/// `live` holds session ids known to be live, for `session_cache_ttl`. `revoked` holds
-/// ids revoked recently (longer than any store read can take). A revocation first marks
-/// the id revoked, then drops it from `live`; an insert first adds to `live`, then looks
-/// at `revoked` and undoes itself if the id is there. With a sequentially consistent fence
-/// between each pair of steps, one of the two always sees the other: a live entry can
-/// never survive a revocation that this process has seen.
-pub(crate) struct SessionCache {
-    live: moka::future::Cache<String, ()>,
-    revoked: moka::future::Cache<String, ()>,
-}
-
-impl SessionCache {
-    pub(crate) fn new(ttl: Duration) -> Self {
-        Self {
-            live: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl.max(Duration::from_millis(1)))
-                .build(),
-            revoked: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(120))
-                .build(),
-        }
-    }
-
-    /// `true` when `sid` is cached as live.
-    pub(crate) fn contains(&self, sid: &str) -> bool {
-        self.live.contains_key(sid)
-    }
-
-    /// Remembers `sid` as live unless it was revoked meanwhile.
-    pub(crate) async fn remember(&self, sid: &str) {
-        self.live.insert(sid.to_owned(), ()).await;
-        fence(Ordering::SeqCst);
-        if self.revoked.contains_key(sid) {
-            self.live.invalidate(sid).await;
-        }
-    }
-
-    /// Marks `sid` revoked and drops it from the live cache (this process only).
-    pub(crate) async fn forget(&self, sid: &str) {
-        self.revoked.insert(sid.to_owned(), ()).await;
-        fence(Ordering::SeqCst);
-        self.live.invalidate(sid).await;
-    }
-}
 
 /// The token id of the refresh token that replaces the one with id `jti`.
 ///
@@ -89,10 +75,7 @@ impl SessionCache {
 /// window receive the successor the winner received, so a family has one chain only.
 /// Knowing a `jti` gives nothing without the signing key, and the store keeps only hashes.
 pub(crate) fn successor_jti(jti: &str) -> String {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(b"sentri-refresh-successor-v1\0");
-    ctx.update(jti.as_bytes());
-    URL_SAFE_NO_PAD.encode(ctx.finish().as_ref())
+    sha256_b64(b"sentri-refresh-successor-v1\0", &[jti.as_bytes()])
 }
 
 /// `true` while a rotation made at `rotated_at` is less than `grace` old. A zero grace
@@ -101,17 +84,17 @@ fn within_grace(now: i64, rotated_at: i64, grace: Duration) -> bool {
     !grace.is_zero() && now.saturating_sub(rotated_at).max(0) < duration_ms(grace)
 }
 
-impl ServerAuth {
+impl Sessions {
     /// The current time of the configured clock, unix epoch milliseconds.
     pub(crate) fn now(&self) -> i64 {
-        self.inner.clock.now_ms()
+        self.clock.now_ms()
     }
 
     /// `true` while session `sid` is live (not revoked, not expired). Answers from a
     /// short-lived in-process cache when it can (see `ServerConfig::session_cache_ttl`),
     /// else from the store.
     pub async fn is_session_active(&self, sid: &str) -> Result<bool> {
-        if self.inner.sessions.contains(sid) {
+        if self.cache.contains(sid) {
             return Ok(true);
         }
         self.session_active_in_store(sid).await
@@ -121,9 +104,9 @@ impl ServerAuth {
     /// (large) store future is not part of every protected request's future.
     fn session_active_in_store<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            let live = self.inner.db.family_active(sid, self.now()).await?;
+            let live = self.db.family_active(sid, self.now()).await?;
             if live {
-                self.inner.sessions.remember(sid).await;
+                self.cache.remember(sid).await;
             }
             Ok(live)
         })
@@ -131,8 +114,8 @@ impl ServerAuth {
 
     /// Drops a session from this process's cache and tells other processes (Redis).
     pub(crate) async fn forget_session(&self, sid: &str) {
-        self.inner.sessions.forget(sid).await;
-        self.inner.revocations.publish(sid).await;
+        self.cache.forget(sid).await;
+        self.bus.publish(sid).await;
     }
 
     /// Opens a new family for `user` and signs its first token pair.
@@ -145,12 +128,12 @@ impl ServerAuth {
         let family = NewFamily {
             id: uuid::Uuid::now_v7().to_string(),
             user_id: user.id.clone(),
-            expires_at: now.saturating_add(duration_ms(self.inner.refresh_ttl)),
-            max_expires_at: now.saturating_add(duration_ms(self.inner.session_max_lifetime)),
+            expires_at: now.saturating_add(duration_ms(self.refresh_ttl)),
+            max_expires_at: now.saturating_add(duration_ms(self.max_lifetime)),
         };
         let jti = TokenService::new_refresh_jti();
         let row = self.new_session_row(&family, &jti, None, meta);
-        self.inner.db.open_family(&family, &row, now).await?;
+        self.db.open_family(&family, &row, now).await?;
         self.finish_session(user, family.id, &jti).await
     }
 
@@ -180,44 +163,15 @@ impl ServerAuth {
         family: String,
         jti: &str,
     ) -> Result<AuthResult> {
-        let (access_token, _) = self.inner.tokens.sign_access(&user, &family)?;
-        let refresh_token = self.inner.tokens.sign_refresh(&user.id, &family, jti)?;
-        self.inner.sessions.remember(&family).await;
+        let (access_token, _) = self.tokens.sign_access(&user, &family)?;
+        let refresh_token = self.tokens.sign_refresh(&user.id, &family, jti)?;
+        self.cache.remember(&family).await;
         Ok(AuthResult {
             access_token,
             refresh_token,
             user,
             session_id: family,
         })
-    }
-
-    /// What `POST /refresh` and protect()'s silent refresh run: the application's
-    /// `is_token_revoked` check, then the `refresh` override or [`refresh`](Self::refresh).
-    pub(crate) async fn refresh_request(
-        &self,
-        token: &str,
-        meta: SessionMeta,
-    ) -> Result<AuthResult> {
-        let claims = self.inner.tokens.verify_refresh(token)?;
-        self.check_app_revocation(&claims.sid).await?;
-        let res = match &self.inner.handlers.refresh {
-            Some(h) => h(self.clone(), token.to_owned(), meta).await?,
-            None => self.refresh(token, meta).await?,
-        };
-        if res.session_id != claims.sid {
-            self.check_app_revocation(&res.session_id).await?;
-        }
-        Ok(res)
-    }
-
-    /// The application's `is_token_revoked(session_id)` hook, when configured.
-    pub(crate) async fn check_app_revocation(&self, sid: &str) -> Result<()> {
-        match &self.inner.is_token_revoked {
-            Some(check) if check(sid.to_owned()).await => {
-                Err(SentriError::token_invalid("Token has been revoked"))
-            }
-            _ => Ok(()),
-        }
     }
 
     /// Rotates a refresh token: the presented token stops working and a new pair of the
@@ -229,10 +183,10 @@ impl ServerAuth {
     /// other case revokes the whole session (RFC 9700 §4.14.2). A revoked or ended
     /// session never rotates, whatever is in flight.
     pub async fn refresh(&self, refresh_token: &str, meta: SessionMeta) -> Result<RefreshResult> {
-        let claims = self.inner.tokens.verify_refresh(refresh_token)?;
+        let claims = self.tokens.verify_refresh(refresh_token)?;
         let hash = sha256_hex(&claims.jti);
         let now = self.now();
-        if let Some(row) = self.inner.db.find_session_by_refresh_hash(&hash).await?
+        if let Some(row) = self.db.find_session_by_refresh_hash(&hash).await?
             && let Some(res) = self.rotate(&claims, row, meta, now).await?
         {
             return Ok(res);
@@ -242,7 +196,7 @@ impl ServerAuth {
         }
         if self.revoke_family(&claims.sid).await? {
             tracing::warn!(session = %claims.sid, "refresh token reuse detected: session revoked");
-            self.fire_logout(claims.sub);
+            self.emit(AuthEventKind::ReuseDetected, &claims.sub, &claims.sid);
         }
         Err(SentriError::token_invalid("Invalid refresh token"))
     }
@@ -266,18 +220,18 @@ impl ServerAuth {
         let family = NewFamily {
             id: row.family_id.clone(),
             user_id: user.id.clone(),
-            expires_at: now.saturating_add(duration_ms(self.inner.refresh_ttl)),
+            expires_at: now.saturating_add(duration_ms(self.refresh_ttl)),
             max_expires_at: i64::MAX,
         };
         let next_jti = successor_jti(&claims.jti);
         let next = self.new_session_row(&family, &next_jti, Some(&row), meta);
         match self
-            .inner
             .db
             .rotate_session(&row.id, &row.refresh_hash, &next, now)
             .await?
         {
             Rotation::Rotated(_) => {
+                self.emit(AuthEventKind::Refreshed, &user.id, &family.id);
                 Ok(Some(self.finish_session(user, family.id, &next_jti).await?))
             }
             Rotation::Superseded => Ok(None),
@@ -287,7 +241,7 @@ impl ServerAuth {
 
     /// TOKEN_EXPIRED for a family past its end, TOKEN_INVALID for a revoked one.
     async fn ended_error(&self, family: &str, now: i64) -> SentriError {
-        match self.inner.db.find_family(family).await {
+        match self.db.find_family(family).await {
             Ok(Some(f)) if f.revoked_at.is_none() && !f.is_live(now) => {
                 SentriError::token_expired()
             }
@@ -302,7 +256,7 @@ impl ServerAuth {
         hash: &str,
         now: i64,
     ) -> Result<Option<AuthResult>> {
-        let Some(next) = self.inner.db.find_session_by_previous_hash(hash).await? else {
+        let Some(next) = self.db.find_session_by_previous_hash(hash).await? else {
             return Ok(None);
         };
         let next_jti = successor_jti(&claims.jti);
@@ -312,9 +266,9 @@ impl ServerAuth {
             .into();
         if next.family_id != claims.sid
             || !is_successor
-            || !within_grace(now, next.created_at, self.inner.refresh_grace)
+            || !within_grace(now, next.created_at, self.grace)
             || next.expires_at <= now
-            || !self.inner.db.family_active(&next.family_id, now).await?
+            || !self.db.family_active(&next.family_id, now).await?
         {
             return Ok(None);
         }
@@ -325,7 +279,7 @@ impl ServerAuth {
     }
 
     async fn load_session_user(&self, row: &SessionRecord) -> Result<AuthUser> {
-        match self.inner.db.find_user_by_id(&row.user_id).await? {
+        match self.db.find_user_by_id(&row.user_id).await? {
             Some(user) => Ok(user.to_auth_user()),
             None => Err(SentriError::token_invalid("Invalid refresh token")),
         }
@@ -334,7 +288,7 @@ impl ServerAuth {
     /// Revokes a family in the store and forgets it here and (Redis) elsewhere. `true`
     /// when this call revoked it.
     async fn revoke_family(&self, family: &str) -> Result<bool> {
-        let revoked = self.inner.db.revoke_family(family, self.now()).await?;
+        let revoked = self.db.revoke_family(family, self.now()).await?;
         self.forget_session(family).await;
         Ok(revoked)
     }
@@ -346,11 +300,11 @@ impl ServerAuth {
         let Some(token) = refresh_token else {
             return Ok(());
         };
-        let Ok(claims) = self.inner.tokens.verify_refresh(token) else {
+        let Ok(claims) = self.tokens.verify_refresh(token) else {
             return Ok(());
         };
         if self.revoke_family(&claims.sid).await? {
-            self.fire_logout(claims.sub);
+            self.emit(AuthEventKind::Logout, &claims.sub, &claims.sid);
         }
         Ok(())
     }
@@ -363,16 +317,13 @@ impl ServerAuth {
     /// Ends every session of a user: when this returns, no refresh token of any of them
     /// works, whatever rotations were in flight.
     pub async fn logout_all(&self, user_id: &str) -> Result<()> {
-        let families = self
-            .inner
-            .db
-            .revoke_user_families(user_id, self.now())
-            .await?;
+        let families = self.db.revoke_user_families(user_id, self.now()).await?;
         for family in &families {
             self.forget_session(family).await;
         }
         if !families.is_empty() {
-            self.fire_logout(user_id.to_owned());
+            let event = AuthEvent::new(AuthEventKind::LogoutAll, self.now()).user(user_id);
+            self.events.emit(event);
         }
         Ok(())
     }
@@ -381,12 +332,20 @@ impl ServerAuth {
     /// revocation). Runs every `purge_interval` on its own; returns the rows deleted.
     pub async fn purge_expired_sessions(&self) -> Result<u64> {
         let retention = duration_ms(REVOKED_RETENTION);
-        self.inner.db.purge_expired(self.now(), retention).await
+        self.db.purge_expired(self.now(), retention).await
+    }
+
+    /// Queues an event about one session of one user.
+    pub(crate) fn emit(&self, kind: AuthEventKind, user_id: &str, session_id: &str) {
+        let event = AuthEvent::new(kind, self.now())
+            .user(user_id)
+            .session(session_id);
+        self.events.emit(event);
     }
 }
 
-/// Spawns the periodic purge of ended sessions (stops when the auth value is dropped).
-pub(crate) fn start_purge(auth: &ServerAuth, every: Option<Duration>) {
+/// Spawns the periodic purge of ended sessions (stops when the service is dropped).
+pub(crate) fn start_purge(sessions: &Arc<Sessions>, every: Option<Duration>) {
     let Some(every) = every else {
         return;
     };
@@ -394,18 +353,17 @@ pub(crate) fn start_purge(auth: &ServerAuth, every: Option<Duration>) {
         tracing::warn!("create_auth was called outside a Tokio runtime: session purge is off");
         return;
     };
-    let weak = std::sync::Arc::downgrade(&auth.inner);
+    let weak = Arc::downgrade(sessions);
     handle.spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tick.tick().await;
-            let Some(inner) = weak.upgrade() else {
+            let Some(sessions) = weak.upgrade() else {
                 return;
             };
-            let auth = ServerAuth { inner };
-            match auth.purge_expired_sessions().await {
+            match sessions.purge_expired_sessions().await {
                 Ok(n) => tracing::debug!(deleted = n, "sentri: purged ended sessions"),
                 Err(err) => tracing::warn!(error = %err, "sentri: session purge failed"),
             }
@@ -416,6 +374,7 @@ pub(crate) fn start_purge(auth: &ServerAuth, every: Option<Duration>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::cache::SessionCache;
 
     #[test]
     fn successors_are_stable_and_distinct() {

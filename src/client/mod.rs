@@ -64,14 +64,13 @@ use std::time::{Duration, Instant};
 use axum::http::header;
 use axum::http::request::Parts;
 
-use crate::auth::AuthConfig;
-use crate::config::{BoxFuture, RevocationCheck};
-use crate::error::{Result, SentriError};
-use crate::http::ErrorLayer;
+use crate::core::AuthConfig;
+use crate::core::crypto::redact_url;
+use crate::core::error::{Result, SentriError};
+use crate::core::{BoxFuture, RevocationCheck};
 use crate::http::cookies;
-use crate::layer::{Authenticate, Authenticated, CurrentUser, GuardLayer, PermitOptions};
+use crate::http::{Authenticate, Authenticated, CurrentUser};
 use crate::token::{AccessClaims, Algorithm, MAX_TOKEN_BYTES, TokenOptions, Verifier, peek_kid};
-use crate::user::AuthUser;
 
 /// Largest JWKS response read, in bytes.
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -259,24 +258,10 @@ impl ClientConfig {
     }
 }
 
-/// `key_uri` with any user-info replaced, for `Debug` and logs.
-fn redact_uri(uri: &str) -> String {
-    match reqwest::Url::parse(uri) {
-        Ok(mut url) => {
-            if !url.username().is_empty() || url.password().is_some() {
-                let _ = url.set_username("redacted");
-                let _ = url.set_password(None);
-            }
-            url.to_string()
-        }
-        Err(_) => "<invalid URL>".to_owned(),
-    }
-}
-
 impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
-            .field("key_uri", &redact_uri(&self.key_uri))
+            .field("key_uri", &redact_url(&self.key_uri))
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("valid_roles", &self.valid_roles)
             .field("issuer", &self.issuer)
@@ -367,7 +352,7 @@ fn check_key_uri(config: &ClientConfig) -> Result<reqwest::Url> {
                 "key_uri must be https (plain http only on loopback, or with allow_insecure_http)",
             ));
         }
-        tracing::warn!(key_uri = %redact_uri(&config.key_uri), "sentri: key_uri uses plain http (allow_insecure_http)");
+        tracing::warn!(key_uri = %redact_url(&config.key_uri), "sentri: key_uri uses plain http (allow_insecure_http)");
     }
     Ok(url)
 }
@@ -459,7 +444,7 @@ fn is_hmac(alg: Algorithm) -> bool {
 impl ClientAuth {
     fn from_config(config: ClientConfig) -> Result<Self> {
         check_key_uri(&config)?;
-        let display_uri = redact_uri(&config.key_uri);
+        let display_uri = redact_url(&config.key_uri).into_owned();
         if config.algorithms.is_empty() {
             return Err(SentriError::configuration("algorithms must not be empty"));
         }
@@ -614,74 +599,7 @@ impl ClientAuth {
         self.inner.valid_roles.as_deref()
     }
 
-    fn auth_arc(&self) -> Arc<dyn Authenticate> {
-        Arc::new(self.clone())
-    }
-
-    /// A layer that requires a valid access token.
-    ///
-    /// ```no_run
-    /// # async fn demo(auth: sentri::ClientAuth) {
-    /// use axum::{Router, routing::get};
-    /// use sentri::CurrentUser;
-    /// let app: Router = Router::new()
-    ///     .route("/me", get(|u: CurrentUser| async move { u.user.identifier }))
-    ///     .route_layer(auth.protect());
-    /// # }
-    /// ```
-    pub fn protect(&self) -> GuardLayer {
-        GuardLayer::protect(self.auth_arc())
-    }
-
-    /// A layer that requires at least one of `roles` (and authenticates by itself when
-    /// no `protect()` ran before it). Panics at start-up on a role not in
-    /// `valid_roles`, when those are configured.
-    ///
-    /// ```no_run
-    /// # async fn demo(auth: sentri::ClientAuth) {
-    /// use axum::{Router, routing::get};
-    /// let app: Router = Router::new()
-    ///     .route("/admin", get(|| async { "admin" }))
-    ///     .route_layer(auth.authorize(["admin"]));
-    /// # }
-    /// ```
-    pub fn authorize<R, S>(&self, roles: R) -> GuardLayer
-    where
-        R: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        GuardLayer::authorize(self.auth_arc(), roles)
-    }
-
-    /// A layer that runs an async permission check; `options.roles` bypass it.
-    ///
-    /// ```no_run
-    /// # async fn demo(auth: sentri::ClientAuth) {
-    /// use axum::{Router, routing::put};
-    /// use sentri::PermitOptions;
-    /// let own = PermitOptions::new(["admin"], |parts, user| {
-    ///     let ok = parts.uri.path().rsplit('/').next() == Some(user.id.as_str());
-    ///     async move { ok }
-    /// });
-    /// let app: Router = Router::new()
-    ///     .route("/users/{id}", put(|| async { "ok" }))
-    ///     .route_layer(auth.permit(own));
-    /// # }
-    /// ```
-    pub fn permit(&self, options: PermitOptions) -> GuardLayer {
-        GuardLayer::permit(self.auth_arc(), options)
-    }
-
-    /// A layer that renders every error response of the app in sentri's envelope.
-    ///
-    /// ```no_run
-    /// # async fn demo(auth: sentri::ClientAuth) {
-    /// let app: axum::Router = axum::Router::new().layer(auth.error_handler());
-    /// # }
-    /// ```
-    pub fn error_handler(&self) -> ErrorLayer {
-        ErrorLayer::new()
-    }
+    crate::http::guard::guard_methods!();
 
     async fn authenticate_request(&self, parts: &Parts) -> Result<Authenticated> {
         let token = match cookies::bearer_token(&parts.headers) {
@@ -700,14 +618,7 @@ impl ClientAuth {
             return Err(SentriError::token_invalid("Token has been revoked"));
         }
         Ok(Authenticated {
-            user: CurrentUser {
-                user: AuthUser {
-                    id: claims.sub,
-                    identifier: claims.identifier,
-                    roles: claims.roles,
-                },
-                session_id: claims.sid,
-            },
+            user: CurrentUser::from(claims),
             set_cookies: Vec::new(),
         })
     }
@@ -718,15 +629,8 @@ impl Authenticate for ClientAuth {
         Box::pin(self.authenticate_request(parts))
     }
 
-    fn check_role_names(&self, roles: &[String]) {
-        if let Some(valid) = &self.inner.valid_roles {
-            for role in roles {
-                assert!(
-                    valid.contains(role),
-                    "sentri: role {role:?} is not one of valid_roles {valid:?}"
-                );
-            }
-        }
+    fn valid_roles(&self) -> Option<&[String]> {
+        self.inner.valid_roles.as_deref()
     }
 }
 
@@ -1011,9 +915,8 @@ mod tests {
 
     #[test]
     fn redacts_credentials_in_uri() {
-        let shown = redact_uri("https://user:pass@auth.example.com/keys");
+        let shown = redact_url("https://user:pass@auth.example.com/keys");
         assert!(!shown.contains("pass"), "{shown}");
         assert!(!shown.contains("user:"), "{shown}");
-        assert_eq!(redact_uri("not a url"), "<invalid URL>");
     }
 }

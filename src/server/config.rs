@@ -1,234 +1,29 @@
-//! Configuration: [`ServerConfig`], cookie settings, hooks, handler overrides and
-//! durations written as `"15m"`.
+//! Server configuration: [`ServerConfig`], hooks and the overrides of the core services.
 //!
 //! Configuration is checked once, by [`create_auth`](crate::create_auth): an invalid
 //! value is a `CONFIGURATION_ERROR` at start-up, never at request time.
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{AuthResult, RefreshResult, RegisterInput, ServerAuth};
-use crate::clock::{Clock, SystemClock};
-use crate::error::{Result, SentriError};
-use crate::store::Database;
+use futures_util::FutureExt;
+
+use super::ServerAuth;
+use crate::capability::Capability;
+use crate::capability::account::Account;
+use crate::core::clock::{Clock, SystemClock, Ttl};
+use crate::core::crypto::redact_url;
+use crate::core::error::{Result, SentriError};
+use crate::core::events::{AuthEvent, AuthEventKind, EventSink};
+use crate::core::principal::{AuthUser, SessionMeta};
+use crate::core::{BoxFuture, Override, RevocationCheck};
+use crate::db::Database;
+use crate::http::transport::{AccessCookieConfig, CookieConfig};
+use crate::identity::{IdentifierCase, LoginInput, RegisterInput};
+use crate::session::{AuthResult, RefreshResult};
 use crate::token::SigningKey;
-use crate::user::AuthUser;
-
-/// A boxed, sendable future (what hooks and overrides return).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Parses a duration written as `"30s"`, `"15m"`, `"1h"`, `"7d"`, or plain seconds (`"900"`).
-///
-/// ```
-/// use std::time::Duration;
-/// assert_eq!(sentri::config::parse_duration("15m").unwrap(), Duration::from_secs(900));
-/// assert_eq!(sentri::config::parse_duration("7d").unwrap(), Duration::from_secs(604_800));
-/// assert_eq!(sentri::config::parse_duration("45").unwrap(), Duration::from_secs(45));
-/// assert!(sentri::config::parse_duration("0s").is_err());
-/// assert!(sentri::config::parse_duration("-5m").is_err());
-/// assert!(sentri::config::parse_duration("soon").is_err());
-/// ```
-pub fn parse_duration(input: &str) -> Result<Duration> {
-    let s = input.trim();
-    let bad = || {
-        SentriError::configuration(
-            "invalid duration: use a positive number of seconds or a value like \"30s\", \"15m\", \"1h\", \"7d\"",
-        )
-    };
-    if s.is_empty() || s.len() > 20 {
-        return Err(bad());
-    }
-    let (digits, unit) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
-        _ => (s, 's'),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let mult = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3_600,
-        'd' => 86_400,
-        'w' => 604_800,
-        _ => return Err(bad()),
-    };
-    let secs = n.checked_mul(mult).ok_or_else(bad)?;
-    // Ten years is plenty for any token; larger values overflow timestamp arithmetic.
-    if secs == 0 || secs > 10 * 365 * 86_400 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(secs))
-}
-
-/// A time-to-live as configured: a string like `"15m"`, seconds, or a [`Duration`].
-/// Checked by `create_auth`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ttl {
-    /// `"30s"`, `"15m"`, `"1h"`, `"7d"` or `"900"`.
-    Text(String),
-    /// Seconds (must be positive).
-    Seconds(i64),
-    /// An exact duration (must be non-zero).
-    Exact(Duration),
-}
-
-impl Ttl {
-    /// Resolves to a positive [`Duration`], or `CONFIGURATION_ERROR`.
-    pub fn resolve(&self) -> Result<Duration> {
-        match self {
-            Ttl::Text(s) => parse_duration(s),
-            Ttl::Seconds(n) if *n > 0 => parse_duration(&n.to_string()),
-            Ttl::Seconds(_) => Err(SentriError::configuration("TTL must be positive")),
-            Ttl::Exact(d) if !d.is_zero() => Ok(*d),
-            Ttl::Exact(_) => Err(SentriError::configuration("TTL must be positive")),
-        }
-    }
-}
-
-impl From<&str> for Ttl {
-    fn from(s: &str) -> Self {
-        Ttl::Text(s.to_owned())
-    }
-}
-impl From<String> for Ttl {
-    fn from(s: String) -> Self {
-        Ttl::Text(s)
-    }
-}
-impl From<i64> for Ttl {
-    fn from(n: i64) -> Self {
-        Ttl::Seconds(n)
-    }
-}
-impl From<Duration> for Ttl {
-    fn from(d: Duration) -> Self {
-        Ttl::Exact(d)
-    }
-}
-
-/// The cookie `SameSite` attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SameSite {
-    /// `SameSite=Strict` (the default).
-    Strict,
-    /// `SameSite=Lax`.
-    Lax,
-    /// `SameSite=None`: requires `secure`.
-    None,
-}
-
-/// The refresh-token cookie (`httpOnly` by default).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CookieConfig {
-    /// Cookie name (default `refresh_token`).
-    pub name: String,
-    /// `HttpOnly` (default `true`).
-    pub http_only: bool,
-    /// `Secure` (default `true`). Browsers accept `Secure` cookies from
-    /// `http://localhost` and `http://127.0.0.1` (loopback is a secure context), so the
-    /// default works in local development too.
-    pub secure: bool,
-    /// `SameSite` (default `Strict`).
-    pub same_site: SameSite,
-    /// `Path` (default `/`).
-    pub path: String,
-    /// `Domain` (default none: host-only).
-    pub domain: Option<String>,
-}
-
-impl Default for CookieConfig {
-    fn default() -> Self {
-        Self {
-            name: "refresh_token".into(),
-            http_only: true,
-            secure: true,
-            same_site: SameSite::Strict,
-            path: "/".into(),
-            domain: None,
-        }
-    }
-}
-
-/// The `__Host-` name prefix: browsers accept such a cookie only when it is `Secure`,
-/// has `Path=/` and no `Domain`, so no sibling subdomain can set or shadow it.
-pub const HOST_PREFIX: &str = "__Host-";
-
-impl CookieConfig {
-    /// The recommended production form: `__Host-` + the name, `Secure`, `Path=/`, no
-    /// `Domain` (see [`HOST_PREFIX`]).
-    ///
-    /// ```
-    /// let c = sentri::CookieConfig::default().host_prefixed();
-    /// assert_eq!(c.name, "__Host-refresh_token");
-    /// assert!(c.secure && c.path == "/" && c.domain.is_none());
-    /// ```
-    pub fn host_prefixed(mut self) -> Self {
-        if !self.name.starts_with(HOST_PREFIX) {
-            self.name = format!("{HOST_PREFIX}{}", self.name);
-        }
-        self.secure = true;
-        self.path = "/".into();
-        self.domain = None;
-        self
-    }
-}
-
-impl AccessCookieConfig {
-    /// `__Host-` + the name, `Secure`, `Path=/`, no `Domain` (see
-    /// [`CookieConfig::host_prefixed`]).
-    pub fn host_prefixed(mut self) -> Self {
-        if !self.name.starts_with(HOST_PREFIX) {
-            self.name = format!("{HOST_PREFIX}{}", self.name);
-        }
-        self.secure = true;
-        self.path = "/".into();
-        self.domain = None;
-        self
-    }
-}
-
-/// The access-token cookie (readable by scripts, `Max-Age` = access TTL).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessCookieConfig {
-    /// Cookie name (default `access_token`).
-    pub name: String,
-    /// `Secure` (default `true`, see [`CookieConfig::secure`]).
-    pub secure: bool,
-    /// `SameSite` (default `Strict`).
-    pub same_site: SameSite,
-    /// `Path` (default `/`).
-    pub path: String,
-    /// `Domain` (default none).
-    pub domain: Option<String>,
-}
-
-impl Default for AccessCookieConfig {
-    fn default() -> Self {
-        Self {
-            name: "access_token".into(),
-            secure: true,
-            same_site: SameSite::Strict,
-            path: "/".into(),
-            domain: None,
-        }
-    }
-}
-
-/// How identifiers are compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IdentifierCase {
-    /// NFKC_Casefold (default): `Bob@Example.com` and `bob@example.com` are one user
-    /// (see [`crate::identifier`]).
-    #[default]
-    Insensitive,
-    /// Kept as typed (after trim + NFKC).
-    Sensitive,
-}
 
 type HookFn<A> = Arc<dyn Fn(A) -> BoxFuture<'static, ()> + Send + Sync>;
 
@@ -276,6 +71,75 @@ impl Hooks {
     }
 }
 
+/// Hook tasks running at once; more are skipped with a warning.
+const MAX_HOOK_TASKS: usize = 1024;
+
+/// The three hooks of sentri 2.1 as an event sink: `on_login` on a successful login,
+/// `on_failed_login` on a failed one, `on_logout` on logout, logout-all and reuse
+/// detection. Each hook runs on its own task (at most 1 024 at once).
+pub(crate) struct HooksSink {
+    hooks: Hooks,
+    tasks: Arc<tokio::sync::Semaphore>,
+}
+
+impl HooksSink {
+    pub(crate) fn new(hooks: Hooks) -> Option<Self> {
+        let any = hooks.on_login.is_some()
+            || hooks.on_failed_login.is_some()
+            || hooks.on_logout.is_some();
+        any.then(|| Self {
+            hooks,
+            tasks: Arc::new(tokio::sync::Semaphore::new(MAX_HOOK_TASKS)),
+        })
+    }
+
+    fn hook_future(&self, event: &AuthEvent) -> Option<(&'static str, BoxFuture<'static, ()>)> {
+        match event.kind {
+            AuthEventKind::LoginSucceeded => {
+                let (hook, user) = (self.hooks.on_login.as_ref()?, event.user.clone()?);
+                Some(("on_login", hook(user)))
+            }
+            AuthEventKind::LoginFailed => {
+                let hook = self.hooks.on_failed_login.as_ref()?;
+                let identifier = event.identifier.clone().unwrap_or_default();
+                let err = event.error.clone()?;
+                Some(("on_failed_login", hook((identifier, err))))
+            }
+            AuthEventKind::Logout | AuthEventKind::LogoutAll | AuthEventKind::ReuseDetected => {
+                let (hook, user_id) = (self.hooks.on_logout.as_ref()?, event.user_id.clone()?);
+                Some(("on_logout", hook(user_id)))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl EventSink for HooksSink {
+    fn handle(&self, event: Arc<AuthEvent>) -> BoxFuture<'static, ()> {
+        if let Some((name, fut)) = self.hook_future(&event) {
+            match self.tasks.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        if std::panic::AssertUnwindSafe(fut)
+                            .catch_unwind()
+                            .await
+                            .is_err()
+                        {
+                            tracing::error!(hook = name, "hook panicked");
+                        }
+                    });
+                }
+                Err(_) => tracing::warn!(
+                    hook = name,
+                    "sentri: too many hook tasks running; hook skipped"
+                ),
+            }
+        }
+        Box::pin(async {})
+    }
+}
+
 impl fmt::Debug for Hooks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hooks")
@@ -286,127 +150,92 @@ impl fmt::Debug for Hooks {
     }
 }
 
-macro_rules! handler_type {
-    ($(#[$doc:meta])* $name:ident, ($($arg:ty),*), $out:ty) => {
-        $(#[$doc])*
-        pub type $name = Arc<dyn Fn(ServerAuth, $($arg),*) -> BoxFuture<'static, Result<$out>> + Send + Sync>;
-    };
-}
-
-handler_type!(
-    /// Override for registration.
-    RegisterHandler, (RegisterInput), AuthUser);
-handler_type!(
-    /// Override for login: `(auth, identifier, password, meta)`.
-    LoginHandler, (crate::auth::LoginInput, crate::auth::SessionMeta), AuthResult);
-handler_type!(
-    /// Override for refresh: `(auth, refresh_token, meta)`.
-    RefreshHandler, (String, crate::auth::SessionMeta), RefreshResult);
-handler_type!(
-    /// Override for logout: `(auth, refresh_token)`.
-    LogoutHandler, (Option<String>), ());
-handler_type!(
-    /// Override for logout-all: `(auth, user_id)`.
-    LogoutAllHandler, (String), ());
-handler_type!(
-    /// Override for role assignment: `(auth, user_id, roles)`.
-    AssignRolesHandler, (String, Vec<String>), AuthUser);
-handler_type!(
-    /// Override for identifier change: `(auth, user_id, new_identifier, current_password)`.
-    ChangeIdentifierHandler, (String, String, String), AuthUser);
-handler_type!(
-    /// Override for password change: `(auth, user_id, current, new)`.
-    ChangePasswordHandler, (String, String, String), ());
-
-/// Optional overrides of the services behind `auth.router()`.
+/// Optional overrides of the core services behind `auth.router()`.
 ///
 /// The router still parses and validates input and formats output; only the service
 /// call is replaced. An override receives the [`ServerAuth`] and may call the default
 /// service on it (e.g. `auth.login(input, meta).await`) before or after its own logic.
+/// Capabilities carry the overrides of their own routes (e.g.
+/// [`Account::on_change_password`](crate::capability::account::Account::on_change_password)).
 #[derive(Clone, Default)]
-pub struct Handlers {
-    /// `POST /register`.
-    pub register: Option<RegisterHandler>,
-    /// `POST /login`.
-    pub login: Option<LoginHandler>,
-    /// `POST /refresh`.
-    pub refresh: Option<RefreshHandler>,
-    /// `POST /logout`.
-    pub logout: Option<LogoutHandler>,
-    /// `POST /logout-all`.
-    pub logout_all: Option<LogoutAllHandler>,
-    /// `POST /users/{userId}/roles`.
-    pub assign_roles: Option<AssignRolesHandler>,
-    /// `POST /change-identifier`.
-    pub change_identifier: Option<ChangeIdentifierHandler>,
-    /// `POST /change-password`.
-    pub change_password: Option<ChangePasswordHandler>,
+#[non_exhaustive]
+pub struct Overrides {
+    pub(crate) register: Override<ServerAuth, RegisterInput, AuthUser>,
+    pub(crate) login: Override<ServerAuth, (LoginInput, SessionMeta), AuthResult>,
+    pub(crate) refresh: Override<ServerAuth, (String, SessionMeta), RefreshResult>,
+    pub(crate) logout: Override<ServerAuth, Option<String>, ()>,
+    pub(crate) logout_all: Override<ServerAuth, String, ()>,
 }
 
-macro_rules! handler_setter {
-    ($(#[$doc:meta])* $name:ident, ($($arg:ident: $ty:ty),*), $out:ty) => {
-        $(#[$doc])*
-        pub fn $name<F, Fut>(mut self, f: F) -> Self
-        where
-            F: Fn(ServerAuth, $($ty),*) -> Fut + Send + Sync + 'static,
-            Fut: Future<Output = Result<$out>> + Send + 'static,
-        {
-            self.$name = Some(Arc::new(move |auth, $($arg),*| Box::pin(f(auth, $($arg),*))));
-            self
-        }
-    };
-}
+impl Overrides {
+    /// Overrides `POST /register`: `(auth, input)`.
+    pub fn register<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(ServerAuth, RegisterInput) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<AuthUser>> + Send + 'static,
+    {
+        self.register = Override::new(f);
+        self
+    }
 
-impl Handlers {
-    handler_setter!(
-        /// Overrides registration.
-        register, (input: RegisterInput), AuthUser);
-    handler_setter!(
-        /// Overrides login.
-        login, (input: crate::auth::LoginInput, meta: crate::auth::SessionMeta), AuthResult);
-    handler_setter!(
-        /// Overrides refresh.
-        refresh, (token: String, meta: crate::auth::SessionMeta), RefreshResult);
-    handler_setter!(
-        /// Overrides logout.
-        logout, (token: Option<String>), ());
-    handler_setter!(
-        /// Overrides logout-all.
-        logout_all, (user_id: String), ());
-    handler_setter!(
-        /// Overrides role assignment.
-        assign_roles, (user_id: String, roles: Vec<String>), AuthUser);
-    handler_setter!(
-        /// Overrides identifier change.
-        change_identifier, (user_id: String, identifier: String, current_password: String), AuthUser);
-    handler_setter!(
-        /// Overrides password change.
-        change_password, (user_id: String, current: String, new: String), ());
-}
+    /// Overrides `POST /login`: `(auth, input, meta)`.
+    pub fn login<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(ServerAuth, LoginInput, SessionMeta) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<AuthResult>> + Send + 'static,
+    {
+        self.login = Override::new(move |a, (i, m)| f(a, i, m));
+        self
+    }
 
-impl fmt::Debug for Handlers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handlers")
-            .field("register", &self.register.is_some())
-            .field("login", &self.login.is_some())
-            .field("refresh", &self.refresh.is_some())
-            .field("logout", &self.logout.is_some())
-            .field("logout_all", &self.logout_all.is_some())
-            .field("assign_roles", &self.assign_roles.is_some())
-            .field("change_identifier", &self.change_identifier.is_some())
-            .field("change_password", &self.change_password.is_some())
-            .finish()
+    /// Overrides the refresh of `POST /refresh` and of silent refresh: `(auth, token, meta)`.
+    pub fn refresh<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(ServerAuth, String, SessionMeta) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<RefreshResult>> + Send + 'static,
+    {
+        self.refresh = Override::new(move |a, (t, m)| f(a, t, m));
+        self
+    }
+
+    /// Overrides `POST /logout`: `(auth, refresh_token)`.
+    pub fn logout<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(ServerAuth, Option<String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.logout = Override::new(f);
+        self
+    }
+
+    /// Overrides `POST /logout-all`: `(auth, user_id)`.
+    pub fn logout_all<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(ServerAuth, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.logout_all = Override::new(f);
+        self
     }
 }
 
-/// The `is_token_revoked(session_id)` hook: `true` refuses the request.
-pub type RevocationCheck = Arc<dyn Fn(String) -> BoxFuture<'static, bool> + Send + Sync>;
+impl fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Overrides")
+            .field("register", &self.register)
+            .field("login", &self.login)
+            .field("refresh", &self.refresh)
+            .field("logout", &self.logout)
+            .field("logout_all", &self.logout_all)
+            .finish()
+    }
+}
 
 /// Server-mode configuration: sentri owns users and sessions in `database`.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), sentri::SentriError> {
-/// use sentri::{create_auth, ServerConfig, store::Database, token::SigningKey};
+/// use sentri::{create_auth, ServerConfig, db::Database, token::SigningKey};
 /// let db = Database::connect("sqlite::memory:").await?;
 /// let key = SigningKey::hs256(b"a secret of at least thirty-two bytes!!")?;
 /// let auth = create_auth(
@@ -453,8 +282,13 @@ pub struct ServerConfig {
     pub access_cookie: Option<AccessCookieConfig>,
     /// Side-effect hooks.
     pub hooks: Hooks,
-    /// Service overrides for the router.
-    pub handlers: Handlers,
+    /// Overrides of the core services behind the router.
+    pub overrides: Overrides,
+    /// The capabilities switched on (default: [`Account`]).
+    pub capabilities: Vec<Arc<dyn Capability>>,
+    /// Extra receivers of every security event (a [`TracingSink`](crate::core::events::TracingSink)
+    /// is not added by default).
+    pub event_sinks: Vec<Arc<dyn EventSink>>,
     /// Extra revocation check run by `protect()` with the session id.
     pub is_token_revoked: Option<RevocationCheck>,
     /// `iss` put into and required on every token.
@@ -507,7 +341,9 @@ impl ServerConfig {
             cookie: Some(CookieConfig::default()),
             access_cookie: Some(AccessCookieConfig::default()),
             hooks: Hooks::default(),
-            handlers: Handlers::default(),
+            overrides: Overrides::default(),
+            capabilities: vec![Arc::new(Account::default())],
+            event_sinks: Vec::new(),
             is_token_revoked: None,
             issuer: None,
             audience: None,
@@ -563,7 +399,7 @@ impl ServerConfig {
         self
     }
 
-    /// Sets the clock (tests: [`ManualClock`](crate::clock::ManualClock)).
+    /// Sets the clock (tests: [`ManualClock`](crate::core::clock::ManualClock)).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
@@ -615,9 +451,22 @@ impl ServerConfig {
         self
     }
 
-    /// Sets the service overrides.
-    pub fn handlers(mut self, handlers: Handlers) -> Self {
-        self.handlers = handlers;
+    /// Sets the overrides of the core services.
+    pub fn overrides(mut self, overrides: Overrides) -> Self {
+        self.overrides = overrides;
+        self
+    }
+
+    /// Switches a capability on (replacing one of the same name).
+    pub fn with(mut self, capability: impl Capability) -> Self {
+        self.capabilities.retain(|c| c.name() != capability.name());
+        self.capabilities.push(Arc::new(capability));
+        self
+    }
+
+    /// Adds a receiver of every security event.
+    pub fn event_sink(mut self, sink: impl EventSink) -> Self {
+        self.event_sinks.push(Arc::new(sink));
         self
     }
 
@@ -697,7 +546,16 @@ impl fmt::Debug for ServerConfig {
             .field("cookie", &self.cookie)
             .field("access_cookie", &self.access_cookie)
             .field("hooks", &self.hooks)
-            .field("handlers", &self.handlers)
+            .field("overrides", &self.overrides)
+            .field(
+                "capabilities",
+                &self
+                    .capabilities
+                    .iter()
+                    .map(|c| c.name())
+                    .collect::<Vec<_>>(),
+            )
+            .field("event_sinks", &self.event_sinks.len())
             .field("is_token_revoked", &self.is_token_revoked.is_some())
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
@@ -710,42 +568,5 @@ impl fmt::Debug for ServerConfig {
             .field("identifier_case", &self.identifier_case)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .finish()
-    }
-}
-
-/// Replaces the userinfo of a URL (`redis://:secret@host`) with `<redacted>`.
-pub(crate) fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://<redacted>@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_and_reject() {
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("m").is_err());
-        assert!(parse_duration("1.5h").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
-        assert!(Ttl::Seconds(0).resolve().is_err());
-        assert!(Ttl::Seconds(-1).resolve().is_err());
-        assert!(Ttl::Exact(Duration::ZERO).resolve().is_err());
-    }
-
-    #[test]
-    fn redacts_userinfo() {
-        assert_eq!(
-            redact_url("redis://:pw@h:6379/0"),
-            "redis://<redacted>@h:6379/0"
-        );
-        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
     }
 }

@@ -18,9 +18,10 @@ use axum::response::{IntoResponse, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::config::BoxFuture;
-use crate::error::{Result, SentriError};
-use crate::user::AuthUser;
+use crate::core::BoxFuture;
+use crate::core::error::{Result, SentriError};
+use crate::core::principal::AuthUser;
+use crate::token::AccessClaims;
 
 /// The authenticated caller, available to handlers behind `protect()`.
 ///
@@ -32,6 +33,19 @@ pub struct CurrentUser {
     pub user: AuthUser,
     /// The session id (`sid` claim).
     pub session_id: String,
+}
+
+impl From<AccessClaims> for CurrentUser {
+    fn from(claims: AccessClaims) -> Self {
+        CurrentUser {
+            user: AuthUser {
+                id: claims.sub,
+                identifier: claims.identifier,
+                roles: claims.roles,
+            },
+            session_id: claims.sid,
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
@@ -72,10 +86,70 @@ pub trait Authenticate: Send + Sync + 'static {
     /// Authenticates from the request head.
     fn authenticate<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Result<Authenticated>>;
 
-    /// Checks role names when a layer is built; panics with a clear message on a role
-    /// that can never match (a typo must not silently deny everyone).
-    fn check_role_names(&self, roles: &[String]);
+    /// The roles a user can have, when known: guard layers check the roles they are
+    /// built with against them and panic at start-up on one that can never match (a typo
+    /// must not silently deny everyone).
+    fn valid_roles(&self) -> Option<&[String]>;
 }
+
+/// Panics with a clear message on a role that is not one of `auth`'s valid roles.
+fn check_role_names(auth: &dyn Authenticate, roles: &[String]) {
+    let Some(valid) = auth.valid_roles() else {
+        return;
+    };
+    for role in roles {
+        assert!(
+            valid.contains(role),
+            "sentri: role {role:?} is not one of valid_roles {valid:?}"
+        );
+    }
+}
+
+/// The guard methods of `ServerAuth` and `ClientAuth`, written once: `protect`,
+/// `authorize`, `permit` and `error_handler` as inherent methods (no trait to import).
+/// `Self` must be `Authenticate + Clone`.
+macro_rules! guard_methods {
+    () => {
+        /// A layer that requires a valid access token (of a live session, in server mode).
+        ///
+        /// ```no_run
+        /// # fn demo(auth: sentri::ServerAuth) {
+        /// use axum::{Router, routing::get};
+        /// use sentri::CurrentUser;
+        /// let app: Router = Router::new()
+        ///     .route("/me", get(|u: CurrentUser| async move { u.user.identifier }))
+        ///     .route_layer(auth.protect());
+        /// # }
+        /// ```
+        pub fn protect(&self) -> $crate::http::GuardLayer {
+            $crate::http::GuardLayer::protect(::std::sync::Arc::new(self.clone()))
+        }
+
+        /// A layer that requires at least one of `roles` (and authenticates by itself when
+        /// no `protect()` ran before it). Panics at start-up on a role not in
+        /// `valid_roles`.
+        pub fn authorize<R, S>(&self, roles: R) -> $crate::http::GuardLayer
+        where
+            R: IntoIterator<Item = S>,
+            S: Into<String>,
+        {
+            $crate::http::GuardLayer::authorize(::std::sync::Arc::new(self.clone()), roles)
+        }
+
+        /// A layer that runs an async permission check; `options.roles` bypass it.
+        pub fn permit(&self, options: $crate::http::PermitOptions) -> $crate::http::GuardLayer {
+            $crate::http::GuardLayer::permit(::std::sync::Arc::new(self.clone()), options)
+        }
+
+        /// A layer that renders every error response of the app in sentri's envelope
+        /// (axum's plain-text rejections, 404/405, panics), with an optional callback for
+        /// unhandled 500s.
+        pub fn error_handler(&self) -> $crate::http::ErrorLayer {
+            $crate::http::ErrorLayer::new()
+        }
+    };
+}
+pub(crate) use guard_methods;
 
 /// An async permission check over the request head and the user.
 pub type PermitCheck =
@@ -163,7 +237,7 @@ impl GuardLayer {
             !roles.is_empty(),
             "sentri: authorize() needs at least one role"
         );
-        auth.check_role_names(&roles);
+        check_role_names(auth.as_ref(), &roles);
         Self {
             auth,
             rule: Rule::AnyRole(roles.into()),
@@ -172,6 +246,7 @@ impl GuardLayer {
 
     /// Like `authorize`, without the build-time role-name check (for sentri's own
     /// admin route, whose role may legitimately be absent from `valid_roles`).
+    #[cfg(feature = "server")]
     pub(crate) fn any_role_unchecked(auth: Arc<dyn Authenticate>, roles: Vec<String>) -> Self {
         Self {
             auth,
@@ -181,7 +256,7 @@ impl GuardLayer {
 
     /// Runs a permission check; listed roles bypass it.
     pub fn permit(auth: Arc<dyn Authenticate>, options: PermitOptions) -> Self {
-        auth.check_role_names(&options.roles);
+        check_role_names(auth.as_ref(), &options.roles);
         Self {
             auth,
             rule: Rule::Permit(Arc::new(options)),

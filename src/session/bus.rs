@@ -11,7 +11,8 @@
 #[cfg(feature = "redis")]
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::core::error::Result;
+use crate::session::SessionCache;
 
 /// The Redis channel revocations are published on.
 pub const REVOCATION_CHANNEL: &str = "sentri:revoked";
@@ -36,7 +37,7 @@ impl Revocations {
         Ok(Revocations)
     }
 
-    pub(crate) fn start(&self, _auth: &crate::auth::ServerAuth) {}
+    pub(crate) fn start(&self, _cache: &std::sync::Arc<SessionCache>) {}
 
     pub(crate) async fn publish(&self, _sid: &str) {}
 }
@@ -46,7 +47,7 @@ impl Revocations {
     pub(crate) fn new(redis_url: Option<&str>) -> Result<Self> {
         let client = match redis_url {
             Some(url) => Some(redis::Client::open(url).map_err(|e| {
-                crate::SentriError::configuration("redis_url is not a valid Redis URL")
+                crate::core::error::SentriError::configuration("redis_url is not a valid Redis URL")
                     .with_source(e)
             })?),
             None => None,
@@ -58,7 +59,7 @@ impl Revocations {
     }
 
     /// Spawns the subscriber that drops revoked sessions from this process's cache.
-    pub(crate) fn start(&self, auth: &crate::auth::ServerAuth) {
+    pub(crate) fn start(&self, cache: &std::sync::Arc<SessionCache>) {
         let Some(client) = self.client.clone() else {
             return;
         };
@@ -68,7 +69,7 @@ impl Revocations {
             );
             return;
         };
-        let weak = std::sync::Arc::downgrade(&auth.inner);
+        let weak = std::sync::Arc::downgrade(cache);
         handle.spawn(async move {
             use futures_util::StreamExt;
             let mut backoff = Duration::from_millis(100);
@@ -81,11 +82,11 @@ impl Revocations {
                             backoff = Duration::from_millis(100);
                             let mut stream = pubsub.into_on_message();
                             while let Some(msg) = stream.next().await {
-                                let Some(inner) = weak.upgrade() else {
+                                let Some(cache) = weak.upgrade() else {
                                     return;
                                 };
                                 if let Ok(sid) = msg.get_payload::<String>() {
-                                    inner.sessions.forget(&sid).await;
+                                    cache.forget(&sid).await;
                                 }
                             }
                             tracing::warn!("revocation channel closed; reconnecting");

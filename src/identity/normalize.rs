@@ -20,7 +20,7 @@
 //! forms are equal byte for byte.
 //!
 //! Identifiers stored by an older normalisation (trim, NFKC, `to_lowercase`) are
-//! brought to this form by [`Database::renormalize_identifiers`](crate::store::Database::renormalize_identifiers),
+//! brought to this form by [`Database::renormalize_identifiers`](crate::db::Database::renormalize_identifiers),
 //! which refuses (and changes nothing) when two accounts would merge.
 
 use std::collections::BTreeMap;
@@ -28,9 +28,21 @@ use std::collections::BTreeMap;
 use caseless::Caseless;
 use unicode_normalization::UnicodeNormalization;
 
-use crate::auth::MAX_IDENTIFIER_BYTES;
-use crate::config::IdentifierCase;
-use crate::error::{Result, SentriError};
+use crate::core::error::{Result, SentriError};
+
+/// Longest identifier accepted, in bytes (an e-mail address is at most 320).
+pub const MAX_IDENTIFIER_BYTES: usize = 320;
+
+/// How identifiers are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdentifierCase {
+    /// NFKC_Casefold (default): `Bob@Example.com` and `bob@example.com` are one user
+    /// (see [`normalize_identifier`]).
+    #[default]
+    Insensitive,
+    /// Kept as typed (after trim + NFKC).
+    Sensitive,
+}
 
 /// How many extra rounds of the mapping are tried before an input is declared to have
 /// no stable form. Every input seen so far is stable after at most one extra round.
@@ -43,8 +55,8 @@ const MAX_ROUNDS: usize = 4;
 /// invisible (default-ignorable) or bidirectional formatting characters.
 ///
 /// ```
-/// use sentri::auth::normalize_identifier;
-/// use sentri::config::IdentifierCase::Insensitive;
+/// use sentri::identity::normalize_identifier;
+/// use sentri::IdentifierCase::Insensitive;
 /// // "W" + combining ring above folds to the precomposed U+1E98, whichever way it is typed.
 /// let once = normalize_identifier("W\u{30A}@example.com", Insensitive)?;
 /// assert_eq!(once, "\u{1E98}@example.com");
@@ -142,7 +154,7 @@ fn is_invisible(c: char) -> bool {
 
 // ---- migration of stored identifiers -------------------------------------------------
 
-/// What [`Database::renormalize_identifiers`](crate::store::Database::renormalize_identifiers)
+/// What [`Database::renormalize_identifiers`](crate::db::Database::renormalize_identifiers)
 /// did. Carries user ids only, never identifiers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdentifierMigrationReport {
@@ -158,7 +170,7 @@ pub struct IdentifierMigrationReport {
 
 /// Why a migration of stored identifiers was refused: these groups of users would end
 /// up with one identifier. Attached as the `source` of the `CONFIGURATION_ERROR` that
-/// [`Database::renormalize_identifiers`](crate::store::Database::renormalize_identifiers)
+/// [`Database::renormalize_identifiers`](crate::db::Database::renormalize_identifiers)
 /// returns; user ids only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{} group(s) of users would share one identifier", groups.len())]
@@ -172,7 +184,7 @@ const GROUPS_IN_MESSAGE: usize = 20;
 
 impl IdentifierCollision {
     /// The collision behind an error returned by
-    /// [`Database::renormalize_identifiers`](crate::store::Database::renormalize_identifiers),
+    /// [`Database::renormalize_identifiers`](crate::db::Database::renormalize_identifiers),
     /// if that is what the error is.
     pub fn of(err: &SentriError) -> Option<&IdentifierCollision> {
         err.source_error()?.downcast_ref()

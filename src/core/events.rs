@@ -1,0 +1,208 @@
+//! Security events: every security-relevant action emits an [`AuthEvent`] that the
+//! configured [`EventSink`]s receive, off the request path.
+//!
+//! Emitting never blocks and never fails a request: events go into a bounded queue
+//! ([`EventBus`]) drained by one task; when the queue is full the event is dropped,
+//! counted ([`EventBus::dropped`]) and a warning is logged. A sink that panics is caught
+//! and logged. Events never carry secrets (passwords, tokens, codes, key material).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::FutureExt;
+
+use crate::core::BoxFuture;
+use crate::core::error::SentriError;
+use crate::core::principal::SessionMeta;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthEventKind {
+    /// A user registered.
+    Registered,
+    /// A login succeeded (a session was opened).
+    LoginSucceeded,
+    /// A login failed (`error` says why).
+    LoginFailed,
+    /// A session was refreshed (its refresh token rotated).
+    Refreshed,
+    /// A session was ended by logout (or by the app revoking it).
+    Logout,
+    /// Every session of a user was ended.
+    LogoutAll,
+    /// A superseded refresh token was presented: the session was revoked.
+    ReuseDetected,
+    /// A password was changed (every session of the user ended).
+    PasswordChanged,
+    /// An identifier was changed.
+    IdentifierChanged,
+    /// Roles were changed.
+    RolesChanged,
+}
+
+impl AuthEventKind {
+    /// A stable snake_case name, e.g. `"login_failed"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::LoginSucceeded => "login_succeeded",
+            Self::LoginFailed => "login_failed",
+            Self::Refreshed => "refreshed",
+            Self::Logout => "logout",
+            Self::LogoutAll => "logout_all",
+            Self::ReuseDetected => "reuse_detected",
+            Self::PasswordChanged => "password_changed",
+            Self::IdentifierChanged => "identifier_changed",
+            Self::RolesChanged => "roles_changed",
+        }
+    }
+}
+
+/// One security event: who, what, when and from where.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AuthEvent {
+    /// What happened.
+    pub kind: AuthEventKind,
+    /// When, unix epoch milliseconds (the configured clock).
+    pub at_ms: i64,
+    /// The user id, when known.
+    pub user_id: Option<String>,
+    /// The user as the login saw it (successful logins).
+    pub user: Option<crate::core::principal::AuthUser>,
+    /// The session (family) id, when there is one.
+    pub session_id: Option<String>,
+    /// The identifier as typed (failed logins only: there is no user id).
+    pub identifier: Option<String>,
+    /// Client address and user agent, when the action came over HTTP.
+    pub meta: SessionMeta,
+    /// Why it failed (failed logins).
+    pub error: Option<SentriError>,
+}
+
+impl AuthEvent {
+    /// An event of `kind` at `at_ms` with nothing else set.
+    pub fn new(kind: AuthEventKind, at_ms: i64) -> Self {
+        Self {
+            kind,
+            at_ms,
+            user_id: None,
+            user: None,
+            session_id: None,
+            identifier: None,
+            meta: SessionMeta::default(),
+            error: None,
+        }
+    }
+
+    /// Sets the user.
+    pub fn user(mut self, user_id: impl Into<String>) -> Self {
+        self.user_id = Some(user_id.into());
+        self
+    }
+
+    /// Sets the session.
+    pub fn session(mut self, session_id: impl Into<String>) -> Self {
+        self.session_id = Some(session_id.into());
+        self
+    }
+
+    /// Sets where the request came from.
+    pub fn meta(mut self, meta: SessionMeta) -> Self {
+        self.meta = meta;
+        self
+    }
+}
+
+/// Receives events. Implement it to ship events to an audit log, a SIEM, metrics…
+pub trait EventSink: Send + Sync + 'static {
+    /// Handles one event. Runs on the event task, never on a request.
+    fn handle(&self, event: Arc<AuthEvent>) -> BoxFuture<'static, ()>;
+}
+
+/// Logs every event at `info` (failed logins and reuse at `warn`) with `tracing`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingSink;
+
+impl EventSink for TracingSink {
+    fn handle(&self, event: Arc<AuthEvent>) -> BoxFuture<'static, ()> {
+        let (kind, user, session) = (
+            event.kind.as_str(),
+            event.user_id.as_deref().unwrap_or("-"),
+            event.session_id.as_deref().unwrap_or("-"),
+        );
+        match event.kind {
+            AuthEventKind::LoginFailed | AuthEventKind::ReuseDetected => {
+                tracing::warn!(target: "sentri::events", kind, user, session, "auth event");
+            }
+            _ => tracing::info!(target: "sentri::events", kind, user, session, "auth event"),
+        }
+        Box::pin(async {})
+    }
+}
+
+/// The default capacity of the event queue.
+pub const EVENT_QUEUE: usize = 4096;
+
+/// Delivers events to the sinks from a bounded queue on one task.
+pub struct EventBus {
+    tx: Option<tokio::sync::mpsc::Sender<Arc<AuthEvent>>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventBus")
+            .field("sinks", &self.tx.is_some())
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+impl EventBus {
+    /// A bus for `sinks` (no task and no queue when there are none). Outside a Tokio
+    /// runtime events are dropped with a warning.
+    pub fn new(sinks: Vec<Arc<dyn EventSink>>, capacity: usize) -> Self {
+        let dropped = Arc::new(AtomicU64::new(0));
+        if sinks.is_empty() {
+            return Self { tx: None, dropped };
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("sentri: built outside a Tokio runtime: auth events are off");
+            return Self { tx: None, dropped };
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<AuthEvent>>(capacity.max(1));
+        handle.spawn(async move {
+            while let Some(event) = rx.recv().await {
+                for sink in &sinks {
+                    let fut = std::panic::AssertUnwindSafe(sink.handle(event.clone()));
+                    if fut.catch_unwind().await.is_err() {
+                        tracing::error!(kind = event.kind.as_str(), "sentri: event sink panicked");
+                    }
+                }
+            }
+        });
+        Self {
+            tx: Some(tx),
+            dropped,
+        }
+    }
+
+    /// Queues an event for the sinks; never waits. A full queue drops it (counted).
+    pub fn emit(&self, event: AuthEvent) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        if tx.try_send(Arc::new(event)).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(dropped = n, "sentri: auth event queue full; event dropped");
+        }
+    }
+
+    /// How many events were dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,68 @@
+//! The user as sentri shows it to applications.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A user as returned by every endpoint and service: never carries the password hash.
+///
+/// Serialises as `{"id": "...", "identifier": "...", "roles": ["..."]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthUser {
+    /// The user id (a UUID string).
+    pub id: String,
+    /// The normalised login identifier (e-mail, username, …).
+    pub identifier: String,
+    /// The user's roles, each one of the configured `valid_roles`.
+    pub roles: Vec<String>,
+}
+
+impl AuthUser {
+    /// `true` when the user has `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// `true` when the user has at least one of `roles`.
+    pub fn has_any_role<S: AsRef<str>>(&self, roles: &[S]) -> bool {
+        roles.iter().any(|r| self.has_role(r.as_ref()))
+    }
+}
+
+/// Where a request came from (stored with a session, carried by events; truncated to
+/// fit).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionMeta {
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+    /// The client address.
+    pub ip: Option<String>,
+}
+
+/// Result of a login: a token pair and the user.
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthResult {
+    /// The signed access token.
+    pub access_token: String,
+    /// The signed refresh token.
+    pub refresh_token: String,
+    /// The user.
+    pub user: AuthUser,
+    /// The session id (`sid` claim), stable across refreshes.
+    pub session_id: String,
+}
+
+impl fmt::Debug for AuthResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthResult")
+            .field("access_token", &"<redacted>")
+            .field("refresh_token", &"<redacted>")
+            .field("user", &self.user)
+            .field("session_id", &self.session_id)
+            .finish()
+    }
+}
+
+/// Result of a refresh: a new pair of the same session and the user.
+pub type RefreshResult = AuthResult;

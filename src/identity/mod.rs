@@ -1,0 +1,255 @@
+//! Users: the store, identifier normalisation, roles, and the register / check-credentials
+//! core that login, account changes and capabilities build on.
+
+pub(crate) mod normalize;
+mod renormalize;
+pub(crate) mod schema;
+mod store;
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::Deserialize;
+
+pub use normalize::{
+    IdentifierCase, IdentifierCollision, IdentifierMigrationReport, MAX_IDENTIFIER_BYTES,
+    normalize_identifier,
+};
+pub use store::{NewUser, UserRecord};
+
+use crate::core::error::{Result, SentriError};
+use crate::core::principal::AuthUser;
+use crate::db::Database;
+use crate::password::{MAX_PASSWORD_BYTES, PasswordCheck, PasswordHasher, validate_password};
+
+/// Input of [`ServerAuth::register`](crate::ServerAuth::register).
+#[derive(Clone, Deserialize)]
+pub struct RegisterInput {
+    /// The login identifier (normalised with NFKC_Casefold by default, see
+    /// [`normalize_identifier`]).
+    pub identifier: String,
+    /// The password (8 characters to 1024 bytes).
+    pub password: String,
+    /// Requested roles; default: the first public role.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+}
+
+impl fmt::Debug for RegisterInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegisterInput")
+            .field("identifier", &self.identifier)
+            .field("password", &"<redacted>")
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+/// Input of [`ServerAuth::login`](crate::ServerAuth::login).
+#[derive(Clone, Deserialize)]
+pub struct LoginInput {
+    /// The login identifier as typed.
+    pub identifier: String,
+    /// The password.
+    pub password: String,
+}
+
+impl fmt::Debug for LoginInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginInput")
+            .field("identifier", &self.identifier)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The role rules: every valid role, the public ones, and the admin role.
+#[derive(Debug, Clone)]
+pub(crate) struct Roles {
+    pub(crate) valid: Vec<String>,
+    pub(crate) public: Vec<String>,
+    pub(crate) admin: String,
+}
+
+impl Roles {
+    /// Checks the configured roles. Public roles default to the first valid role that is
+    /// not the admin role; an explicitly public admin role is allowed with a warning.
+    pub(crate) fn new(valid: &[String], public: Option<&[String]>, admin: &str) -> Result<Self> {
+        let valid = dedupe(valid.iter().cloned());
+        if valid.is_empty() {
+            return Err(SentriError::configuration("valid_roles must not be empty"));
+        }
+        if valid.iter().any(|r| r.trim().is_empty()) {
+            return Err(SentriError::configuration(
+                "valid_roles must not contain empty names",
+            ));
+        }
+        let public = match public {
+            Some(roles) => dedupe(roles.iter().cloned()),
+            None => valid
+                .iter()
+                .find(|r| *r != admin)
+                .cloned()
+                .into_iter()
+                .collect(),
+        };
+        if public.iter().any(|r| !valid.contains(r)) {
+            return Err(SentriError::configuration(
+                "public_roles must be a subset of valid_roles",
+            ));
+        }
+        if public.iter().any(|r| r == admin) {
+            tracing::warn!(
+                role = %admin,
+                "sentri: public_roles includes the admin role: anyone can register as an administrator"
+            );
+        }
+        Ok(Self {
+            valid,
+            public,
+            admin: admin.to_owned(),
+        })
+    }
+
+    /// `INVALID_ROLE` (never echoing the name) unless every role is valid.
+    pub(crate) fn check(&self, roles: &[String]) -> Result<()> {
+        if roles.iter().any(|r| !self.valid.contains(r)) {
+            return Err(SentriError::invalid_role("Invalid role"));
+        }
+        Ok(())
+    }
+}
+
+/// The users service: registration, credential checks, lookups and the changes account
+/// operations make. Cheap to share (`Arc` inside its owner).
+#[derive(Debug)]
+pub(crate) struct Identity {
+    pub(crate) db: Database,
+    pub(crate) hasher: PasswordHasher,
+    pub(crate) roles: Roles,
+    pub(crate) case: IdentifierCase,
+}
+
+impl Identity {
+    /// Normalises an identifier with the configured case rule.
+    pub(crate) fn normalize(&self, identifier: &str) -> Result<String> {
+        normalize_identifier(identifier, self.case)
+    }
+
+    /// Registers a user (roles already allowed by the caller). Spends no bcrypt time on
+    /// an identifier that is taken; the insert still enforces uniqueness under races.
+    pub(crate) async fn register(&self, input: RegisterInput) -> Result<AuthUser> {
+        let identifier = self.normalize(&input.identifier)?;
+        validate_password(&input.password)?;
+        let roles = match input.roles {
+            Some(roles) if !roles.is_empty() => dedupe(roles),
+            _ => self.roles.public.first().cloned().into_iter().collect(),
+        };
+        self.roles.check(&roles)?;
+        if self
+            .db
+            .find_user_by_identifier(&identifier)
+            .await?
+            .is_some()
+        {
+            return Err(SentriError::user_already_exists());
+        }
+        let hash = self.hasher.hash(&input.password).await?;
+        let user = self
+            .db
+            .create_user(&NewUser {
+                identifier: &identifier,
+                password_hash: &hash,
+                roles: &roles,
+            })
+            .await?;
+        Ok(user.to_auth_user())
+    }
+
+    /// Checks a login's credentials: the same `INVALID_CREDENTIALS` in the same time for
+    /// an unknown identifier and a wrong password. Upgrades a legacy or cheaper hash.
+    /// Returns the user and the password hash now stored (to detect a racing change).
+    pub(crate) async fn check_credentials(&self, input: &LoginInput) -> Result<(AuthUser, String)> {
+        if input.password.is_empty() || input.password.len() > MAX_PASSWORD_BYTES {
+            return Err(SentriError::validation(
+                "password must be between 1 and 1024 bytes",
+            ));
+        }
+        let identifier = self.normalize(&input.identifier)?;
+        let Some(user) = self.db.find_user_by_identifier(&identifier).await? else {
+            self.hasher.verify_dummy(&input.password).await?;
+            return Err(SentriError::invalid_credentials());
+        };
+        let hash = match self
+            .hasher
+            .check(&input.password, &user.password_hash)
+            .await?
+        {
+            PasswordCheck::Mismatch => return Err(SentriError::invalid_credentials()),
+            PasswordCheck::Match => user.password_hash.clone(),
+            PasswordCheck::MatchNeedsUpgrade => self.upgrade_hash(&user, &input.password).await?,
+        };
+        Ok((user.to_auth_user(), hash))
+    }
+
+    /// Re-hashes a password whose stored hash is a legacy or cheaper one; returns the hash
+    /// now stored (the old one when a concurrent change won).
+    async fn upgrade_hash(&self, user: &UserRecord, password: &str) -> Result<String> {
+        let new = self.hasher.hash(password).await?;
+        if self
+            .db
+            .replace_password_hash(&user.id, &user.password_hash, &new)
+            .await?
+        {
+            tracing::info!(user = %user.id, "sentri: password hash upgraded");
+            return Ok(new);
+        }
+        Ok(user.password_hash.clone())
+    }
+
+    /// `true` while the stored password hash of `user_id` is still `hash`.
+    pub(crate) async fn hash_unchanged(&self, user_id: &str, hash: &str) -> Result<bool> {
+        Ok(self
+            .db
+            .find_user_by_id(user_id)
+            .await?
+            .is_some_and(|u| u.password_hash == hash))
+    }
+
+    /// The user, fresh from the store, or `USER_NOT_FOUND`.
+    pub(crate) async fn get_user(&self, user_id: &str) -> Result<AuthUser> {
+        if uuid::Uuid::try_parse(user_id).is_err() {
+            return Err(SentriError::user_not_found());
+        }
+        match self.db.find_user_by_id(user_id).await? {
+            Some(user) => Ok(user.to_auth_user()),
+            None => Err(SentriError::user_not_found()),
+        }
+    }
+
+    /// Re-authentication for account changes: the user exists and `password` is theirs.
+    pub(crate) async fn check_current_password(&self, user_id: &str, password: &str) -> Result<()> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(SentriError::invalid_credentials());
+        }
+        if uuid::Uuid::try_parse(user_id).is_err() {
+            return Err(SentriError::user_not_found());
+        }
+        let Some(user) = self.db.find_user_by_id(user_id).await? else {
+            return Err(SentriError::user_not_found());
+        };
+        if !self.hasher.verify(password, &user.password_hash).await? {
+            return Err(SentriError::invalid_credentials());
+        }
+        Ok(())
+    }
+}
+
+/// Removes duplicates, keeping the first occurrence of each.
+pub(crate) fn dedupe<I: IntoIterator<Item = String>>(items: I) -> Vec<String> {
+    let mut seen = HashSet::new();
+    items
+        .into_iter()
+        .filter(|r| seen.insert(r.clone()))
+        .collect()
+}

@@ -1,0 +1,42 @@
+//! The users table: names and migrations of the `identity` component.
+
+use sea_query::{ColumnDef, Table};
+
+use crate::db::{Migration, Target};
+
+pub(crate) const USERS: &str = "sentri_users";
+pub(crate) const ID: &str = "id";
+pub(crate) const IDENTIFIER: &str = "identifier";
+pub(crate) const PASSWORD_HASH: &str = "password_hash";
+pub(crate) const ROLES: &str = "roles";
+pub(crate) const CREATED_AT: &str = "created_at";
+pub(crate) const UPDATED_AT: &str = "updated_at";
+
+/// The data migration that moves stored identifiers to the current normal form (run by
+/// `ServerAuth::migrate`, recorded under this component).
+pub(crate) const IDENTIFIER_FORM: (&str, i64) = ("identity-form", 1);
+
+/// The migrations of the users table.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    component: "identity",
+    version: 1,
+    up: users_table,
+}];
+
+fn users_table(target: Target) -> Vec<String> {
+    let mut users = Table::create();
+    users
+        .table(USERS)
+        .col(ColumnDef::new(ID).string_len(36).not_null().primary_key())
+        .col(
+            ColumnDef::new(IDENTIFIER)
+                .string_len(320)
+                .not_null()
+                .unique_key(),
+        )
+        .col(ColumnDef::new(PASSWORD_HASH).string_len(255).not_null())
+        .col(ColumnDef::new(ROLES).text().not_null())
+        .col(ColumnDef::new(CREATED_AT).big_integer().not_null())
+        .col(ColumnDef::new(UPDATED_AT).big_integer().not_null());
+    target.create_table(users.to_owned(), Vec::new())
+}

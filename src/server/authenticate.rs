@@ -1,0 +1,164 @@
+//! How the server authenticates a request for its guard layers: a capability's
+//! credential (e.g. an API key), else the access token (bearer, then cookie) of a live
+//! session, else a silent refresh from the refresh cookie.
+
+use axum::http::request::Parts;
+
+use super::{Inner, LateGuard, ServerAuth};
+use crate::core::BoxFuture;
+use crate::core::error::{ErrorCode, Result, SentriError};
+use crate::http::cookies::bearer_token;
+use crate::http::{Authenticate, Authenticated, CurrentUser, parts_meta};
+
+impl ServerAuth {
+    /// The access token of a request: `Authorization: Bearer` first, else the access
+    /// cookie. `None` when there is none (or the bearer header is malformed).
+    pub fn get_current_access_token<'a>(&self, parts: &'a Parts) -> Option<&'a str> {
+        self.access_token_of(parts).ok().flatten().map(|(t, _)| t)
+    }
+
+    /// Bearer header first, else the access cookie (`true`: from the cookie); `Err` for
+    /// a malformed bearer header.
+    fn access_token_of<'a>(&self, parts: &'a Parts) -> Result<Option<(&'a str, bool)>> {
+        match bearer_token(&parts.headers) {
+            Ok(Some(t)) => Ok(Some((t, false))),
+            Ok(None) => Ok(self
+                .inner
+                .core
+                .transport
+                .access_cookie_value(&parts.headers)
+                .map(|t| (t, true))),
+            Err(()) => Err(SentriError::token_invalid("Malformed Authorization header")),
+        }
+    }
+
+    async fn authenticate_request(&self, parts: &Parts) -> Result<Authenticated> {
+        if !self.inner.credentials.is_empty() {
+            return self.authenticate_with_credentials(parts).await;
+        }
+        self.authenticate_token(parts).await
+    }
+
+    /// Capability credentials first; the access token when none of them applies.
+    fn authenticate_with_credentials<'a>(
+        &'a self,
+        parts: &'a Parts,
+    ) -> BoxFuture<'a, Result<Authenticated>> {
+        Box::pin(async move {
+            for credential in &self.inner.credentials {
+                if let Some(user) = credential.authenticate(self.core(), parts).await? {
+                    return Ok(Authenticated {
+                        user,
+                        set_cookies: Vec::new(),
+                    });
+                }
+            }
+            self.authenticate_token(parts).await
+        })
+    }
+
+    async fn authenticate_token(&self, parts: &Parts) -> Result<Authenticated> {
+        let token = self.access_token_of(parts)?;
+        let transport = &self.inner.core.transport;
+        if let Some((_, true)) = token {
+            transport.check_cookie_request(&parts.headers, &parts.method)?;
+        }
+        let claims = match token {
+            Some((token, _)) => match self.inner.tokens.verify_access(token) {
+                Ok(claims) => claims,
+                Err(err) if err.is(&ErrorCode::TokenExpired) => {
+                    return self.silent_refresh(parts, true).await;
+                }
+                Err(err) => return Err(err),
+            },
+            None => return self.silent_refresh(parts, false).await,
+        };
+        if !self.is_session_active(&claims.sid).await? {
+            return Err(SentriError::token_invalid("Session has been revoked"));
+        }
+        self.check_app_revocation(&claims.sid).await?;
+        Ok(Authenticated {
+            user: CurrentUser::from(claims),
+            set_cookies: Vec::new(),
+        })
+    }
+
+    /// No access token, or an expired one: try a silent refresh from the refresh cookie.
+    ///
+    /// Boxed on purpose: the refresh future is large, and keeping it out of
+    /// `authenticate_token` keeps the per-request future (allocated and moved on every
+    /// protected request) small.
+    fn silent_refresh<'a>(
+        &'a self,
+        parts: &'a Parts,
+        expired: bool,
+    ) -> BoxFuture<'a, Result<Authenticated>> {
+        Box::pin(async move {
+            let transport = &self.inner.core.transport;
+            let Some(refresh) = transport.refresh_cookie_value(&parts.headers) else {
+                return Err(refused(expired));
+            };
+            transport.check_cookie_request(&parts.headers, &parts.method)?;
+            let res = self
+                .refresh_request(refresh, parts_meta(parts))
+                .await
+                .map_err(|e| {
+                    if e.status().is_server_error() {
+                        e
+                    } else {
+                        refused(expired)
+                    }
+                })?;
+            let set_cookies = transport.session_cookies(&res);
+            Ok(Authenticated {
+                user: CurrentUser {
+                    user: res.user,
+                    session_id: res.session_id,
+                },
+                set_cookies,
+            })
+        })
+    }
+}
+
+/// TOKEN_EXPIRED after an expired access token, UNAUTHORIZED without one.
+fn refused(expired: bool) -> SentriError {
+    if expired {
+        SentriError::token_expired()
+    } else {
+        SentriError::unauthorized("Authentication required")
+    }
+}
+
+impl Authenticate for ServerAuth {
+    fn authenticate<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Result<Authenticated>> {
+        Box::pin(self.authenticate_request(parts))
+    }
+
+    fn valid_roles(&self) -> Option<&[String]> {
+        Some(ServerAuth::valid_roles(self))
+    }
+}
+
+impl LateGuard {
+    fn server(&self) -> Option<ServerAuth> {
+        let inner: std::sync::Arc<Inner> = self.0.get()?.upgrade()?;
+        Some(ServerAuth { inner })
+    }
+}
+
+impl Authenticate for LateGuard {
+    fn authenticate<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Result<Authenticated>> {
+        Box::pin(async move {
+            match self.server() {
+                Some(auth) => auth.authenticate_request(parts).await,
+                // The server is gone: deny (layers fail closed).
+                None => Err(SentriError::unauthorized("Authentication required")),
+            }
+        })
+    }
+
+    fn valid_roles(&self) -> Option<&[String]> {
+        None
+    }
+}

@@ -1,0 +1,574 @@
+//! Server mode: [`create_auth`], [`ServerAuth`] and its builder [`ServerConfig`].
+//!
+//! `ServerAuth` composes the core services (users in `identity`, sessions in `session`,
+//! tokens, events) with the enabled capabilities. Its methods are plain async services;
+//! `auth.router()` is the core routes merged with every capability's routes, and only
+//! parses input, calls a service (or the application's override) and formats the
+//! envelope.
+
+mod authenticate;
+pub mod config;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod routes;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+
+pub use config::{Hooks, Overrides, ServerConfig};
+#[cfg(feature = "postgres")]
+pub use postgres::{CreateServerOptions, PostgresConfig, create_auth_server};
+
+use crate::capability::account::AccountService;
+use crate::capability::{Capability, Core, Credential, LoginStep, StepOutcome};
+use crate::core::error::{Result, SentriError};
+use crate::core::events::{AuthEvent, AuthEventKind, EventBus, EventSink};
+use crate::core::principal::{AuthUser, SessionMeta};
+use crate::core::{AuthConfig, RevocationCheck};
+use crate::db::{Database, Migration};
+use crate::http::csrf::TrustedOrigins;
+use crate::http::transport::Transport;
+use crate::identity::{Identity, LoginInput, RegisterInput, Roles, normalize_identifier};
+use crate::password::PasswordHasher;
+use crate::session::{AuthResult, RefreshResult, SessionCache, Sessions};
+use crate::token::{AccessClaims, RefreshClaims, TokenOptions, TokenService};
+
+impl AuthConfig for ServerConfig {
+    type Auth = ServerAuth;
+    fn build(self) -> Result<ServerAuth> {
+        ServerAuth::from_config(self)
+    }
+}
+
+/// The core migrations: users, then sessions.
+pub(crate) fn core_migrations() -> impl Iterator<Item = &'static Migration> {
+    crate::identity::schema::MIGRATIONS
+        .iter()
+        .chain(crate::session::schema::MIGRATIONS)
+}
+
+/// Creates or upgrades the core tables (users and sessions) on `db`, as
+/// [`ServerAuth::migrate`] does before the capabilities' tables.
+pub async fn migrate_core(db: &Database) -> Result<()> {
+    let all: Vec<Migration> = core_migrations().copied().collect();
+    db.run_migrations(&all).await
+}
+
+pub(crate) struct Inner {
+    pub(crate) core: Core,
+    pub(crate) tokens: TokenService,
+    pub(crate) api_key: Option<String>,
+    pub(crate) overrides: Overrides,
+    pub(crate) is_token_revoked: Option<RevocationCheck>,
+    pub(crate) redis_url: Option<String>,
+    pub(crate) capabilities: Vec<Arc<dyn Capability>>,
+    pub(crate) login_steps: Vec<Arc<dyn LoginStep>>,
+    pub(crate) credentials: Vec<Arc<dyn Credential>>,
+}
+
+/// sentri in server mode: owns users and sessions, issues and verifies tokens.
+///
+/// Cheap to clone (an `Arc` inside). Built by [`create_auth`] from a [`ServerConfig`].
+#[derive(Clone)]
+pub struct ServerAuth {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for ServerAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerAuth")
+            .field("database", &self.inner.core.identity.db)
+            .field("tokens", &self.inner.tokens)
+            .field("valid_roles", &self.inner.core.identity.roles.valid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The documented upper bound of each duration setting.
+const MAX_ACCESS_TTL: Duration = Duration::from_secs(86_400);
+const MAX_REFRESH_TTL: Duration = Duration::from_secs(365 * 86_400);
+const MAX_SESSION_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
+const MAX_GRACE: Duration = Duration::from_secs(60);
+const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
+const MAX_LEEWAY: Duration = Duration::from_secs(60);
+const PURGE_RANGE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(86_400));
+
+fn at_most(value: Duration, max: Duration, what: &str) -> Result<Duration> {
+    if value > max {
+        return Err(SentriError::configuration(format!(
+            "{what} must be at most {} s",
+            max.as_secs()
+        )));
+    }
+    Ok(value)
+}
+
+/// The session durations, checked against their bounds.
+struct Durations {
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+    session_max_lifetime: Duration,
+}
+
+fn durations_of(config: &ServerConfig) -> Result<Durations> {
+    at_most(config.leeway, MAX_LEEWAY, "leeway")?;
+    at_most(config.refresh_grace, MAX_GRACE, "refresh_grace")?;
+    at_most(config.session_cache_ttl, MAX_CACHE_TTL, "session_cache_ttl")?;
+    if let Some(every) = config.purge_interval
+        && !(PURGE_RANGE.0..=PURGE_RANGE.1).contains(&every)
+    {
+        return Err(SentriError::configuration(
+            "purge_interval must be between 60 s and 1 day",
+        ));
+    }
+    let access = config.access_expires_in.resolve()?;
+    let refresh = config.refresh_expires_in.resolve()?;
+    let lifetime = config.session_max_lifetime.resolve()?;
+    Ok(Durations {
+        access_ttl: at_most(access, MAX_ACCESS_TTL, "access_expires_in")?,
+        refresh_ttl: at_most(refresh, MAX_REFRESH_TTL, "refresh_expires_in")?,
+        session_max_lifetime: at_most(lifetime, MAX_SESSION_LIFETIME, "session_max_lifetime")?,
+    })
+}
+
+fn hasher_of(config: &ServerConfig) -> Result<PasswordHasher> {
+    match config.hash_queue_limit {
+        Some(waiting) => PasswordHasher::with_queue_limit(config.salt_rounds, waiting),
+        None => PasswordHasher::new(config.salt_rounds),
+    }
+}
+
+fn events_of(config: &ServerConfig) -> Arc<EventBus> {
+    let mut sinks: Vec<Arc<dyn EventSink>> = config.event_sinks.clone();
+    if let Some(hooks) = config::HooksSink::new(config.hooks.clone()) {
+        sinks.push(Arc::new(hooks));
+    }
+    for capability in &config.capabilities {
+        sinks.extend(capability.event_sinks());
+    }
+    Arc::new(EventBus::new(sinks, crate::core::events::EVENT_QUEUE))
+}
+
+/// The server's own authenticator, handed to capabilities before the server exists
+/// (the guard layers they build resolve it at request time).
+pub(crate) struct LateGuard(std::sync::OnceLock<std::sync::Weak<Inner>>);
+
+impl ServerAuth {
+    fn from_config(config: ServerConfig) -> Result<Self> {
+        let durations = durations_of(&config)?;
+        if config.api_key.as_ref().is_some_and(|k| k.len() < 16) {
+            return Err(SentriError::configuration(
+                "api_key must be at least 16 bytes",
+            ));
+        }
+        let transport = Transport {
+            cookie: config.cookie.clone(),
+            access_cookie: config.access_cookie.clone(),
+            refresh_ttl: durations.refresh_ttl,
+            access_ttl: durations.access_ttl,
+            trusted_origins: TrustedOrigins::new(&config.trusted_origins)?,
+        };
+        transport.check()?;
+        let roles = Roles::new(
+            &config.valid_roles,
+            config.public_roles.as_deref(),
+            &config.admin_role,
+        )?;
+        let tokens = TokenService::new(
+            config.keys.clone(),
+            TokenOptions {
+                issuer: config.issuer.clone(),
+                audience: config.audience.clone(),
+                leeway: config.leeway,
+                access_ttl: durations.access_ttl,
+                refresh_ttl: durations.refresh_ttl,
+            },
+        )?;
+        let events = events_of(&config);
+        let identity = Arc::new(Identity {
+            db: config.database.clone(),
+            hasher: hasher_of(&config)?,
+            roles,
+            case: config.identifier_case,
+        });
+        let cache = Arc::new(SessionCache::new(config.session_cache_ttl));
+        let sessions = Arc::new(Sessions {
+            db: config.database.clone(),
+            tokens: tokens.clone(),
+            cache: cache.clone(),
+            bus: crate::session::bus::Revocations::new(config.redis_url.as_deref())?,
+            clock: config.clock.clone(),
+            events: events.clone(),
+            refresh_ttl: durations.refresh_ttl,
+            max_lifetime: durations.session_max_lifetime,
+            grace: config.refresh_grace,
+        });
+        sessions.bus.start(&cache);
+        crate::session::start_purge(&sessions, config.purge_interval);
+        Ok(Self::assemble(
+            config, identity, sessions, events, tokens, transport,
+        ))
+    }
+
+    /// Ties the services, the capabilities and the guard together.
+    fn assemble(
+        config: ServerConfig,
+        identity: Arc<Identity>,
+        sessions: Arc<Sessions>,
+        events: Arc<EventBus>,
+        tokens: TokenService,
+        transport: Transport,
+    ) -> Self {
+        let guard = Arc::new(LateGuard(std::sync::OnceLock::new()));
+        let core = Core {
+            identity,
+            sessions,
+            events,
+            guard: guard.clone(),
+            transport: Arc::new(transport),
+        };
+        let capabilities = config.capabilities;
+        let inner = Arc::new(Inner {
+            core,
+            tokens,
+            api_key: config.api_key,
+            overrides: config.overrides,
+            is_token_revoked: config.is_token_revoked,
+            redis_url: config.redis_url,
+            login_steps: capabilities.iter().filter_map(|c| c.login_step()).collect(),
+            credentials: capabilities.iter().filter_map(|c| c.credential()).collect(),
+            capabilities,
+        });
+        let _ = guard.0.set(Arc::downgrade(&inner));
+        ServerAuth { inner }
+    }
+
+    pub(crate) fn core(&self) -> &Core {
+        &self.inner.core
+    }
+
+    fn identity(&self) -> &Identity {
+        &self.inner.core.identity
+    }
+
+    fn sessions(&self) -> &Sessions {
+        &self.inner.core.sessions
+    }
+
+    fn account(&self) -> AccountService {
+        AccountService::new(self.inner.core.clone())
+    }
+
+    // ---- accessors -----------------------------------------------------------------
+
+    /// The database.
+    pub fn database(&self) -> &Database {
+        &self.identity().db
+    }
+
+    /// The token service (signing and verification).
+    pub fn tokens(&self) -> &TokenService {
+        &self.inner.tokens
+    }
+
+    /// The configured valid roles.
+    pub fn valid_roles(&self) -> &[String] {
+        &self.identity().roles.valid
+    }
+
+    /// Roles a public registration may ask for.
+    pub fn public_roles(&self) -> &[String] {
+        &self.identity().roles.public
+    }
+
+    /// Access-token lifetime.
+    pub fn access_ttl(&self) -> Duration {
+        self.inner.core.transport.access_ttl
+    }
+
+    /// Refresh-token lifetime.
+    pub fn refresh_ttl(&self) -> Duration {
+        self.sessions().refresh_ttl
+    }
+
+    /// The configured Redis URL, if any.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.inner.redis_url.as_deref()
+    }
+
+    /// Security events dropped because the event queue was full.
+    pub fn dropped_events(&self) -> u64 {
+        self.inner.core.events.dropped()
+    }
+
+    /// Applies pending schema migrations of the core and of every enabled capability
+    /// (idempotent; safe from several processes).
+    ///
+    /// Once per database it also rewrites stored identifiers into the current normal form
+    /// (NFKC_Casefold, see [`normalize_identifier`]); if two accounts would merge it
+    /// changes nothing and fails with `CONFIGURATION_ERROR` naming their user ids, so an
+    /// operator decides, never a silent merge.
+    pub async fn migrate(&self) -> Result<()> {
+        let capabilities = self.inner.capabilities.iter();
+        let all: Vec<Migration> = core_migrations()
+            .copied()
+            .chain(capabilities.flat_map(|c| c.migrations().iter().copied()))
+            .collect();
+        self.database().run_migrations(&all).await?;
+        self.database()
+            .normalize_identifiers_once(self.identity().case)
+            .await
+    }
+
+    // ---- passwords and tokens ------------------------------------------------------
+
+    /// Hashes a password with the configured bcrypt cost (on the blocking pool).
+    pub async fn hash_password(&self, password: &str) -> Result<String> {
+        self.identity().hasher.hash(password).await
+    }
+
+    /// Verifies a password against a stored hash (on the blocking pool).
+    pub async fn verify_password(&self, password: &str, hash: &str) -> Result<bool> {
+        self.identity().hasher.verify(password, hash).await
+    }
+
+    /// Signs an access token for `user` bound to session `session_id`.
+    pub fn sign_access_token(&self, user: &AuthUser, session_id: &str) -> Result<String> {
+        Ok(self.inner.tokens.sign_access(user, session_id)?.0)
+    }
+
+    /// Signs a refresh token for a session. Only tokens whose `jti` hash is stored in a
+    /// session row can be redeemed, so this is mostly useful for tests and tooling.
+    pub fn sign_refresh_token(&self, user_id: &str, session_id: &str, jti: &str) -> Result<String> {
+        self.inner.tokens.sign_refresh(user_id, session_id, jti)
+    }
+
+    /// Verifies an access token (signature, algorithm, `typ`, `exp`/`nbf`, `iss`/`aud`).
+    /// Does not check the session; see [`ServerAuth::is_session_active`].
+    pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims> {
+        self.inner.tokens.verify_access(token)
+    }
+
+    /// Verifies a refresh token's signature and claims (not whether it was rotated).
+    pub fn verify_refresh_token(&self, token: &str) -> Result<RefreshClaims> {
+        self.inner.tokens.verify_refresh(token)
+    }
+
+    // ---- users ---------------------------------------------------------------------
+
+    /// Normalises an identifier (NFKC_Casefold by default, see [`normalize_identifier`])
+    /// and checks it: non-empty, at most 320 bytes, no control or invisible characters.
+    pub fn normalize_identifier(&self, identifier: &str) -> Result<String> {
+        normalize_identifier(identifier, self.identity().case)
+    }
+
+    /// Checks that `roles` may be requested by this caller: any valid role with the API
+    /// key (`trusted`), only `public_roles` without it (else `FORBIDDEN`).
+    pub fn check_registration_roles(&self, roles: Option<&[String]>, trusted: bool) -> Result<()> {
+        let rules = &self.identity().roles;
+        rules.check(roles.unwrap_or(&[]))?;
+        if !trusted
+            && let Some(roles) = roles
+            && roles.iter().any(|r| !rules.public.contains(r))
+        {
+            return Err(SentriError::forbidden(
+                "These roles cannot be requested without the API key",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Registers a user. Roles are checked against `valid_roles` (the caller is trusted
+    /// here: the router applies the public-roles rule before calling this). No tokens
+    /// are issued.
+    pub async fn register(&self, input: RegisterInput) -> Result<AuthUser> {
+        let user = self.identity().register(input).await?;
+        let event = AuthEvent::new(AuthEventKind::Registered, self.sessions().now()).user(&user.id);
+        self.inner.core.events.emit(event);
+        Ok(user)
+    }
+
+    /// The user, fresh from the store, or `USER_NOT_FOUND`.
+    pub async fn get_user(&self, user_id: &str) -> Result<AuthUser> {
+        self.identity().get_user(user_id).await
+    }
+
+    /// Logs a user in: the same `INVALID_CREDENTIALS` (in the same time) for an unknown
+    /// identifier and a wrong password; every capability's login step; then a session and
+    /// a token pair.
+    pub async fn login(&self, input: LoginInput, meta: SessionMeta) -> Result<AuthResult> {
+        let result = self.login_inner(&input, meta.clone()).await;
+        let now = self.sessions().now();
+        let event = match &result {
+            Ok(res) => {
+                let mut e = AuthEvent::new(AuthEventKind::LoginSucceeded, now)
+                    .user(&res.user.id)
+                    .session(&res.session_id);
+                e.user = Some(res.user.clone());
+                e
+            }
+            Err(err) => {
+                let mut e = AuthEvent::new(AuthEventKind::LoginFailed, now);
+                e.identifier = Some(input.identifier.clone());
+                e.error = Some(err.clone());
+                e
+            }
+        };
+        self.inner.core.events.emit(event.meta(meta));
+        result
+    }
+
+    async fn login_inner(&self, input: &LoginInput, meta: SessionMeta) -> Result<AuthResult> {
+        let (user, verified_hash) = self.identity().check_credentials(input).await?;
+        for step in &self.inner.login_steps {
+            if let StepOutcome::Halt(err) =
+                step.after_first_factor(self.core(), &user, &meta).await?
+            {
+                return Err(err);
+            }
+        }
+        let res = self.sessions().open_family(user, meta).await?;
+        // A password change that committed between our check and our insert revoked every
+        // session before ours existed: do not let the old password keep a session.
+        if self
+            .identity()
+            .hash_unchanged(&res.user.id, &verified_hash)
+            .await?
+        {
+            return Ok(res);
+        }
+        self.sessions().revoke_session(&res.session_id).await?;
+        Err(SentriError::invalid_credentials())
+    }
+
+    // ---- sessions ------------------------------------------------------------------
+
+    /// `true` while session `sid` is live (not revoked, not expired). Answers from a
+    /// short-lived in-process cache when it can (see `ServerConfig::session_cache_ttl`),
+    /// else from the store.
+    pub async fn is_session_active(&self, sid: &str) -> Result<bool> {
+        self.sessions().is_session_active(sid).await
+    }
+
+    /// Rotates a refresh token (see the session rules in `docs/SECURITY.md`): the
+    /// presented token stops working and a new pair of the same session is returned; a
+    /// replay within `refresh_grace` gets the same successor; any other reuse revokes the
+    /// session.
+    pub async fn refresh(&self, refresh_token: &str, meta: SessionMeta) -> Result<RefreshResult> {
+        self.sessions().refresh(refresh_token, meta).await
+    }
+
+    /// What `POST /refresh` and protect()'s silent refresh run: the application's
+    /// `is_token_revoked` check, then the `refresh` override or [`refresh`](Self::refresh).
+    pub(crate) async fn refresh_request(
+        &self,
+        token: &str,
+        meta: SessionMeta,
+    ) -> Result<AuthResult> {
+        let claims = self.inner.tokens.verify_refresh(token)?;
+        self.check_app_revocation(&claims.sid).await?;
+        let input = (token.to_owned(), meta);
+        let res = self
+            .inner
+            .overrides
+            .refresh
+            .run(self.clone(), input, |auth, (t, m)| async move {
+                auth.refresh(&t, m).await
+            })
+            .await?;
+        if res.session_id != claims.sid {
+            self.check_app_revocation(&res.session_id).await?;
+        }
+        Ok(res)
+    }
+
+    /// The application's `is_token_revoked(session_id)` hook, when configured.
+    pub(crate) async fn check_app_revocation(&self, sid: &str) -> Result<()> {
+        match &self.inner.is_token_revoked {
+            Some(check) if check(sid.to_owned()).await => {
+                Err(SentriError::token_invalid("Token has been revoked"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Ends the session of a refresh token (any token of the family, even a superseded
+    /// one). Always succeeds for a missing, invalid or already-used token.
+    pub async fn logout(&self, refresh_token: Option<&str>) -> Result<()> {
+        self.sessions().logout(refresh_token).await
+    }
+
+    /// Ends the session `sid` (e.g. from an access token's `sid` claim).
+    pub async fn revoke_session(&self, sid: &str) -> Result<()> {
+        self.sessions().revoke_session(sid).await
+    }
+
+    /// Ends every session of a user: when this returns, no refresh token of any of them
+    /// works, whatever rotations were in flight.
+    pub async fn logout_all(&self, user_id: &str) -> Result<()> {
+        self.sessions().logout_all(user_id).await
+    }
+
+    /// Deletes expired sessions and ended families (revoked ones an hour after their
+    /// revocation). Runs every `purge_interval` on its own; returns the rows deleted.
+    pub async fn purge_expired_sessions(&self) -> Result<u64> {
+        self.sessions().purge_expired_sessions().await
+    }
+
+    // ---- account (the account capability's service) --------------------------------
+
+    /// Changes a password after checking the current one, then revokes every session.
+    pub async fn change_password(&self, user_id: &str, current: &str, new: &str) -> Result<()> {
+        self.account().change_password(user_id, current, new).await
+    }
+
+    /// Changes a user's identifier after checking the current password.
+    pub async fn change_identifier(
+        &self,
+        user_id: &str,
+        new_identifier: &str,
+        current_password: &str,
+    ) -> Result<AuthUser> {
+        self.account()
+            .change_identifier(user_id, new_identifier, current_password)
+            .await
+    }
+
+    /// Adds roles to a user (merged with the existing ones, checked against
+    /// `valid_roles`). Tokens already issued carry the old roles until they expire.
+    pub async fn assign_roles(&self, user_id: &str, roles: &[String]) -> Result<AuthUser> {
+        self.account().assign_roles(user_id, roles).await
+    }
+
+    // ---- HTTP ----------------------------------------------------------------------
+
+    crate::http::guard::guard_methods!();
+
+    /// The idempotency layer with this server's `redis_url` (see
+    /// [`IdempotencyOptions`](crate::idempotency::IdempotencyOptions)).
+    pub fn idempotency(
+        &self,
+        mut options: crate::idempotency::IdempotencyOptions,
+    ) -> Result<crate::idempotency::IdempotencyLayer> {
+        if options.redis_url.is_none() {
+            options.redis_url = self.inner.redis_url.clone();
+        }
+        crate::idempotency::IdempotencyLayer::new(options)
+    }
+
+    /// All of sentri's endpoints — the core routes and every enabled capability's — to
+    /// nest under a prefix: `app.nest("/auth", auth.router())`.
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        let mut router = routes::core_routes(self);
+        for capability in &self.inner.capabilities {
+            router = router.merge(capability.routes(self.core()));
+        }
+        router
+            .fallback(routes::not_found)
+            .method_not_allowed_fallback(routes::method_not_allowed)
+            .with_state(())
+    }
+}

@@ -1,0 +1,194 @@
+//! The core routes of `auth.router()`: register, login, refresh, logout, logout-all, me
+//! and the JWKS. Each parses, calls the service (or the application's override) and
+//! formats the envelope.
+
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::ServerAuth;
+use crate::core::crypto::secrets_equal;
+use crate::core::error::{ErrorCode, Result, SentriError};
+use crate::http::{CurrentUser, JsonBody, request_meta, success};
+use crate::identity::{LoginInput, RegisterInput};
+
+pub(super) fn core_routes(auth: &ServerAuth) -> Router {
+    let signed_in = Router::new()
+        .route("/logout-all", post(logout_all))
+        .route("/me", get(me))
+        .route_layer(auth.protect());
+    Router::new()
+        .route("/register", post(register))
+        .route("/login", post(login))
+        .route("/refresh", post(refresh))
+        .route("/logout", post(logout))
+        .route("/keys", get(keys))
+        .merge(signed_in)
+        .with_state(auth.clone())
+}
+
+/// `X-Api-Key` against the configured key (constant time): `Ok(true)` when it matches,
+/// `Ok(false)` when no key is configured.
+fn api_key_trusted(auth: &ServerAuth, req: &Request) -> Result<bool> {
+    let Some(expected) = &auth.inner.api_key else {
+        return Ok(false);
+    };
+    let given = req
+        .headers()
+        .get("x-api-key")
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    if !secrets_equal(given, expected.as_bytes()) {
+        return Err(SentriError::unauthorized("A valid API key is required"));
+    }
+    Ok(true)
+}
+
+async fn register(State(auth): State<ServerAuth>, req: Request) -> Result<Response> {
+    let trusted = api_key_trusted(&auth, &req)?;
+    let JsonBody(input): JsonBody<RegisterInput> = JsonBody::from_request(req, &()).await?;
+    auth.check_registration_roles(input.roles.as_deref(), trusted)?;
+    let user = auth
+        .inner
+        .overrides
+        .register
+        .run(
+            auth.clone(),
+            input,
+            |a, i| async move { a.register(i).await },
+        )
+        .await?;
+    Ok(success(
+        StatusCode::CREATED,
+        "User registered",
+        serde_json::json!({ "user": user }),
+    ))
+}
+
+async fn login(State(auth): State<ServerAuth>, req: Request) -> Result<Response> {
+    let meta = request_meta(req.headers(), req.extensions());
+    let JsonBody(input): JsonBody<LoginInput> = JsonBody::from_request(req, &()).await?;
+    let res = auth
+        .inner
+        .overrides
+        .login
+        .run(auth.clone(), (input, meta), |a, (i, m)| async move {
+            a.login(i, m).await
+        })
+        .await?;
+    let transport = &auth.inner.core.transport;
+    Ok(transport.token_response(StatusCode::OK, "Login successful", &res))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefreshBody {
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// The refresh token of a request: the cookie (after the CSRF check), else
+/// `{"refreshToken"}` in a JSON body.
+async fn refresh_token_of(auth: &ServerAuth, req: Request) -> Result<Option<String>> {
+    let transport = &auth.inner.core.transport;
+    if let Some(v) = transport.refresh_cookie_value(req.headers()) {
+        transport.check_cookie_request(req.headers(), req.method())?;
+        return Ok(Some(v.to_owned()));
+    }
+    let has_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_none_or(|v| v.as_bytes() != b"0");
+    if !has_body || req.headers().get(header::CONTENT_TYPE).is_none() {
+        return Ok(None);
+    }
+    let JsonBody(body): JsonBody<RefreshBody> = JsonBody::from_request(req, &()).await?;
+    Ok(body.refresh_token)
+}
+
+async fn refresh(State(auth): State<ServerAuth>, req: Request) -> Result<Response> {
+    let meta = request_meta(req.headers(), req.extensions());
+    let Some(token) = refresh_token_of(&auth, req).await? else {
+        return Err(SentriError::token_invalid("Refresh token required"));
+    };
+    let transport = &auth.inner.core.transport;
+    match auth.refresh_request(&token, meta).await {
+        Ok(res) => Ok(transport.token_response(StatusCode::OK, "Token refreshed", &res)),
+        // A dead refresh token: clear the cookies so the client stops sending it.
+        Err(err) if !err.status().is_server_error() => {
+            Ok(transport.with_cleared_cookies(err.into_response()))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+async fn logout(State(auth): State<ServerAuth>, req: Request) -> Result<Response> {
+    // A malformed body must not make logout fail (it is 200), a cross-origin one must.
+    let token = match refresh_token_of(&auth, req).await {
+        Ok(token) => token,
+        Err(err) if err.is(&ErrorCode::Forbidden) => return Err(err),
+        Err(_) => None,
+    };
+    auth.inner
+        .overrides
+        .logout
+        .run(auth.clone(), token, |a, t| async move {
+            a.logout(t.as_deref()).await
+        })
+        .await?;
+    let res = success(StatusCode::OK, "Logged out", serde_json::Value::Null);
+    Ok(auth.inner.core.transport.with_cleared_cookies(res))
+}
+
+async fn logout_all(State(auth): State<ServerAuth>, user: CurrentUser) -> Result<Response> {
+    auth.inner
+        .overrides
+        .logout_all
+        .run(auth.clone(), user.user.id, |a, u| async move {
+            a.logout_all(&u).await
+        })
+        .await?;
+    let res = success(
+        StatusCode::OK,
+        "Logged out of all sessions",
+        serde_json::Value::Null,
+    );
+    Ok(auth.inner.core.transport.with_cleared_cookies(res))
+}
+
+async fn me(State(auth): State<ServerAuth>, user: CurrentUser) -> Result<Response> {
+    let user = auth.get_user(&user.user.id).await?;
+    Ok(success(
+        StatusCode::OK,
+        "Current user",
+        serde_json::json!({ "user": user }),
+    ))
+}
+
+async fn keys(State(auth): State<ServerAuth>) -> Response {
+    if !auth.inner.tokens.has_public_keys() {
+        return SentriError::new(ErrorCode::NotFound, "No public keys are published")
+            .into_response();
+    }
+    let mut res = Json(auth.inner.tokens.jwks()).into_response();
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    res
+}
+
+pub(crate) async fn not_found() -> SentriError {
+    SentriError::new(ErrorCode::NotFound, "Not found")
+}
+
+pub(crate) async fn method_not_allowed() -> SentriError {
+    SentriError::custom(
+        "METHOD_NOT_ALLOWED",
+        "Method not allowed",
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+}
