@@ -290,7 +290,10 @@ impl Idem {
     }
 
     async fn run(self, app: &Router) {
-        let mut b = HttpRequest::post("/pay").header("content-type", "application/json");
+        // A credential: without a user or credentials the layer passes requests through.
+        let mut b = HttpRequest::post("/pay")
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer bench-token");
         match self {
             Idem::Baseline | Idem::Passthrough => {}
             Idem::Miss => {
@@ -501,6 +504,7 @@ fn idempotency_memory(rt: &tokio::runtime::Runtime) {
     rt.block_on(async {
         for i in 0..ENTRIES {
             let req = ok(HttpRequest::post("/pay")
+                .header("authorization", "Bearer bench-token")
                 .header("x-idempotency-key", format!("mem-{i}"))
                 .body(Body::from(IDEM_BODY)));
             let res = match app.clone().oneshot(req).await {

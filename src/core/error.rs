@@ -56,6 +56,9 @@ pub enum ErrorCode {
     IdempotencyInProgress,
     /// The idempotency key was used before with a different request (422).
     IdempotencyKeyMismatch,
+    /// The request with this idempotency key already ran, but its response could not be
+    /// stored for replay (larger than `max_body`); it is not run again (409).
+    IdempotencyNotReplayable,
     /// An application's own code (the Rust form of subclassing `SentriError`).
     Custom(Cow<'static, str>),
 }
@@ -80,6 +83,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
             Self::IdempotencyKeyMismatch => "IDEMPOTENCY_KEY_MISMATCH",
+            Self::IdempotencyNotReplayable => "IDEMPOTENCY_NOT_REPLAYABLE",
             Self::Custom(code) => code,
         }
     }
@@ -92,7 +96,9 @@ impl ErrorCode {
             | Self::TokenInvalid
             | Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::UserNotFound | Self::NotFound => StatusCode::NOT_FOUND,
-            Self::UserAlreadyExists | Self::IdempotencyInProgress => StatusCode::CONFLICT,
+            Self::UserAlreadyExists
+            | Self::IdempotencyInProgress
+            | Self::IdempotencyNotReplayable => StatusCode::CONFLICT,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::InvalidRole | Self::ValidationError => StatusCode::BAD_REQUEST,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -315,6 +321,9 @@ mod tests {
             (ErrorCode::ValidationError, 400),
             (ErrorCode::ConfigurationError, 500),
             (ErrorCode::ServiceUnavailable, 503),
+            (ErrorCode::IdempotencyInProgress, 409),
+            (ErrorCode::IdempotencyKeyMismatch, 422),
+            (ErrorCode::IdempotencyNotReplayable, 409),
             (ErrorCode::Custom("WHATEVER".into()), 500),
         ];
         for (code, status) in cases {

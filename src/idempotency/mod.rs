@@ -3,8 +3,9 @@
 //!
 //! A client that may retry a `POST` (a payment, an order) sends a unique key in the
 //! `x-idempotency-key` header ([`IdempotencyOptions::header`]). The layer guarantees that
-//! the handler runs **at most once** per key while the key is remembered
-//! ([`IdempotencyOptions::ttl`]):
+//! the handler runs **at most once** per key and caller while the key is remembered
+//! ([`IdempotencyOptions::ttl`]), and that a stored response is only ever replayed to the
+//! caller that produced it (see [Scope of a key](#scope-of-a-key)):
 //!
 //! | Situation | Answer |
 //! |---|---|
@@ -12,24 +13,44 @@
 //! | same key, same request, first one finished with 2xx | the stored response, with `X-Idempotent-Replayed: true`; the handler does not run |
 //! | same key, same request, first one still running | 409 `IDEMPOTENCY_IN_PROGRESS` with `Retry-After` |
 //! | same key, different request (method, path + query or body) | 422 `IDEMPOTENCY_KEY_MISMATCH` |
-//! | first one answered non-2xx, panicked, or the client went away | the key is released: a retry runs the handler again |
-//! | 2xx response larger than [`IdempotencyOptions::max_body`] | sent through uncached; the key is released |
+//! | the client went away while the handler runs | the handler still runs to the end and its outcome is recorded as if the client had waited (retries get 409, then the replay) |
+//! | first one answered non-2xx or panicked | the key is released: a retry runs the handler again |
+//! | 2xx response larger than [`IdempotencyOptions::max_body`] (or with trailers, or a body that failed mid-way) | sent through uncached; the key is recorded as completed but not replayable: a retry gets 409 `IDEMPOTENCY_NOT_REPLAYABLE` and the handler does not run again |
 //! | key empty, longer than 255 bytes, or not visible ASCII (`0x21..=0x7E`) | 400 `VALIDATION_ERROR` |
 //! | no key header, or a method not in [`IdempotencyOptions::methods`] | passed through untouched |
+//! | no authenticated user and no credentials (anonymous) | passed through untouched, without idempotency (logged at `debug`) |
 //! | request body over 1 MiB (with a key) | 413 `PAYLOAD_TOO_LARGE` (the body is buffered to fingerprint it) |
-//! | store unreachable (Redis down) | per [`BackendErrorPolicy`]: 503 `SERVICE_UNAVAILABLE` (default) or run without idempotency |
+//! | store unreachable (Redis down), or the memory store full of in-flight requests | per [`BackendErrorPolicy`]: 503 `SERVICE_UNAVAILABLE` (default) or run without idempotency |
 //!
-//! Every response to a request with a valid key carries the key back as `X-Request-Id`,
-//! and handlers can read it with the [`IdempotencyKey`] extractor.
+//! Every response to a request with a valid key that the layer handles carries the key
+//! back as `X-Request-Id`, and handlers can read it with the [`IdempotencyKey`] extractor.
+//!
+//! Once a key is claimed the handler runs on its own task ([`tokio::spawn`]), so a client
+//! disconnect (or a dropped service future) never cancels it half-way nor frees the key
+//! for a second run. A handler panic is re-raised to the caller after the key is released.
+//! A handler that runs longer than `ttl` loses its in-flight marker: keep `ttl` above the
+//! slowest handler.
 //!
 //! # Scope of a key
 //!
+//! A stored response is bound to whoever sent the request, never to the key alone:
+//!
 //! * **After authentication** (the auth layer put an [`AuthUser`] into the request
-//!   extensions, i.e. this layer is applied *inside* the auth layer): a key is scoped to
-//!   the user id. User B sending user A's key never sees A's response; the same user
-//!   reusing a key on another route gets 422 `IDEMPOTENCY_KEY_MISMATCH`.
-//! * **Without an authenticated user**: a key is scoped to the method and path
-//!   (the same key on another path is simply another key).
+//!   extensions, i.e. this layer is applied *inside* the auth layer — the recommended
+//!   placement): a key is scoped to the user id. User B sending user A's key never sees
+//!   A's response; the same user reusing a key on another route gets 422
+//!   `IDEMPOTENCY_KEY_MISMATCH`.
+//! * **Without an authenticated user** (the layer sits outside authentication, or the
+//!   app authenticates by itself): a key is scoped to a SHA-256 hash of the request's
+//!   credentials, the headers in [`IdempotencyOptions::credential_headers`]
+//!   (`Authorization`, `Cookie` and `x-api-key` by default). Another token, cookie or API
+//!   key is another scope; raw credentials are never stored or logged. A retry must send
+//!   the same credentials to be recognised (a refreshed token or a changed cookie starts
+//!   a new scope and runs the handler again), which is why placing the layer inside the
+//!   auth layer is better.
+//! * **Neither a user nor any credential**: the layer does not store anything and passes
+//!   the request through (the handler runs on every retry). A scope shared by all
+//!   anonymous callers would replay one caller's response to another.
 //!
 //! The fingerprint that detects a reused key is SHA-256 over the method, the path and
 //! query, and the request body bytes.
@@ -39,19 +60,23 @@
 //! Only the status, the body, `content-type` and the headers listed in
 //! [`IdempotencyOptions::replay_headers`] are stored and replayed (never cookies unless
 //! listed). A 2xx response is read up to `max_body + 1` bytes before it is forwarded;
-//! bigger ones are streamed through uncached.
+//! bigger ones are streamed through uncached and recorded as not replayable.
 //!
-//! If storing the response fails (Redis went away after the handler ran), the in-flight
+//! If storing the outcome fails (Redis went away after the handler ran), the in-flight
 //! marker is kept until it expires: retries get 409 rather than running the handler twice.
 //!
 //! # Backends
 //!
-//! * in-process (default): a bounded moka cache ([`IdempotencyOptions::max_size`]
-//!   entries, least recently used evicted first). One process only; an evicted key is
-//!   forgotten, so size it above the keys you expect per `ttl`.
+//! * in-process (default): bounded by bytes ([`IdempotencyOptions::max_memory_bytes`],
+//!   default 64 MiB, counting keys, bodies, headers and a fixed per-record overhead).
+//!   When space is needed, completed records are evicted oldest first; an evicted key is
+//!   forgotten (a retry runs again), so size the budget for the keys you expect per
+//!   `ttl`. In-flight markers are never evicted: when they alone fill the budget, a new
+//!   key is refused per [`BackendErrorPolicy`]. One process only.
 //! * Redis (feature `redis`, [`IdempotencyOptions::redis_url`]): shared by every process
 //!   using the same Redis; keys live under `sentri:idem:`. The connection is opened on
-//!   first use and re-established automatically.
+//!   first use and re-established automatically. Run that Redis with
+//!   `maxmemory-policy noeviction`: an evicting policy could drop in-flight markers.
 
 mod body;
 #[cfg(feature = "redis")]
@@ -71,7 +96,7 @@ use axum::BoxError;
 use axum::body::{Body, HttpBody};
 use axum::extract::{FromRequestParts, OptionalFromRequestParts, OriginalUri};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, Method, Request, Response, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
 use axum::response::IntoResponse;
 use bytes::{Bytes, BytesMut};
 use http_body::Frame;
@@ -83,13 +108,19 @@ use crate::core::BoxFuture;
 use crate::core::crypto::redact_url;
 use crate::core::error::{ErrorCode, SentriError};
 use crate::core::principal::AuthUser;
-use store::{Begin, Fingerprint, MemoryStore, Store, StoreError, StoredResponse, Ticket};
+use store::{
+    Begin, Completion, Fingerprint, MemoryStore, Store, StoreError, StoredResponse, Ticket,
+};
+use tracing::Instrument as _;
 
 /// Largest request body the layer buffers to fingerprint (1 MiB); bigger → 413.
 pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
 
 /// Longest accepted idempotency key, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
+
+/// Smallest accepted [`IdempotencyOptions::max_memory_bytes`] (4 KiB).
+pub const MIN_MEMORY_BYTES: u64 = 4096;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("x-idempotent-replayed");
@@ -125,8 +156,13 @@ pub struct IdempotencyOptions {
     pub header: HeaderName,
     /// Methods the layer applies to; others pass through. Default `POST`, `PUT`, `PATCH`.
     pub methods: Vec<Method>,
-    /// In-memory store capacity in entries (least recently used evicted first). Default 10 000.
-    pub max_size: u64,
+    /// In-memory store budget in bytes (completed records evicted oldest first, in-flight
+    /// markers never). At least [`MIN_MEMORY_BYTES`]. Default 64 MiB.
+    pub max_memory_bytes: u64,
+    /// Headers whose values scope a key when no [`AuthUser`] is present (hashed with
+    /// SHA-256, never stored). Requests with none of them and no user are passed through
+    /// without idempotency. Default `authorization`, `cookie`, `x-api-key`.
+    pub credential_headers: Vec<HeaderName>,
     /// A Redis URL to share keys between processes (feature `redis`). Default `None`.
     pub redis_url: Option<String>,
     /// Largest response body stored for replay, in bytes. Default 1 MiB.
@@ -145,7 +181,12 @@ impl Default for IdempotencyOptions {
             ttl: Duration::from_secs(5 * 60),
             header: HeaderName::from_static("x-idempotency-key"),
             methods: vec![Method::POST, Method::PUT, Method::PATCH],
-            max_size: 10_000,
+            max_memory_bytes: 64 * 1024 * 1024,
+            credential_headers: vec![
+                header::AUTHORIZATION,
+                header::COOKIE,
+                HeaderName::from_static("x-api-key"),
+            ],
             redis_url: None,
             max_body: 1024 * 1024,
             replay_headers: Vec::new(),
@@ -161,7 +202,8 @@ impl fmt::Debug for IdempotencyOptions {
             .field("ttl", &self.ttl)
             .field("header", &self.header)
             .field("methods", &self.methods)
-            .field("max_size", &self.max_size)
+            .field("max_memory_bytes", &self.max_memory_bytes)
+            .field("credential_headers", &self.credential_headers)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("max_body", &self.max_body)
             .field("replay_headers", &self.replay_headers)
@@ -233,12 +275,12 @@ impl Store for Backend {
         &self,
         key: &str,
         ticket: Ticket,
-        response: StoredResponse,
+        completion: Completion,
     ) -> Result<(), StoreError> {
         match self {
-            Self::Memory(s) => s.complete(key, ticket, response).await,
+            Self::Memory(s) => s.complete(key, ticket, completion).await,
             #[cfg(feature = "redis")]
-            Self::Redis(s) => s.complete(key, ticket, response).await,
+            Self::Redis(s) => s.complete(key, ticket, completion).await,
         }
     }
 
@@ -260,6 +302,7 @@ struct Shared {
     replay_headers: Vec<HeaderName>,
     policy: BackendErrorPolicy,
     retry_after: u64,
+    credential_headers: Vec<HeaderName>,
     options: IdempotencyOptions,
 }
 
@@ -288,7 +331,14 @@ struct Shared {
 ///     }))
 ///     .route_layer(IdempotencyLayer::new(IdempotencyOptions::default())?);
 ///
-/// let pay = || Request::post("/pay").header("x-idempotency-key", "order-42").body(Body::from("{}"));
+/// // Outside authentication the key is bound to the caller's credentials (here a bearer
+/// // token); a request with no user and no credentials is not made idempotent.
+/// let pay = || {
+///     Request::post("/pay")
+///         .header("authorization", "Bearer token-of-alice")
+///         .header("x-idempotency-key", "order-42")
+///         .body(Body::from("{}"))
+/// };
 /// let first = app.clone().oneshot(pay()?).await?;
 /// let again = app.clone().oneshot(pay()?).await?;
 /// assert_eq!(first.status(), StatusCode::CREATED);
@@ -321,21 +371,22 @@ impl IdempotencyLayer {
     ///
     /// # Errors
     ///
-    /// `CONFIGURATION_ERROR` for a zero `ttl` or `max_size`, an invalid `redis_url`, or a
-    /// `redis_url` when sentri was built without the `redis` feature.
+    /// `CONFIGURATION_ERROR` for a zero `ttl`, a `max_memory_bytes` below
+    /// [`MIN_MEMORY_BYTES`], an invalid `redis_url`, or a `redis_url` when sentri was built
+    /// without the `redis` feature.
     pub fn new(options: IdempotencyOptions) -> Result<Self, SentriError> {
         if options.ttl.is_zero() {
             return Err(SentriError::configuration(
                 "idempotency ttl must be greater than zero",
             ));
         }
-        if options.max_size == 0 {
+        if options.max_memory_bytes < MIN_MEMORY_BYTES {
             return Err(SentriError::configuration(
-                "idempotency max_size must be greater than zero",
+                "idempotency max_memory_bytes must be at least 4096",
             ));
         }
         let store = match &options.redis_url {
-            None => Backend::Memory(MemoryStore::new(options.max_size, options.ttl)),
+            None => Backend::Memory(MemoryStore::new(options.max_memory_bytes, options.ttl)),
             #[cfg(feature = "redis")]
             Some(url) => {
                 Backend::Redis(redis_store::RedisStore::new(url, options.ttl).map_err(|e| {
@@ -364,9 +415,28 @@ impl IdempotencyLayer {
                 replay_headers,
                 policy: options.on_backend_error,
                 retry_after: options.in_progress_retry_after,
+                credential_headers: options.credential_headers.clone(),
                 options,
             }),
         })
+    }
+
+    /// Bytes held by the in-process store (never more than
+    /// [`IdempotencyOptions::max_memory_bytes`]); `None` with Redis.
+    ///
+    /// ```
+    /// use sentri::{IdempotencyLayer, IdempotencyOptions};
+    ///
+    /// let layer = IdempotencyLayer::new(IdempotencyOptions::default())?;
+    /// assert_eq!(layer.stored_bytes(), Some(0));
+    /// # Ok::<(), sentri::SentriError>(())
+    /// ```
+    pub fn stored_bytes(&self) -> Option<u64> {
+        match &self.shared.store {
+            Backend::Memory(store) => Some(store.bytes()),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => None,
+        }
     }
 }
 
@@ -432,19 +502,58 @@ fn valid_key(value: &HeaderValue) -> bool {
         && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
 }
 
-/// The storage key: user scope when authenticated, method + path otherwise.
-/// Lengths are prefixed so that no two scopes can produce the same string.
-fn storage_key(parts: &Parts, path: &str, key: &str) -> String {
+/// The request's single, valid key header, or the 400 to answer.
+fn request_key(headers: &HeaderMap, name: &HeaderName) -> Result<HeaderValue, SentriError> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) if valid_key(v) => Ok(v.clone()),
+        _ => Err(SentriError::validation(
+            "The idempotency key must be 1 to 255 visible ASCII characters, sent once",
+        )),
+    }
+}
+
+/// The storage key: the user when authenticated, else a hash of the credentials;
+/// `None` for an anonymous request (nothing to bind a stored response to).
+/// Prefixes and length prefixes keep the scopes from producing the same string.
+fn storage_key(parts: &Parts, credential_headers: &[HeaderName], key: &str) -> Option<String> {
     let mut out;
     if let Some(user) = parts.extensions.get::<AuthUser>() {
         out = String::with_capacity(16 + user.id.len() + key.len());
         let _ = write!(out, "u:{}:{}:{key}", user.id.len(), user.id);
     } else {
-        let method = parts.method.as_str();
-        out = String::with_capacity(24 + method.len() + path.len() + key.len());
-        let _ = write!(out, "a:{method}:{}:{path}:{key}", path.len());
+        let hash = credentials_hash(&parts.headers, credential_headers)?;
+        out = String::with_capacity(4 + 2 * hash.len() + key.len());
+        out.push_str("c:");
+        for byte in hash {
+            let _ = write!(out, "{byte:02x}");
+        }
+        out.push(':');
+        out.push_str(key);
     }
-    out
+    Some(out)
+}
+
+/// SHA-256 over the non-empty values of `names` (name, length, value each), or `None`
+/// when the request carries none of them.
+fn credentials_hash(headers: &HeaderMap, names: &[HeaderName]) -> Option<[u8; 32]> {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(b"sentri idempotency credentials v1\n");
+    let mut any = false;
+    for name in names {
+        for value in headers.get_all(name).iter().filter(|v| !v.is_empty()) {
+            any = true;
+            ctx.update(name.as_str().as_bytes());
+            ctx.update(b"\0");
+            ctx.update(&(value.len() as u64).to_be_bytes());
+            ctx.update(value.as_bytes());
+        }
+    }
+    any.then(|| {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    })
 }
 
 fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> Fingerprint {
@@ -464,8 +573,35 @@ fn with_request_id(mut res: Response<Body>, key: &HeaderValue) -> Response<Body>
     res
 }
 
+/// Buffers the request body (at most [`MAX_REQUEST_BODY`]) to fingerprint it, or the
+/// 413 / 400 to answer.
+async fn read_request_body(parts: &Parts, body: Body) -> Result<Bytes, SentriError> {
+    let too_large = || {
+        SentriError::new(
+            ErrorCode::PayloadTooLarge,
+            "Request body too large for an idempotent request",
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_REQUEST_BODY as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
+        Err(err) => {
+            tracing::debug!(error = %err, "idempotency: could not read the request body");
+            Err(SentriError::validation("Could not read the request body"))
+        }
+    }
+}
+
 /// Holds an in-flight marker; releases it (in a spawned task) if dropped while armed,
-/// e.g. when the handler panics or the client disconnects.
+/// i.e. when the handler panicked or the runtime shut down under it.
 struct InFlight {
     shared: Arc<Shared>,
     key: String,
@@ -474,6 +610,7 @@ struct InFlight {
 }
 
 impl InFlight {
+    /// Frees the key: the handler answered non-2xx (or failed), a retry may run it again.
     async fn release(mut self) {
         if let Err(err) = self.shared.store.release(&self.key, self.ticket).await {
             tracing::warn!(error = %err, "idempotency: failed to release a key");
@@ -481,8 +618,19 @@ impl InFlight {
         self.armed = false;
     }
 
-    fn disarm(mut self) {
+    /// Records the outcome. Disarmed first: if this is interrupted, the marker stays
+    /// until its ttl rather than being released after the handler ran.
+    async fn finish(mut self, completion: Completion) {
         self.armed = false;
+        if let Err(err) = self
+            .shared
+            .store
+            .complete(&self.key, self.ticket, completion)
+            .await
+        {
+            // Keep the marker: a retry gets 409 until ttl rather than a second execution.
+            tracing::error!(error = %err, "idempotency: could not store the outcome; the key stays locked until its ttl");
+        }
     }
 }
 
@@ -500,7 +648,7 @@ impl Drop for InFlight {
         let shared = self.shared.clone();
         let key = std::mem::take(&mut self.key);
         let ticket = self.ticket;
-        tracing::debug!("idempotency: request abandoned, releasing its key");
+        tracing::debug!("idempotency: handler did not finish, releasing its key");
         rt.spawn(async move {
             if let Err(err) = shared.store.release(&key, ticket).await {
                 tracing::warn!(error = %err, "idempotency: failed to release an abandoned key");
@@ -515,102 +663,115 @@ async fn handle<S, B>(
     req: Request<Body>,
 ) -> Result<Response<Body>, S::Error>
 where
-    S: Service<Request<Body>, Response = Response<B>>,
+    S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let mut values = req.headers().get_all(&shared.header).iter();
-    let key_value = match (values.next(), values.next()) {
-        (Some(v), None) if valid_key(v) => v.clone(),
-        _ => {
-            return Ok(SentriError::validation(
-                "The idempotency key must be 1 to 255 visible ASCII characters, sent once",
-            )
-            .into_response());
-        }
+    let key_value = match request_key(req.headers(), &shared.header) {
+        Ok(value) => value,
+        Err(err) => return Ok(err.into_response()),
     };
     // Visible ASCII only, checked above.
     let key = key_value.to_str().unwrap_or_default();
-
     let (mut parts, body) = req.into_parts();
-    let too_large = || {
-        SentriError::new(
-            ErrorCode::PayloadTooLarge,
-            "Request body too large for an idempotent request",
-        )
-        .into_response()
+    let Some(skey) = storage_key(&parts, &shared.credential_headers, key) else {
+        tracing::debug!(
+            "idempotency: no authenticated user and no credentials; passed through without idempotency"
+        );
+        let res = inner.call(Request::from_parts(parts, body)).await?;
+        return Ok(res.map(Body::new));
     };
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_REQUEST_BODY as u64) {
-        return Ok(with_request_id(too_large(), &key_value));
-    }
-    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<LengthLimitError>() => {
-            return Ok(with_request_id(too_large(), &key_value));
-        }
-        Err(err) => {
-            tracing::debug!(error = %err, "idempotency: could not read the request body");
-            return Ok(with_request_id(
-                SentriError::validation("Could not read the request body").into_response(),
-                &key_value,
-            ));
-        }
+    let body = match read_request_body(&parts, body).await {
+        Ok(body) => body,
+        Err(err) => return Ok(with_request_id(err.into_response(), &key_value)),
     };
-
     let uri = parts
         .extensions
         .get::<OriginalUri>()
         .map_or(&parts.uri, |o| &o.0);
     let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let fp = fingerprint(&parts.method, path_and_query, &body);
-    let skey = storage_key(&parts, uri.path(), key);
     parts.extensions.insert(IdempotencyKey(key.to_owned()));
     let req = Request::from_parts(parts, Body::from(body));
 
     let ticket = match shared.store.try_begin(&skey, &fp).await {
         Ok(Begin::Started(ticket)) => ticket,
-        Ok(Begin::Completed(stored)) => return Ok(replay(&stored, &key_value)),
-        Ok(Begin::InProgress) => {
-            let err = SentriError::new(
-                ErrorCode::IdempotencyInProgress,
-                "A request with this idempotency key is still being processed",
-            )
-            .with_retry_after(shared.retry_after);
-            return Ok(with_request_id(err.into_response(), &key_value));
+        Ok(found) => return Ok(answer_existing(found, &shared, &key_value)),
+        Err(err) if shared.policy == BackendErrorPolicy::FailOpen => {
+            tracing::warn!(error = %err, "idempotency: store unavailable, running the request without idempotency (fail-open)");
+            let res = inner.call(req).await?;
+            return Ok(with_request_id(res.map(Body::new), &key_value));
         }
-        Ok(Begin::Mismatch) => {
-            let err = SentriError::new(
-                ErrorCode::IdempotencyKeyMismatch,
-                "This idempotency key was already used with a different request",
-            );
-            return Ok(with_request_id(err.into_response(), &key_value));
+        Err(err) => {
+            let res = SentriError::unavailable(err).into_response();
+            return Ok(with_request_id(res, &key_value));
         }
-        Err(err) => match shared.policy {
-            BackendErrorPolicy::FailClosed => {
-                return Ok(with_request_id(
-                    SentriError::unavailable(err).into_response(),
-                    &key_value,
-                ));
-            }
-            BackendErrorPolicy::FailOpen => {
-                tracing::warn!(error = %err, "idempotency: store unavailable, running the request without idempotency (fail-open)");
-                let res = inner.call(req).await?;
-                return Ok(with_request_id(res.map(Body::new), &key_value));
-            }
-        },
     };
-
     let guard = InFlight {
         shared: shared.clone(),
         key: skey,
         ticket,
         armed: true,
     };
+    let res = run_detached(run_once(shared, inner, req, guard, fp)).await?;
+    Ok(with_request_id(res, &key_value))
+}
+
+/// The answer when the key was already taken (anything but [`Begin::Started`]).
+fn answer_existing(found: Begin, shared: &Shared, key: &HeaderValue) -> Response<Body> {
+    let err = match found {
+        Begin::Completed(stored) => return replay(&stored, key),
+        Begin::InProgress | Begin::Started(_) => SentriError::new(
+            ErrorCode::IdempotencyInProgress,
+            "A request with this idempotency key is still being processed",
+        )
+        .with_retry_after(shared.retry_after),
+        Begin::NotReplayable => SentriError::new(
+            ErrorCode::IdempotencyNotReplayable,
+            "A request with this idempotency key already completed, but its response was not stored; it is not run again",
+        ),
+        Begin::Mismatch => SentriError::new(
+            ErrorCode::IdempotencyKeyMismatch,
+            "This idempotency key was already used with a different request",
+        ),
+    };
+    with_request_id(err.into_response(), key)
+}
+
+/// Runs a claimed request on its own task, so that a caller going away (a client
+/// disconnect drops this future) never cancels the handler or frees its key: the
+/// outcome is recorded either way. A handler panic is re-raised here, as without the
+/// layer. Without a tokio runtime the job runs in place.
+async fn run_detached<E, F>(job: F) -> Result<Response<Body>, E>
+where
+    F: Future<Output = Result<Response<Body>, E>> + Send + 'static,
+    E: Send + 'static,
+{
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return job.await;
+    };
+    match rt.spawn(job.instrument(tracing::Span::current())).await {
+        Ok(out) => out,
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(err) => Ok(SentriError::unavailable(err).into_response()),
+    }
+}
+
+/// Calls the handler and records its outcome under the claimed key.
+async fn run_once<S, B>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    req: Request<Body>,
+    guard: InFlight,
+    fp: Fingerprint,
+) -> Result<Response<Body>, S::Error>
+where
+    S: Service<Request<Body>, Response = Response<B>>,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let res = match inner.call(req).await {
         Ok(res) => res,
         Err(err) => {
@@ -619,16 +780,43 @@ where
         }
     };
     let (parts, body) = res.into_parts();
-    let mut body = Body::new(body);
-    if !parts.status.is_success() || body.size_hint().lower() > shared.max_body as u64 {
+    let body = Body::new(body);
+    if !parts.status.is_success() {
         guard.release().await;
-        return Ok(with_request_id(
-            Response::from_parts(parts, body),
-            &key_value,
-        ));
+        return Ok(Response::from_parts(parts, body));
     }
+    let (completion, body) = match read_capped(body, shared.max_body).await {
+        Capped::Whole(bytes) => {
+            let stored = stored_response(&shared, &parts, fp, &bytes);
+            (Completion::Replay(stored), Body::from(bytes))
+        }
+        Capped::Partial(resumed) => {
+            tracing::debug!(
+                "idempotency: 2xx response not replayable (over max_body, trailers or a body error); recorded as completed"
+            );
+            (Completion::NotReplayable(fp), Body::new(resumed))
+        }
+    };
+    guard.finish(completion).await;
+    Ok(Response::from_parts(parts, body))
+}
 
-    // Read at most max_body + 1 bytes before deciding.
+/// A response body read up to a cap: whole, or what was read followed by the rest.
+enum Capped {
+    Whole(Bytes),
+    Partial(body::Resumed),
+}
+
+/// Reads at most `max + 1` bytes of `body` before deciding whether it can be stored.
+async fn read_capped(mut body: Body, max: usize) -> Capped {
+    if body.size_hint().lower() > max as u64 {
+        let rest = Some(body);
+        return Capped::Partial(body::Resumed {
+            read: VecDeque::new(),
+            error: None,
+            rest,
+        });
+    }
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
     loop {
@@ -638,7 +826,7 @@ where
                 Ok(data) => {
                     total += data.len();
                     chunks.push(data);
-                    if total <= shared.max_body {
+                    if total <= max {
                         continue;
                     }
                     (None, None)
@@ -648,18 +836,16 @@ where
             },
             Some(Err(err)) => (None, Some(err)),
         };
-        guard.release().await;
         let mut read: VecDeque<Frame<Bytes>> = chunks.into_iter().map(Frame::data).collect();
         read.extend(extra);
         let rest = error.is_none().then_some(body);
-        let resumed = body::Resumed { read, error, rest };
-        return Ok(with_request_id(
-            Response::from_parts(parts, Body::new(resumed)),
-            &key_value,
-        ));
+        return Capped::Partial(body::Resumed { read, error, rest });
     }
+    Capped::Whole(concat(chunks, total))
+}
 
-    let body = match chunks.len() {
+fn concat(mut chunks: Vec<Bytes>, total: usize) -> Bytes {
+    match chunks.len() {
         0 => Bytes::new(),
         1 => chunks.pop().unwrap_or_default(),
         _ => {
@@ -669,31 +855,30 @@ where
             }
             buf.freeze()
         }
-    };
+    }
+}
+
+fn stored_response(
+    shared: &Shared,
+    parts: &axum::http::response::Parts,
+    fingerprint: Fingerprint,
+    body: &Bytes,
+) -> StoredResponse {
     let mut headers = Vec::with_capacity(shared.replay_headers.len());
     for name in &shared.replay_headers {
         for value in parts.headers.get_all(name) {
             headers.push((name.clone(), value.clone()));
         }
     }
-    let stored = StoredResponse {
-        fingerprint: fp,
+    StoredResponse {
+        fingerprint,
         status: parts.status,
         headers,
         // An exact-size copy: a handler's body usually sits in a Vec grown by doubling
         // (serde_json, format!), and keeping a slice of it would keep the whole spare
         // capacity alive for the ttl (~2 KiB held per 1 KiB response in the bench).
-        body: Bytes::copy_from_slice(&body),
-    };
-    if let Err(err) = shared.store.complete(&guard.key, ticket, stored).await {
-        // Keep the marker: a retry gets 409 until ttl rather than a second execution.
-        tracing::error!(error = %err, "idempotency: could not store the response; the key stays locked until its ttl");
+        body: Bytes::copy_from_slice(body),
     }
-    guard.disarm();
-    Ok(with_request_id(
-        Response::from_parts(parts, Body::from(body)),
-        &key_value,
-    ))
 }
 
 fn replay(stored: &StoredResponse, key: &HeaderValue) -> Response<Body> {
@@ -714,6 +899,41 @@ fn replay(stored: &StoredResponse, key: &HeaderValue) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parts_with(headers: &[(&'static str, &'static str)], user: Option<&str>) -> Parts {
+        let mut b = Request::post("/pay");
+        for (name, value) in headers {
+            b = b.header(*name, *value);
+        }
+        let (mut parts, ()) = b.body(()).unwrap_or_default().into_parts();
+        if let Some(id) = user {
+            parts.extensions.insert(AuthUser {
+                id: id.to_owned(),
+                identifier: format!("{id}@example.com"),
+                roles: vec![],
+            });
+        }
+        parts
+    }
+
+    #[test]
+    fn keys_are_scoped_to_the_user_or_a_hash_of_the_credentials() {
+        let names = IdempotencyOptions::default().credential_headers;
+        let key = |headers: &[(&'static str, &'static str)], user: Option<&str>| {
+            storage_key(&parts_with(headers, user), &names, "k1")
+        };
+        let alice = key(&[("authorization", "Bearer secret-a")], None);
+        let bob = key(&[("authorization", "Bearer secret-b")], None);
+        let cookie = key(&[("cookie", "Bearer secret-a")], None);
+        assert!(alice.is_some() && alice != bob && alice != cookie);
+        assert_eq!(alice, key(&[("authorization", "Bearer secret-a")], None));
+        assert!(alice.iter().all(|k| !k.contains("secret")), "{alice:?}");
+        assert_eq!(key(&[], None), None, "anonymous: not stored");
+        assert_eq!(key(&[("authorization", "")], None), None);
+        assert_eq!(key(&[("x-other", "1")], None), None);
+        let user = key(&[("authorization", "Bearer secret-a")], Some("u1"));
+        assert_eq!(user.as_deref(), Some("u:2:u1:k1"), "the user wins");
+    }
 
     #[test]
     fn key_validation() {

@@ -2,7 +2,8 @@
 //!
 //! * in-flight marker: an atomic `SET key marker NX PX ttl` (inside a Lua script that
 //!   also returns the current value when the key is taken);
-//! * completion: compare-and-set from our marker to the serialized response;
+//! * completion: compare-and-set from our marker to the serialized response, or to a
+//!   not-replayable record (`N` + fingerprint) when the response could not be kept;
 //! * release: compare-and-delete of our marker.
 //!
 //! The [`ConnectionManager`] is created on first use (so the layer can be built
@@ -16,8 +17,8 @@ use redis::{Client, Cmd, RedisError};
 use tokio::sync::OnceCell;
 
 use super::store::{
-    Begin, Fingerprint, Record, StoreError, StoredResponse, Ticket, decode_record, encode_marker,
-    encode_response,
+    Begin, Completion, Fingerprint, Record, StoreError, Ticket, decode_record, encode_completion,
+    encode_marker,
 };
 
 const KEY_PREFIX: &str = "sentri:idem:";
@@ -133,6 +134,7 @@ impl super::store::Store for RedisStore {
             Record::Done(resp) if resp.fingerprint == *fingerprint => {
                 Begin::Completed(std::sync::Arc::new(resp))
             }
+            Record::NotReplayable { fingerprint: fp } if fp == *fingerprint => Begin::NotReplayable,
             _ => Begin::Mismatch,
         })
     }
@@ -141,10 +143,10 @@ impl super::store::Store for RedisStore {
         &self,
         key: &str,
         ticket: Ticket,
-        response: StoredResponse,
+        completion: Completion,
     ) -> Result<(), StoreError> {
-        let marker = encode_marker(&response.fingerprint, ticket);
-        let value = encode_response(&response)?;
+        let marker = encode_marker(completion.fingerprint(), ticket);
+        let value = encode_completion(&completion)?;
         let rkey = redis_key(key);
         let stored: i64 = self
             .with_retry(|mut conn| {

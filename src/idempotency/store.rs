@@ -1,17 +1,14 @@
-//! Storage backends for idempotency records: one small trait, an in-process moka
-//! store and (feature `redis`) a shared Redis store.
+//! Storage backends for idempotency records: one small trait, an in-process store
+//! bounded by bytes and (feature `redis`) a shared Redis store.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use bytes::Bytes;
-use moka::future::Cache;
-use moka::ops::compute::Op;
-use moka::policy::EvictionPolicy;
 
 /// SHA-256 over the request (method, path and query, body).
 pub(crate) type Fingerprint = [u8; 32];
@@ -29,6 +26,26 @@ pub(crate) struct StoredResponse {
     pub(crate) body: Bytes,
 }
 
+/// What a finished handler leaves behind under its key.
+#[derive(Debug)]
+pub(crate) enum Completion {
+    /// A 2xx response to replay.
+    Replay(StoredResponse),
+    /// The handler ran with this fingerprint but its response cannot be replayed
+    /// (too large, trailers, a body error): retries get `IDEMPOTENCY_NOT_REPLAYABLE`.
+    NotReplayable(Fingerprint),
+}
+
+impl Completion {
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn fingerprint(&self) -> &Fingerprint {
+        match self {
+            Self::Replay(resp) => &resp.fingerprint,
+            Self::NotReplayable(fp) => fp,
+        }
+    }
+}
+
 /// The outcome of trying to claim a key.
 #[derive(Debug)]
 pub(crate) enum Begin {
@@ -38,11 +55,13 @@ pub(crate) enum Begin {
     InProgress,
     /// The same request completed before: replay this.
     Completed(Arc<StoredResponse>),
+    /// The same request completed before, but its response was not stored.
+    NotReplayable,
     /// The key was used with a different request.
     Mismatch,
 }
 
-/// A backend failure (Redis unreachable, a malformed record…).
+/// A backend failure (Redis unreachable, a malformed record, a full memory store…).
 #[derive(Debug)]
 pub(crate) struct StoreError(pub(crate) Box<dyn std::error::Error + Send + Sync + 'static>);
 
@@ -73,12 +92,12 @@ pub(crate) trait Store: Send + Sync {
         fingerprint: &Fingerprint,
     ) -> impl Future<Output = Result<Begin, StoreError>> + Send;
 
-    /// Replaces our in-flight marker with the response (no-op when the marker is gone).
+    /// Replaces our in-flight marker with the outcome (no-op when the marker is gone).
     fn complete(
         &self,
         key: &str,
         ticket: Ticket,
-        response: StoredResponse,
+        completion: Completion,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Deletes the key if it still holds our in-flight marker.
@@ -89,106 +108,247 @@ pub(crate) trait Store: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-// ---- in-process (moka) -----------------------------------------------------------------
+// ---- in-process ------------------------------------------------------------------------
 
-#[derive(Debug, Clone)]
+/// Bytes counted per entry besides its key, headers and body: the map slot, the
+/// expiry-queue node, the shared key allocation and the record itself (approximate).
+pub(crate) const ENTRY_OVERHEAD: u64 = 192;
+
+#[derive(Debug)]
 enum Slot {
-    InFlight {
-        fingerprint: Fingerprint,
-        ticket: Ticket,
-    },
+    InFlight(Fingerprint),
     Done(Arc<StoredResponse>),
+    NotReplayable(Fingerprint),
 }
 
-/// Single-process store: a moka cache bounded by entry count, LRU eviction, per-entry TTL.
+struct Entry {
+    slot: Slot,
+    /// Position in `markers` (in flight) or `done` (otherwise); for markers, the ticket.
+    seq: u64,
+    expires: Instant,
+    bytes: u64,
+}
+
+#[derive(Default)]
+struct Entries {
+    map: HashMap<Arc<str>, Entry>,
+    /// In-flight keys in expiry order. Never evicted for space.
+    markers: BTreeMap<u64, Arc<str>>,
+    /// Completed keys (replayable or not) in expiry order: evicted oldest first.
+    done: BTreeMap<u64, Arc<str>>,
+    bytes: u64,
+    /// The part of `bytes` held by in-flight markers (cannot be evicted).
+    in_flight_bytes: u64,
+    next_seq: u64,
+}
+
+/// Single-process store bounded by bytes: completed records are evicted oldest first
+/// when space is needed; in-flight markers are never evicted (when they alone fill the
+/// budget, a new key is refused with a [`StoreError`]). Every record expires after `ttl`.
 pub(crate) struct MemoryStore {
-    cache: Cache<String, Slot>,
-    next_ticket: AtomicU64,
+    entries: Mutex<Entries>,
+    ttl: Duration,
+    budget: u64,
+}
+
+fn marker_bytes(key: &str) -> u64 {
+    ENTRY_OVERHEAD + key.len() as u64
+}
+
+fn response_bytes(key: &str, resp: &StoredResponse) -> u64 {
+    let headers: usize = resp
+        .headers
+        .iter()
+        .map(|(n, v)| 32 + n.as_str().len() + v.len())
+        .sum();
+    marker_bytes(key) + (headers + resp.body.len()) as u64
+}
+
+impl Entries {
+    fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(entry) = self.map.remove(key) {
+            match entry.slot {
+                Slot::InFlight(_) => {
+                    self.markers.remove(&entry.seq);
+                    self.in_flight_bytes -= entry.bytes;
+                }
+                Slot::Done(_) | Slot::NotReplayable(_) => {
+                    self.done.remove(&entry.seq);
+                }
+            }
+            self.bytes -= entry.bytes;
+        }
+    }
+
+    /// Drops expired records; both queues are in expiry order (one ttl for all).
+    fn purge_expired(&mut self, now: Instant) {
+        for markers in [true, false] {
+            loop {
+                let queue = if markers { &self.markers } else { &self.done };
+                let Some((_, key)) = queue.first_key_value() else {
+                    break;
+                };
+                if self.map.get(key).is_some_and(|e| e.expires > now) {
+                    break;
+                }
+                let key = key.clone();
+                self.remove(&key);
+            }
+        }
+    }
+
+    /// Evicts completed records, oldest first, until `bytes` more fit in `budget`.
+    /// Evicts nothing and returns `false` when they cannot fit beside the markers.
+    fn make_room(&mut self, bytes: u64, budget: u64) -> bool {
+        if self.in_flight_bytes + bytes > budget {
+            return false;
+        }
+        while self.bytes + bytes > budget {
+            let Some((_, key)) = self.done.first_key_value() else {
+                return false;
+            };
+            let key = key.clone();
+            self.remove(&key);
+        }
+        true
+    }
+
+    fn insert(&mut self, key: Arc<str>, slot: Slot, expires: Instant, bytes: u64) -> u64 {
+        let seq = self.next_seq();
+        match slot {
+            Slot::InFlight(_) => {
+                self.markers.insert(seq, key.clone());
+                self.in_flight_bytes += bytes;
+            }
+            Slot::Done(_) | Slot::NotReplayable(_) => {
+                self.done.insert(seq, key.clone());
+            }
+        }
+        self.bytes += bytes;
+        self.map.insert(
+            key,
+            Entry {
+                slot,
+                seq,
+                expires,
+                bytes,
+            },
+        );
+        seq
+    }
 }
 
 impl MemoryStore {
-    pub(crate) fn new(max_size: u64, ttl: Duration) -> Self {
+    /// `budget`: the most bytes the records may take (see [`ENTRY_OVERHEAD`]).
+    pub(crate) fn new(budget: u64, ttl: Duration) -> Self {
         Self {
-            cache: Cache::builder()
-                .max_capacity(max_size)
-                .time_to_live(ttl)
-                // LRU, not TinyLFU: a fresh in-flight marker must never be refused admission.
-                .eviction_policy(EvictionPolicy::lru())
-                .build(),
-            next_ticket: AtomicU64::new(1),
+            entries: Mutex::new(Entries::default()),
+            ttl,
+            budget,
+        }
+    }
+
+    /// Bytes currently held by the records (always ≤ the budget).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Entries> {
+        // No code path panics while holding the lock; if one did, the data is still
+        // consistent (every mutation is a few infallible steps).
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn begin_now(&self, key: &str, fp: &Fingerprint) -> Result<Begin, StoreError> {
+        let mut entries = self.lock();
+        let now = Instant::now();
+        entries.purge_expired(now);
+        if let Some(entry) = entries.map.get(key) {
+            let (theirs, found) = match &entry.slot {
+                Slot::InFlight(theirs) => (theirs, Begin::InProgress),
+                Slot::Done(resp) => (&resp.fingerprint, Begin::Completed(resp.clone())),
+                Slot::NotReplayable(theirs) => (theirs, Begin::NotReplayable),
+            };
+            return Ok(if theirs == fp { found } else { Begin::Mismatch });
+        }
+        let bytes = marker_bytes(key);
+        if !entries.make_room(bytes, self.budget) {
+            return Err(StoreError::msg(
+                "the in-process idempotency store is full of in-flight requests",
+            ));
+        }
+        let seq = entries.insert(key.into(), Slot::InFlight(*fp), now + self.ttl, bytes);
+        Ok(Begin::Started(Ticket::from(seq)))
+    }
+
+    fn complete_now(&self, key: &str, ticket: Ticket, completion: Completion) {
+        let mut entries = self.lock();
+        let now = Instant::now();
+        entries.purge_expired(now);
+        let ours = entries.map.get_key_value(key).and_then(|(k, e)| {
+            let mine = matches!(e.slot, Slot::InFlight(_)) && Ticket::from(e.seq) == ticket;
+            mine.then(|| k.clone())
+        });
+        let Some(key) = ours else {
+            tracing::warn!("idempotency: in-flight marker expired before the outcome was stored");
+            return;
+        };
+        entries.remove(&key);
+        let (slot, bytes) = match completion {
+            Completion::Replay(resp) => {
+                let bytes = response_bytes(&key, &resp);
+                (Slot::Done(Arc::new(resp)), bytes)
+            }
+            Completion::NotReplayable(fp) => (Slot::NotReplayable(fp), marker_bytes(&key)),
+        };
+        // A marker's worth of bytes was just freed, so a not-replayable record always fits.
+        let (slot, bytes) = match slot {
+            Slot::Done(resp) if !entries.make_room(bytes, self.budget) => {
+                tracing::warn!(
+                    "idempotency: response does not fit the memory budget; recorded as not replayable"
+                );
+                (Slot::NotReplayable(resp.fingerprint), marker_bytes(&key))
+            }
+            other => (other, bytes),
+        };
+        entries.make_room(bytes, self.budget);
+        entries.insert(key, slot, now + self.ttl, bytes);
+    }
+
+    fn release_now(&self, key: &str, ticket: Ticket) {
+        let mut entries = self.lock();
+        let mine = entries
+            .map
+            .get(key)
+            .is_some_and(|e| matches!(e.slot, Slot::InFlight(_)) && Ticket::from(e.seq) == ticket);
+        if mine {
+            entries.remove(key);
         }
     }
 }
 
 impl Store for MemoryStore {
     async fn try_begin(&self, key: &str, fingerprint: &Fingerprint) -> Result<Begin, StoreError> {
-        let ticket = Ticket::from(self.next_ticket.fetch_add(1, Ordering::Relaxed));
-        let mut outcome = Begin::Started(ticket);
-        let fp = *fingerprint;
-        self.cache
-            .entry_by_ref(key)
-            .and_compute_with(|existing| {
-                let op = match existing.map(|e| e.into_value()) {
-                    None => Op::Put(Slot::InFlight {
-                        fingerprint: fp,
-                        ticket,
-                    }),
-                    Some(Slot::InFlight { fingerprint, .. }) => {
-                        outcome = if fingerprint == fp {
-                            Begin::InProgress
-                        } else {
-                            Begin::Mismatch
-                        };
-                        Op::Nop
-                    }
-                    Some(Slot::Done(resp)) => {
-                        outcome = if resp.fingerprint == fp {
-                            Begin::Completed(resp)
-                        } else {
-                            Begin::Mismatch
-                        };
-                        Op::Nop
-                    }
-                };
-                std::future::ready(op)
-            })
-            .await;
-        Ok(outcome)
+        self.begin_now(key, fingerprint)
     }
 
     async fn complete(
         &self,
         key: &str,
         ticket: Ticket,
-        response: StoredResponse,
+        completion: Completion,
     ) -> Result<(), StoreError> {
-        let response = Arc::new(response);
-        self.cache
-            .entry_by_ref(key)
-            .and_compute_with(|existing| {
-                let op = match existing.map(|e| e.into_value()) {
-                    Some(Slot::InFlight { ticket: t, .. }) if t == ticket => {
-                        Op::Put(Slot::Done(response))
-                    }
-                    _ => Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
+        self.complete_now(key, ticket, completion);
         Ok(())
     }
 
     async fn release(&self, key: &str, ticket: Ticket) -> Result<(), StoreError> {
-        self.cache
-            .entry_by_ref(key)
-            .and_compute_with(|existing| {
-                let op = match existing.map(|e| e.into_value()) {
-                    Some(Slot::InFlight { ticket: t, .. }) if t == ticket => Op::Remove,
-                    _ => Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
+        self.release_now(key, ticket);
         Ok(())
     }
 }
@@ -205,10 +365,28 @@ pub(crate) fn encode_marker(fingerprint: &Fingerprint, ticket: Ticket) -> Vec<u8
     out
 }
 
+/// Completed-not-replayable record: `N` + fingerprint.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn encode_not_replayable(fingerprint: &Fingerprint) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 32);
+    out.push(b'N');
+    out.extend_from_slice(fingerprint);
+    out
+}
+
+/// The stored form of a completion.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn encode_completion(completion: &Completion) -> Result<Vec<u8>, StoreError> {
+    match completion {
+        Completion::Replay(resp) => encode_response(resp),
+        Completion::NotReplayable(fp) => Ok(encode_not_replayable(fp)),
+    }
+}
+
 /// Completed record: `C` + fingerprint + status (u16) + header count (u16) +
 /// headers (`u16` name length, name, `u32` value length, value) + body.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) fn encode_response(resp: &StoredResponse) -> Result<Vec<u8>, StoreError> {
+fn encode_response(resp: &StoredResponse) -> Result<Vec<u8>, StoreError> {
     let headers_len: usize = resp
         .headers
         .iter()
@@ -239,6 +417,7 @@ pub(crate) fn encode_response(resp: &StoredResponse) -> Result<Vec<u8>, StoreErr
 pub(crate) enum Record {
     InFlight { fingerprint: Fingerprint },
     Done(StoredResponse),
+    NotReplayable { fingerprint: Fingerprint },
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -269,6 +448,7 @@ pub(crate) fn decode_record(raw: Vec<u8>) -> Result<Record, StoreError> {
             r.array::<16>()?; // the owner's ticket
             Ok(Record::InFlight { fingerprint })
         }
+        b'N' => Ok(Record::NotReplayable { fingerprint }),
         b'C' => {
             let status = StatusCode::from_u16(u16::from_be_bytes(r.array::<2>()?))
                 .map_err(|_| StoreError::msg("bad status in idempotency record"))?;
@@ -312,7 +492,8 @@ mod tests {
             )],
             body: Bytes::from_static(b"{\"n\":1}"),
         };
-        let Ok(Record::Done(back)) = decode_record(encode_response(&resp).unwrap_or_default())
+        let Ok(Record::Done(back)) =
+            decode_record(encode_completion(&Completion::Replay(resp.clone())).unwrap_or_default())
         else {
             panic!("not a completed record");
         };
@@ -327,5 +508,93 @@ mod tests {
         };
         assert_eq!(fingerprint, [1; 32]);
         assert!(decode_record(vec![b'C', 1, 2]).is_err());
+
+        let Ok(Record::NotReplayable { fingerprint }) =
+            decode_record(encode_not_replayable(&[3; 32]))
+        else {
+            panic!("not a not-replayable record");
+        };
+        assert_eq!(fingerprint, [3; 32]);
+    }
+
+    fn response(fp: u8, body: usize) -> Completion {
+        Completion::Replay(StoredResponse {
+            fingerprint: [fp; 32],
+            status: StatusCode::CREATED,
+            headers: vec![],
+            body: Bytes::from(vec![b'x'; body]),
+        })
+    }
+
+    fn started(begin: Result<Begin, StoreError>) -> Ticket {
+        match begin {
+            Ok(Begin::Started(ticket)) => ticket,
+            other => panic!("not started: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn memory_store_evicts_completed_records_never_markers() {
+        let budget = 8 * ENTRY_OVERHEAD;
+        let store = MemoryStore::new(budget, Duration::from_secs(60));
+        let held = started(store.begin_now("held", &[9; 32]));
+        for i in 0..50u8 {
+            let key = format!("k{i}");
+            let ticket = started(store.begin_now(&key, &[i; 32]));
+            store.complete_now(&key, ticket, response(i, 100));
+            assert!(store.bytes() <= budget, "{} > {budget}", store.bytes());
+        }
+        assert!(matches!(
+            store.begin_now("held", &[9; 32]),
+            Ok(Begin::InProgress)
+        ));
+        assert!(matches!(
+            store.begin_now("k49", &[49; 32]),
+            Ok(Begin::Completed(_))
+        ));
+        assert!(matches!(
+            store.begin_now("k0", &[0; 32]),
+            Ok(Begin::Started(_))
+        ));
+        // A response bigger than the whole budget is kept as not replayable.
+        store.complete_now("held", held, response(9, budget as usize));
+        assert!(matches!(
+            store.begin_now("held", &[9; 32]),
+            Ok(Begin::NotReplayable)
+        ));
+        assert!(matches!(
+            store.begin_now("held", &[8; 32]),
+            Ok(Begin::Mismatch)
+        ));
+        assert!(store.bytes() <= budget);
+    }
+
+    #[test]
+    fn memory_store_full_of_markers_refuses_new_keys() {
+        let store = MemoryStore::new(4 * ENTRY_OVERHEAD + 8, Duration::from_secs(60));
+        for i in 0..4u8 {
+            started(store.begin_now(&format!("m{i}"), &[i; 32]));
+        }
+        assert!(store.begin_now("m4", &[4; 32]).is_err());
+        for i in 0..4u8 {
+            let again = store.begin_now(&format!("m{i}"), &[i; 32]);
+            assert!(matches!(again, Ok(Begin::InProgress)));
+        }
+    }
+
+    #[test]
+    fn memory_store_forgets_expired_records_and_released_markers() {
+        let store = MemoryStore::new(1 << 20, Duration::from_millis(1));
+        let ticket = started(store.begin_now("a", &[1; 32]));
+        store.release_now("a", ticket);
+        assert_eq!(store.bytes(), 0);
+        let ticket = started(store.begin_now("a", &[1; 32]));
+        store.complete_now("a", ticket, response(1, 10));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(matches!(
+            store.begin_now("a", &[1; 32]),
+            Ok(Begin::Started(_))
+        ));
+        assert_eq!(store.bytes(), marker_bytes("a"));
     }
 }
