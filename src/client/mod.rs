@@ -441,61 +441,69 @@ fn is_hmac(alg: Algorithm) -> bool {
     matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
+/// Checks a client configuration (`CONFIGURATION_ERROR`).
+fn check_config(config: &ClientConfig) -> Result<()> {
+    check_key_uri(config)?;
+    if config.algorithms.is_empty() {
+        return Err(SentriError::configuration("algorithms must not be empty"));
+    }
+    if let Some(alg) = config.algorithms.iter().find(|a| is_hmac(**a)) {
+        return Err(SentriError::configuration(format!(
+            "algorithm {alg:?} is not allowed in client mode: HMAC keys cannot be published"
+        )));
+    }
+    if let Some(roles) = &config.valid_roles {
+        if roles.is_empty() {
+            return Err(SentriError::configuration(
+                "valid_roles must not be empty when set",
+            ));
+        }
+        if roles.iter().any(|r| r.trim().is_empty()) {
+            return Err(SentriError::configuration(
+                "valid_roles must not contain empty names",
+            ));
+        }
+    }
+    if config.leeway > Duration::from_secs(60) {
+        return Err(SentriError::configuration("leeway must be at most 60 s"));
+    }
+    if config.cache_ttl.is_zero() {
+        return Err(SentriError::configuration("cache_ttl must be positive"));
+    }
+    if config.refetch_cooldown < MIN_REFETCH_COOLDOWN {
+        return Err(SentriError::configuration(
+            "refetch_cooldown must be at least 1 s",
+        ));
+    }
+    if config.http_timeout.is_zero() {
+        return Err(SentriError::configuration("http_timeout must be positive"));
+    }
+    if config.access_cookie.as_deref().is_some_and(str::is_empty) {
+        return Err(SentriError::configuration(
+            "access_cookie name must not be empty",
+        ));
+    }
+    Ok(())
+}
+
+/// The HTTP client of key fetches. Fetches are rare (minutes apart), so no idle
+/// connections are kept: every fetch sees the server as it is now.
+fn http_client(config: &ClientConfig) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(config.http_timeout)
+        .connect_timeout(config.http_timeout)
+        .pool_max_idle_per_host(0)
+        .redirect(redirect_policy())
+        .user_agent(concat!("sentri/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| SentriError::configuration("cannot build the HTTP client").with_source(e))
+}
+
 impl ClientAuth {
     fn from_config(config: ClientConfig) -> Result<Self> {
-        check_key_uri(&config)?;
+        check_config(&config)?;
         let display_uri = redact_url(&config.key_uri).into_owned();
-        if config.algorithms.is_empty() {
-            return Err(SentriError::configuration("algorithms must not be empty"));
-        }
-        if let Some(alg) = config.algorithms.iter().find(|a| is_hmac(**a)) {
-            return Err(SentriError::configuration(format!(
-                "algorithm {alg:?} is not allowed in client mode: HMAC keys cannot be published"
-            )));
-        }
-        if let Some(roles) = &config.valid_roles {
-            if roles.is_empty() {
-                return Err(SentriError::configuration(
-                    "valid_roles must not be empty when set",
-                ));
-            }
-            if roles.iter().any(|r| r.trim().is_empty()) {
-                return Err(SentriError::configuration(
-                    "valid_roles must not contain empty names",
-                ));
-            }
-        }
-        if config.leeway > Duration::from_secs(60) {
-            return Err(SentriError::configuration("leeway must be at most 60 s"));
-        }
-        if config.cache_ttl.is_zero() {
-            return Err(SentriError::configuration("cache_ttl must be positive"));
-        }
-        if config.refetch_cooldown < MIN_REFETCH_COOLDOWN {
-            return Err(SentriError::configuration(
-                "refetch_cooldown must be at least 1 s",
-            ));
-        }
-        if config.http_timeout.is_zero() {
-            return Err(SentriError::configuration("http_timeout must be positive"));
-        }
-        if config.access_cookie.as_deref().is_some_and(str::is_empty) {
-            return Err(SentriError::configuration(
-                "access_cookie name must not be empty",
-            ));
-        }
-        // Fetches are rare (minutes apart), so no idle connections are kept: every
-        // fetch sees the server as it is now.
-        let http = reqwest::Client::builder()
-            .timeout(config.http_timeout)
-            .connect_timeout(config.http_timeout)
-            .pool_max_idle_per_host(0)
-            .redirect(redirect_policy())
-            .user_agent(concat!("sentri/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                SentriError::configuration("cannot build the HTTP client").with_source(e)
-            })?;
+        let http = http_client(&config)?;
         let token_options = TokenOptions {
             issuer: config.issuer,
             audience: config.audience,

@@ -290,112 +290,124 @@ impl Database {
     pub async fn run_migrations(&self, migrations: &[Migration]) -> Result<(), SentriError> {
         match &self.inner.pool {
             #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => {
-                let mut conn = pool.acquire().await.map_err(db_err)?;
-                // If this future is dropped mid-way the connection is closed, which
-                // releases the session-level advisory lock.
-                conn.close_on_drop();
-                let lock = |func: &'static str| {
-                    self.build(
-                        &Query::select()
-                            .expr(sea_query::Func::cust(func).arg(PG_MIGRATE_LOCK))
-                            .to_owned(),
-                    )
-                };
-                let (sql, values) = lock("pg_advisory_lock");
-                sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_err)?;
-                let target = Target {
-                    dialect: Dialect::Postgres,
-                    collation: "",
-                };
-                let result = run_pending!(self, conn, target, migrations).await;
-                let (sql, values) = lock("pg_advisory_unlock");
-                let unlocked = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
-                    .execute(&mut *conn)
-                    .await;
-                result.map_err(db_err)?;
-                unlocked.map_err(db_err)?;
-                Ok(())
-            }
+            Pool::Postgres(pool) => self.migrate_postgres(pool, migrations).await,
             #[cfg(feature = "mysql")]
-            Pool::MySql(pool) => {
-                let mut conn = pool.acquire().await.map_err(db_err)?;
-                conn.close_on_drop();
-                let (sql, values) = self.build(
-                    &Query::select()
-                        .expr(
-                            sea_query::Func::cust("GET_LOCK")
-                                .arg(MYSQL_MIGRATE_LOCK)
-                                .arg(MYSQL_LOCK_WAIT_SECS),
-                        )
-                        .to_owned(),
-                );
-                let row = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(db_err)?;
-                let got: Option<i64> = sqlx::Row::try_get(&row, 0).map_err(db_err)?;
-                if got != Some(1) {
-                    return Err(SentriError::unavailable(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "timed out waiting for the sentri migration lock",
-                    )));
-                }
-                let result = async {
-                    let (sql, values) = self.build(
-                        &Query::select()
-                            .expr(sea_query::Func::cust("VERSION"))
-                            .to_owned(),
-                    );
-                    let row = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
-                        .fetch_one(&mut *conn)
-                        .await?;
-                    let version: String = sqlx::Row::try_get(&row, 0)?;
-                    let target = Target {
-                        dialect: Dialect::MySql,
-                        collation: mysql_collation(&version),
-                    };
-                    run_pending!(self, conn, target, migrations).await
-                }
-                .await;
-                let (sql, values) = self.build(
-                    &Query::select()
-                        .expr(sea_query::Func::cust("RELEASE_LOCK").arg(MYSQL_MIGRATE_LOCK))
-                        .to_owned(),
-                );
-                let released = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
-                    .execute(&mut *conn)
-                    .await;
-                result.map_err(db_err)?;
-                released.map_err(db_err)?;
-                Ok(())
-            }
+            Pool::MySql(pool) => self.migrate_mysql(pool, migrations).await,
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => {
-                let _guard = SQLITE_MIGRATE.lock().await;
-                let mut attempt = 0u32;
-                loop {
-                    let mut conn = pool.acquire().await.map_err(db_err)?;
-                    let target = Target {
-                        dialect: Dialect::Sqlite,
-                        collation: "",
-                    };
-                    match run_pending!(self, conn, target, migrations).await {
-                        Ok(()) => return Ok(()),
-                        Err(e) if super::is_transient(Dialect::Sqlite, &e) && attempt < 10 => {
-                            attempt += 1;
-                            drop(conn);
-                            tokio::time::sleep(std::time::Duration::from_millis(
-                                50 * u64::from(attempt),
-                            ))
-                            .await;
-                        }
-                        Err(e) => return Err(db_err(e)),
-                    }
+            Pool::Sqlite(pool) => self.migrate_sqlite(pool, migrations).await,
+        }
+    }
+
+    /// A `SELECT <func>(<args>)` for the lock functions.
+    fn lock_call(
+        &self,
+        func: &'static str,
+        args: &[sea_query::Value],
+    ) -> (String, sea_query_sqlx::SqlxValues) {
+        let mut call = sea_query::Func::cust(func);
+        for arg in args {
+            call = call.arg(arg.clone());
+        }
+        self.build(&Query::select().expr(call).to_owned())
+    }
+
+    /// PostgreSQL: under `pg_advisory_lock` on one dedicated connection.
+    #[cfg(feature = "postgres")]
+    async fn migrate_postgres(
+        &self,
+        pool: &sqlx::PgPool,
+        migrations: &[Migration],
+    ) -> Result<(), SentriError> {
+        let mut conn = pool.acquire().await.map_err(db_err)?;
+        // If this future is dropped mid-way the connection is closed, which releases the
+        // session-level advisory lock.
+        conn.close_on_drop();
+        let key = [sea_query::Value::from(PG_MIGRATE_LOCK)];
+        let (sql, values) = self.lock_call("pg_advisory_lock", &key);
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let target = Target {
+            dialect: Dialect::Postgres,
+            collation: "",
+        };
+        let result = run_pending!(self, conn, target, migrations).await;
+        let (sql, values) = self.lock_call("pg_advisory_unlock", &key);
+        let unlocked = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+            .execute(&mut *conn)
+            .await;
+        result.map_err(db_err)?;
+        unlocked.map_err(db_err).map(|_| ())
+    }
+
+    /// MySQL/MariaDB: under `GET_LOCK`, with the collation the server supports.
+    #[cfg(feature = "mysql")]
+    async fn migrate_mysql(
+        &self,
+        pool: &sqlx::MySqlPool,
+        migrations: &[Migration],
+    ) -> Result<(), SentriError> {
+        let mut conn = pool.acquire().await.map_err(db_err)?;
+        conn.close_on_drop();
+        let lock = [MYSQL_MIGRATE_LOCK.into(), MYSQL_LOCK_WAIT_SECS.into()];
+        let (sql, values) = self.lock_call("GET_LOCK", &lock);
+        let row = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let got: Option<i64> = sqlx::Row::try_get(&row, 0).map_err(db_err)?;
+        if got != Some(1) {
+            return Err(SentriError::unavailable(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "timed out waiting for the sentri migration lock",
+            )));
+        }
+        let result = async {
+            let (sql, values) = self.lock_call("VERSION", &[]);
+            let row = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                .fetch_one(&mut *conn)
+                .await?;
+            let version: String = sqlx::Row::try_get(&row, 0)?;
+            let target = Target {
+                dialect: Dialect::MySql,
+                collation: mysql_collation(&version),
+            };
+            run_pending!(self, conn, target, migrations).await
+        }
+        .await;
+        let (sql, values) = self.lock_call("RELEASE_LOCK", &[MYSQL_MIGRATE_LOCK.into()]);
+        let released = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+            .execute(&mut *conn)
+            .await;
+        result.map_err(db_err)?;
+        released.map_err(db_err).map(|_| ())
+    }
+
+    /// SQLite: a process-wide mutex plus idempotent statements, retried when busy.
+    #[cfg(feature = "sqlite")]
+    async fn migrate_sqlite(
+        &self,
+        pool: &sqlx::SqlitePool,
+        migrations: &[Migration],
+    ) -> Result<(), SentriError> {
+        let _guard = SQLITE_MIGRATE.lock().await;
+        let mut attempt = 0u32;
+        loop {
+            let mut conn = pool.acquire().await.map_err(db_err)?;
+            let target = Target {
+                dialect: Dialect::Sqlite,
+                collation: "",
+            };
+            match run_pending!(self, conn, target, migrations).await {
+                Ok(()) => return Ok(()),
+                Err(e) if super::is_transient(Dialect::Sqlite, &e) && attempt < 10 => {
+                    attempt += 1;
+                    drop(conn);
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)))
+                        .await;
                 }
+                Err(e) => return Err(db_err(e)),
             }
         }
     }

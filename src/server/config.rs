@@ -289,6 +289,9 @@ pub struct ServerConfig {
     /// Extra receivers of every security event (a [`TracingSink`](crate::core::events::TracingSink)
     /// is not added by default).
     pub event_sinks: Vec<Arc<dyn EventSink>>,
+    /// Capacity of the event queue (default 4 096): when the sinks fall this far
+    /// behind, further events are dropped and counted, never waited for.
+    pub event_queue: usize,
     /// Extra revocation check run by `protect()` with the session id.
     pub is_token_revoked: Option<RevocationCheck>,
     /// `iss` put into and required on every token.
@@ -344,6 +347,7 @@ impl ServerConfig {
             overrides: Overrides::default(),
             capabilities: vec![Arc::new(Account::default())],
             event_sinks: Vec::new(),
+            event_queue: crate::core::events::EVENT_QUEUE,
             is_token_revoked: None,
             issuer: None,
             audience: None,
@@ -464,6 +468,12 @@ impl ServerConfig {
         self
     }
 
+    /// Sets the capacity of the event queue.
+    pub fn event_queue(mut self, capacity: usize) -> Self {
+        self.event_queue = capacity;
+        self
+    }
+
     /// Adds a receiver of every security event.
     pub fn event_sink(mut self, sink: impl EventSink) -> Self {
         self.event_sinks.push(Arc::new(sink));
@@ -556,6 +566,7 @@ impl fmt::Debug for ServerConfig {
                     .collect::<Vec<_>>(),
             )
             .field("event_sinks", &self.event_sinks.len())
+            .field("event_queue", &self.event_queue)
             .field("is_token_revoked", &self.is_token_revoked.is_some())
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)

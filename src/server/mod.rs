@@ -149,7 +149,7 @@ fn events_of(config: &ServerConfig) -> Arc<EventBus> {
     for capability in &config.capabilities {
         sinks.extend(capability.event_sinks());
     }
-    Arc::new(EventBus::new(sinks, crate::core::events::EVENT_QUEUE))
+    Arc::new(EventBus::new(sinks, config.event_queue))
 }
 
 /// The server's own authenticator, handed to capabilities before the server exists

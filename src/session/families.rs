@@ -23,8 +23,8 @@
 use sea_query::{CaseStatement, Expr, ExprTrait, Query};
 
 use super::schema::{
-    CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, MAX_EXPIRES_AT, REFRESH_HASH, REVOKED_AT,
-    SESSIONS, USER_ID,
+    CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, MAX_EXPIRES_AT, REFRESH_HASH, REVOCATION,
+    REVOKED_AT, SESSIONS, USER_ID,
 };
 use super::store::{NewSession, SessionRecord, insert_session, map_insert_error};
 use crate::core::error::SentriError;
@@ -269,9 +269,14 @@ impl Database {
         user_id: &str,
         now: i64,
     ) -> Result<Vec<String>, SentriError> {
+        // A marker of this revocation: the families it revoked are read back by it, so
+        // those opened by logins that committed meanwhile are included and those revoked
+        // earlier (even in the same millisecond) are not.
+        let marker = uuid::Uuid::new_v4().to_string();
         let revoke = Query::update()
             .table(FAMILIES)
             .value(REVOKED_AT, now)
+            .value(REVOCATION, marker.as_str())
             .and_where(Expr::col(USER_ID).eq(user_id))
             .and_where(Expr::col(REVOKED_AT).is_null())
             .to_owned();
@@ -281,7 +286,7 @@ impl Database {
                 .column(ID)
                 .from(FAMILIES)
                 .and_where(Expr::col(USER_ID).eq(user_id))
-                .and_where(Expr::col(REVOKED_AT).gte(now))
+                .and_where(Expr::col(REVOCATION).eq(marker.as_str()))
                 .to_owned(),
         );
         let ids = self

@@ -24,6 +24,7 @@ pub(crate) const USER_AGENT: &str = "user_agent";
 pub(crate) const IP: &str = "ip";
 pub(crate) const MAX_EXPIRES_AT: &str = "max_expires_at";
 pub(crate) const REVOKED_AT: &str = "revoked_at";
+pub(crate) const REVOCATION: &str = "revocation";
 
 /// The migrations of the session tables (after the users table).
 pub(crate) const MIGRATIONS: &[Migration] = &[
@@ -89,6 +90,7 @@ fn families_table(target: Target) -> Vec<String> {
         .col(ColumnDef::new(EXPIRES_AT).big_integer().not_null())
         .col(ColumnDef::new(MAX_EXPIRES_AT).big_integer().not_null())
         .col(ColumnDef::new(REVOKED_AT).big_integer().null())
+        .col(ColumnDef::new(REVOCATION).string_len(36).null())
         .foreign_key(&mut user_fk("fk_sentri_session_families_user", FAMILIES));
     let indexes = [USER_ID, EXPIRES_AT]
         .map(|col| Target::index(FAMILIES, col))

@@ -3,6 +3,7 @@ mod adversarial;
 mod client;
 mod common;
 mod db;
+mod events;
 mod example;
 mod faults;
 mod http;
