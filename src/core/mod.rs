@@ -76,7 +76,7 @@ impl<S, I, O> Override<S, I, O> {
     }
 }
 
-/// What a configuration builds: a [`ServerConfig`] gives a [`ServerAuth`], a
+/// What a configuration builds: a `ServerConfig` gives a `ServerAuth`, a
 /// `ClientConfig` a `ClientAuth`. The Rust form of sentri's `createAuth` overloads.
 pub trait AuthConfig {
     /// The auth value this configuration builds.

@@ -1,5 +1,5 @@
 //! How tokens travel to clients: the cookie settings, `Set-Cookie` building, and the
-//! [`Transport`] (cookies or bodies, with the CSRF rule for cookie-authenticated
+//! `Transport` (cookies or bodies, with the CSRF rule for cookie-authenticated
 //! requests). Server mode only.
 
 use std::time::Duration;

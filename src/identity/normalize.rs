@@ -48,7 +48,8 @@ pub enum IdentifierCase {
 /// no stable form. Every input seen so far is stable after at most one extra round.
 const MAX_ROUNDS: usize = 4;
 
-/// Normalises and checks an identifier (see the [module docs](self) for the profile).
+/// Normalises and checks an identifier (NFKC_Casefold; the profile is described in
+/// `docs/SECURITY.md`).
 ///
 /// Errors are `VALIDATION_ERROR`s with fixed messages (never the input): empty after
 /// trimming, longer than [`MAX_IDENTIFIER_BYTES`] once normalised, or containing control,

@@ -1,4 +1,4 @@
-//! Server mode: [`create_auth`], [`ServerAuth`] and its builder [`ServerConfig`].
+//! Server mode: [`create_auth`](crate::create_auth), [`ServerAuth`] and its builder [`ServerConfig`].
 //!
 //! `ServerAuth` composes the core services (users in `identity`, sessions in `session`,
 //! tokens, events) with the enabled capabilities. Its methods are plain async services;
@@ -71,7 +71,7 @@ pub(crate) struct Inner {
 
 /// sentri in server mode: owns users and sessions, issues and verifies tokens.
 ///
-/// Cheap to clone (an `Arc` inside). Built by [`create_auth`] from a [`ServerConfig`].
+/// Cheap to clone (an `Arc` inside). Built by [`create_auth`](crate::create_auth) from a [`ServerConfig`].
 #[derive(Clone)]
 pub struct ServerAuth {
     pub(crate) inner: Arc<Inner>,

@@ -7,14 +7,14 @@
 //!   inside the transaction that locks that row (`session::families`); revocation updates
 //!   the same row. When a revocation returns, no refresh token of the family works.
 //! * **A family never forks.** A rotation's successor token id is derived from the
-//!   presented one ([`successor_jti`]). A racing replay of a just-rotated token inside
+//!   presented one (`successor_jti`). A racing replay of a just-rotated token inside
 //!   `refresh_grace` gets the *same* successor token the winner got, never a second
 //!   live refresh token; after the window (or once the successor itself was rotated)
 //!   presenting a superseded token revokes the family.
 //! * **Sessions end.** A family ends `session_max_lifetime` after its login however often
 //!   it slides.
 //! * **The cache never outlives a revocation on the revoking process.** See
-//!   [`SessionCache`].
+//!   `SessionCache`.
 
 pub(crate) mod bus;
 mod cache;
