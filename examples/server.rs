@@ -191,7 +191,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         config = config.redis_url(url);
     }
     if let Some(cost) = env("SENTRI_BCRYPT_COST") {
-        config = config.salt_rounds(cost.parse()?);
+        config = config.bcrypt_cost(cost.parse()?);
     }
     if let Some(ttl) = env("SENTRI_SESSION_MAX_LIFETIME") {
         config = config.session_max_lifetime(ttl);

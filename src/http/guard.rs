@@ -144,8 +144,14 @@ macro_rules! guard_methods {
         /// A layer that renders every error response of the app in sentri's envelope
         /// (axum's plain-text rejections, 404/405, panics), with an optional callback for
         /// unhandled 500s.
-        pub fn error_handler(&self) -> $crate::http::ErrorLayer {
+        pub fn error_layer(&self) -> $crate::http::ErrorLayer {
             $crate::http::ErrorLayer::new()
+        }
+
+        /// The name sentri 2.1 gave [`error_layer`](Self::error_layer) (it returns a
+        /// layer, not a handler); kept so ported apps read the same.
+        pub fn error_handler(&self) -> $crate::http::ErrorLayer {
+            self.error_layer()
         }
     };
 }

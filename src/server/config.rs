@@ -241,7 +241,7 @@ impl fmt::Debug for Overrides {
 /// let auth = create_auth(
 ///     ServerConfig::new(db, key, ["user", "admin"])
 ///         .access_expires_in("10m")
-///         .salt_rounds(10),
+///         .bcrypt_cost(10),
 /// )?;
 /// auth.migrate().await?;
 /// # Ok(()) }
@@ -270,7 +270,7 @@ pub struct ServerConfig {
     /// at most 365 days).
     pub session_max_lifetime: Ttl,
     /// bcrypt cost, 4..=31 (default 12).
-    pub salt_rounds: u32,
+    pub bcrypt_cost: u32,
     /// How many password hashes may wait for a core (default `None`: 64 per core). When
     /// the queue is full, login and registration answer 503 with `Retry-After` at once.
     pub hash_queue_limit: Option<usize>,
@@ -338,7 +338,7 @@ impl ServerConfig {
             access_expires_in: Ttl::Text("15m".into()),
             refresh_expires_in: Ttl::Text("7d".into()),
             session_max_lifetime: Ttl::Text("30d".into()),
-            salt_rounds: 12,
+            bcrypt_cost: 12,
             hash_queue_limit: None,
             api_key: None,
             cookie: Some(CookieConfig::default()),
@@ -416,9 +416,15 @@ impl ServerConfig {
     }
 
     /// Sets the bcrypt cost.
-    pub fn salt_rounds(mut self, cost: u32) -> Self {
-        self.salt_rounds = cost;
+    pub fn bcrypt_cost(mut self, cost: u32) -> Self {
+        self.bcrypt_cost = cost;
         self
+    }
+
+    /// The name sentri 2.1 gave [`bcrypt_cost`](Self::bcrypt_cost) (bcrypt has a cost,
+    /// not rounds of salt); kept so ported configurations read the same.
+    pub fn salt_rounds(self, cost: u32) -> Self {
+        self.bcrypt_cost(cost)
     }
 
     /// Requires this API key on `POST /register`.
@@ -550,7 +556,7 @@ impl fmt::Debug for ServerConfig {
             .field("access_expires_in", &self.access_expires_in)
             .field("refresh_expires_in", &self.refresh_expires_in)
             .field("session_max_lifetime", &self.session_max_lifetime)
-            .field("salt_rounds", &self.salt_rounds)
+            .field("bcrypt_cost", &self.bcrypt_cost)
             .field("hash_queue_limit", &self.hash_queue_limit)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("cookie", &self.cookie)

@@ -136,8 +136,8 @@ fn durations_of(config: &ServerConfig) -> Result<Durations> {
 
 fn hasher_of(config: &ServerConfig) -> Result<PasswordHasher> {
     match config.hash_queue_limit {
-        Some(waiting) => PasswordHasher::with_queue_limit(config.salt_rounds, waiting),
-        None => PasswordHasher::new(config.salt_rounds),
+        Some(waiting) => PasswordHasher::with_queue_limit(config.bcrypt_cost, waiting),
+        None => PasswordHasher::new(config.bcrypt_cost),
     }
 }
 
