@@ -104,6 +104,7 @@ const MAX_REDIRECTS: usize = 5;
 /// )?;
 /// # Ok::<(), sentri::SentriError>(())
 /// ```
+#[non_exhaustive]
 #[derive(Clone)]
 pub struct ClientConfig {
     /// URL of the auth server's JWKS, e.g. `https://auth.example.com/auth/keys`. Must be

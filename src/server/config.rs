@@ -29,6 +29,7 @@ type HookFn<A> = Arc<dyn Fn(A) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// Side-effect hooks. They run on their own task: a hook that fails, panics or sleeps
 /// never fails or delays the request that fired it.
+#[non_exhaustive]
 #[derive(Clone, Default)]
 pub struct Hooks {
     /// After a successful login.
@@ -246,6 +247,7 @@ impl fmt::Debug for Overrides {
 /// auth.migrate().await?;
 /// # Ok(()) }
 /// ```
+#[non_exhaustive]
 #[derive(Clone)]
 pub struct ServerConfig {
     /// Where users and sessions live.
