@@ -4,6 +4,7 @@ mod client;
 mod common;
 mod db;
 mod example;
+mod examples_smoke;
 mod faults;
 mod http;
 mod idempotency;
