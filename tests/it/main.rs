@@ -5,6 +5,7 @@ mod common;
 mod db;
 mod events;
 mod example;
+mod examples_smoke;
 mod faults;
 mod http;
 mod idempotency;
