@@ -22,8 +22,8 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 #[cfg(feature = "redis")]
-use crate::common::redis_url;
-use crate::common::{require_services, unique};
+use crate::support::common::redis_url;
+use crate::support::common::{require_services, unique};
 
 const KEY: &str = "x-idempotency-key";
 
@@ -806,7 +806,7 @@ macro_rules! suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    let Some(url) = crate::common::redis_url(concat!("idempotency::redis::", stringify!($name))) else {
+                    let Some(url) = crate::support::common::redis_url(concat!("idempotency::redis::", stringify!($name))) else {
                         return;
                     };
                     super::$name(super::Backend::Redis(url)).await;

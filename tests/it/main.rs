@@ -1,8 +1,6 @@
 mod adversarial;
 #[cfg(feature = "client")]
 mod client;
-mod common;
-mod db;
 mod example;
 mod faults;
 mod http;
@@ -17,3 +15,4 @@ mod races;
 mod secrets;
 mod services;
 mod store;
+mod support;

@@ -7,7 +7,7 @@ use sentri::db::{Database, Dialect, now_ms};
 use sentri::identity::{NewUser, UserRecord};
 use sentri::session::{NewFamily, NewSession, Rotation, SessionRecord};
 
-use crate::db::{databases, fresh_databases};
+use crate::support::db::{databases, fresh_databases};
 
 /// 2100-01-01T00:00:00Z in milliseconds: well past 2038.
 const YEAR_2100_MS: i64 = 4_102_444_800_000;
@@ -545,7 +545,8 @@ async fn store_connect_urls() {
         assert!(err.message().contains("postgres") && !err.message().contains("secret"));
     }
     #[cfg(feature = "postgres")]
-    if let Some(url) = crate::common::service_url("SENTRI_TEST_POSTGRES_URL", "store_connect_urls")
+    if let Some(url) =
+        crate::support::common::service_url("SENTRI_TEST_POSTGRES_URL", "store_connect_urls")
     {
         let db = Database::connect(&url).await.expect("postgres connect");
         assert!(db.health_check().await.healthy);
@@ -559,7 +560,9 @@ async fn store_connect_urls() {
         );
     }
     #[cfg(feature = "mysql")]
-    if let Some(url) = crate::common::service_url("SENTRI_TEST_MYSQL_URL", "store_connect_urls") {
+    if let Some(url) =
+        crate::support::common::service_url("SENTRI_TEST_MYSQL_URL", "store_connect_urls")
+    {
         let db = Database::connect(&url).await.expect("mysql connect");
         assert!(db.health_check().await.healthy);
         let alt = url.replacen("mysql://", "mariadb://", 1);
