@@ -14,5 +14,5 @@ mod props;
 mod races;
 mod secrets;
 mod services;
-mod store;
+mod store_conformance;
 mod support;
