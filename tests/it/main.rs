@@ -1,4 +1,5 @@
 mod adversarial;
+mod architecture;
 #[cfg(feature = "client")]
 mod client;
 mod example;
