@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::db::{TestDb, databases};
+use crate::support::db::{TestDb, databases};
 
 const PASSWORD: &str = "password1";
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use sentri::clock::ManualClock;
 use sentri::{AuthEvent, AuthEventKind, EventSink, LoginInput, RegisterInput, SessionMeta};
 
-use crate::db::databases;
-use crate::services::config;
+use crate::support::db::databases;
+use crate::support::services::config;
 
 #[derive(Clone, Default)]
 struct Recorder(Arc<Mutex<Vec<Arc<AuthEvent>>>>);

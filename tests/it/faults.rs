@@ -15,15 +15,16 @@ use sentri::Hooks;
 use sentri::db::{Database, DatabaseOptions};
 use serde_json::json;
 
-use crate::adversarial::{expect, invalid, profile_with, refresh_with, session};
-use crate::http::{Reply, app, bearer, call, login};
-use crate::services::config;
+use crate::support::http::{
+    Reply, app, bearer, call, expect, invalid, login, profile_with, refresh_with, session,
+};
+use crate::support::services::config;
 
 fn faults_enabled(test: &str) -> bool {
     if std::env::var("SENTRI_TEST_FAULTS").is_ok_and(|v| v == "1") {
         return true;
     }
-    crate::common::loud_skip("SENTRI_TEST_FAULTS", test);
+    crate::support::common::loud_skip("SENTRI_TEST_FAULTS", test);
     false
 }
 
@@ -66,7 +67,7 @@ impl OwnPostgres {
             .filter_map(|e| e.ok())
             .map(|e| e.path().join("bin"))
             .find(|p| p.join("initdb").exists())?;
-        let dir = std::env::temp_dir().join(crate::common::unique("sentri_pg"));
+        let dir = std::env::temp_dir().join(crate::support::common::unique("sentri_pg"));
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let status = Command::new("chown")
             .args(["-R", "postgres:postgres"])
@@ -164,10 +165,10 @@ async fn postgres_restart_under_load_fails_fast_and_recovers() {
         return;
     }
     let Some(pg) = OwnPostgres::start() else {
-        if crate::common::require_services() {
+        if crate::support::common::require_services() {
             panic!("no PostgreSQL server binaries under /usr/lib/postgresql");
         }
-        crate::common::loud_skip("postgres server binaries", "faults::postgres_restart");
+        crate::support::common::loud_skip("postgres server binaries", "faults::postgres_restart");
         return;
     };
     let options = DatabaseOptions {
@@ -316,7 +317,7 @@ where
     let mut refresh = Vec::new();
     for i in 0..200 {
         let id = format!("pool{i}");
-        crate::http::register(app, &id, "password1").await;
+        crate::support::http::register(app, &id, "password1").await;
         refresh.push(
             login(app, &id, "password1")
                 .await
@@ -356,7 +357,7 @@ where
     assert_eq!(answered, 200);
     assert!(unavailable > 0, "the pool was never exhausted");
     // And the pool is fine afterwards.
-    let (access, _) = session(app, &crate::common::unique("after"), "password1").await;
+    let (access, _) = session(app, &crate::support::common::unique("after"), "password1").await;
     assert_eq!(profile_with(app, &access).await.status, StatusCode::OK);
 }
 
@@ -365,7 +366,10 @@ async fn sqlite_pool_exhaustion_answers_every_request() {
     if !faults_enabled("faults::sqlite_pool") {
         return;
     }
-    let path = std::env::temp_dir().join(format!("{}.db", crate::common::unique("sentri_pool")));
+    let path = std::env::temp_dir().join(format!(
+        "{}.db",
+        crate::support::common::unique("sentri_pool")
+    ));
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let db = Database::connect_with(
         &url,
@@ -435,13 +439,13 @@ async fn revocation_degrades_to_the_cache_ttl_and_recovers_with_redis() {
     }
     let port = free_port();
     let Some(redis) = OwnRedis::start(port).await else {
-        if crate::common::require_services() {
+        if crate::support::common::require_services() {
             panic!("redis-server binary not found");
         }
-        crate::common::loud_skip("redis-server binary", "faults::redis_revocation");
+        crate::support::common::loud_skip("redis-server binary", "faults::redis_revocation");
         return;
     };
-    let t = crate::db::database("sqlite", "faults::redis_revocation")
+    let t = crate::support::db::database("sqlite", "faults::redis_revocation")
         .await
         .unwrap();
     let ttl = Duration::from_secs(3);
@@ -455,7 +459,7 @@ async fn revocation_degrades_to_the_cache_ttl_and_recovers_with_redis() {
         sentri::create_auth(cfg()).unwrap(),
     );
     let (app_a, app_b) = (app(&a), app(&b));
-    crate::http::register(&app_a, "rita", "password1").await;
+    crate::support::http::register(&app_a, "rita", "password1").await;
 
     // Logs in on A, warms B's cache, logs out on A; returns how long B kept accepting.
     let logout_seen_by_b = |app_a: Router, app_b: Router, limit: Duration| async move {
@@ -533,7 +537,7 @@ async fn revocation_degrades_to_the_cache_ttl_and_recovers_with_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_hooks_never_fail_or_stall_requests() {
-    let t = crate::db::database("sqlite", "faults::hooks")
+    let t = crate::support::db::database("sqlite", "faults::hooks")
         .await
         .unwrap();
     let hooks = Hooks::default()

@@ -8,9 +8,9 @@ use sentri::db::Database;
 use sentri::identity::IdentifierCollision;
 use sentri::identity::NewUser;
 
-use crate::db::databases;
-use crate::http::{app, login, register};
-use crate::services::config;
+use crate::support::db::databases;
+use crate::support::http::{app, login, register};
+use crate::support::services::config;
 
 /// `(decomposed, precomposed)` spellings that NFKC + lower-casing used to keep apart.
 const LOOKALIKES: [(&str, &str); 6] = [

@@ -10,10 +10,11 @@ use axum::http::{Method, StatusCode};
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::adversarial::{expect, invalid, profile_with, refresh_with, session};
-use crate::db::databases;
-use crate::http::{Reply, app, bearer, call, login, register};
-use crate::services::config;
+use crate::support::db::databases;
+use crate::support::http::{
+    Reply, app, bearer, call, expect, invalid, login, profile_with, refresh_with, register, session,
+};
+use crate::support::services::config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_registrations_lose_and_duplicate_nothing() {
@@ -230,7 +231,7 @@ async fn change_password_kills_every_old_session_under_load() {
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_on_one_instance_is_refused_on_another_within_a_second() {
-    let Some(redis) = crate::common::redis_url("integrity::two_instances") else {
+    let Some(redis) = crate::support::common::redis_url("integrity::two_instances") else {
         return;
     };
     for t in databases("integrity::two_instances").await {

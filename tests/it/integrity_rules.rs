@@ -11,10 +11,9 @@ use sentri::clock::{Clock, ManualClock};
 use sentri::{CookieConfig, ServerAuth, ServerConfig};
 use serde_json::json;
 
-use crate::adversarial::{expect, invalid};
-use crate::db::databases;
-use crate::http::{Reply, app, bearer, call, login, register};
-use crate::services::config;
+use crate::support::db::databases;
+use crate::support::http::{Reply, app, bearer, call, expect, invalid, login, register};
+use crate::support::services::config;
 
 /// The `jti` of a refresh token (which token of the chain it is).
 fn jti(auth: &ServerAuth, token: &str) -> String {
@@ -320,7 +319,7 @@ async fn public_registration_never_grants_the_admin_role_by_default() {
     for t in databases("integrity_rules::roles").await {
         let cfg = ServerConfig::new(
             t.db.clone(),
-            sentri::token::SigningKey::hs256(crate::services::SECRET).unwrap(),
+            sentri::token::SigningKey::hs256(crate::support::services::SECRET).unwrap(),
             ["admin", "user"],
         )
         .salt_rounds(4);
@@ -352,7 +351,7 @@ async fn public_registration_never_grants_the_admin_role_by_default() {
         .unwrap();
     let only_admin = ServerConfig::new(
         db,
-        sentri::token::SigningKey::hs256(crate::services::SECRET).unwrap(),
+        sentri::token::SigningKey::hs256(crate::support::services::SECRET).unwrap(),
         ["admin"],
     );
     assert!(

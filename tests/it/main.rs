@@ -1,8 +1,7 @@
 mod adversarial;
+mod architecture;
 #[cfg(feature = "client")]
 mod client;
-mod common;
-mod db;
 mod events;
 mod example;
 mod examples_smoke;
@@ -18,4 +17,5 @@ mod props;
 mod races;
 mod secrets;
 mod services;
-mod store;
+mod store_conformance;
+mod support;

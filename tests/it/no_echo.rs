@@ -12,9 +12,9 @@ use axum::http::{Method, Request, StatusCode, header};
 use sentri::{IdempotencyOptions, ServerAuth, create_auth};
 use serde_json::{Value, json};
 
-use crate::db::databases;
-use crate::http::{Reply, app, bearer, call, login, register, send};
-use crate::services::config;
+use crate::support::db::databases;
+use crate::support::http::{Reply, app, bearer, call, login, register, send};
+use crate::support::services::config;
 
 /// What an attacker submits: markup plus a tag to search for.
 const MARKER: &str = "<img src=x onerror=alert(1)>SENTRI-MARKER";

@@ -5,8 +5,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use proptest::prelude::*;
 use sentri::token::{SigningKey, TokenOptions, TokenService};
 
-use crate::http::send;
-use crate::services::{SECRET, config};
+use crate::support::http::send;
+use crate::support::services::{SECRET, config};
 
 fn cases() -> ProptestConfig {
     ProptestConfig {
@@ -117,11 +117,11 @@ fn arbitrary_bodies_to_login_and_register_get_documented_answers() {
         .build()
         .unwrap();
     let (app, _t) = rt.block_on(async {
-        let t = crate::db::database("sqlite", "props::bodies")
+        let t = crate::support::db::database("sqlite", "props::bodies")
             .await
             .unwrap();
         let auth = sentri::create_auth(config(t.db.clone())).unwrap();
-        (crate::http::app(&auth), t)
+        (crate::support::http::app(&auth), t)
     });
     let json_ish = prop_oneof![
         prop::collection::vec(any::<u8>(), 0..400),
@@ -237,11 +237,11 @@ fn register_then_login_with_the_returned_identifier_always_succeeds() {
         .build()
         .unwrap();
     let (app, _t) = rt.block_on(async {
-        let t = crate::db::database("sqlite", "props::identifier_round_trip")
+        let t = crate::support::db::database("sqlite", "props::identifier_round_trip")
             .await
             .unwrap();
         let auth = sentri::create_auth(config(t.db.clone())).unwrap();
-        (crate::http::app(&auth), t)
+        (crate::support::http::app(&auth), t)
     });
     let counter = std::sync::atomic::AtomicUsize::new(0);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
@@ -252,7 +252,7 @@ fn register_then_login_with_the_returned_identifier_always_succeeds() {
         .run(&lookalike_identifier(), |s| {
             let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let typed = format!("{s}-{i}");
-            let r = rt.block_on(crate::http::register(&app, &typed, "password1"));
+            let r = rt.block_on(crate::support::http::register(&app, &typed, "password1"));
             if r.status == StatusCode::BAD_REQUEST {
                 prop_assert_eq!(r.code(), "VALIDATION_ERROR");
                 return Ok(());
@@ -263,7 +263,7 @@ fn register_then_login_with_the_returned_identifier_always_succeeds() {
                 .unwrap()
                 .to_owned();
             for login_as in [returned.as_str(), typed.as_str()] {
-                let r = rt.block_on(crate::http::login(&app, login_as, "password1"));
+                let r = rt.block_on(crate::support::http::login(&app, login_as, "password1"));
                 prop_assert_eq!(r.status, StatusCode::OK, "{:?}: {:?}", login_as, r.body);
                 prop_assert_eq!(
                     r.body["data"]["user"]["identifier"].as_str(),

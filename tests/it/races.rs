@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use sentri::{LoginInput, RegisterInput, ServerAuth, SessionMeta};
 
-use crate::db::databases;
-use crate::services::config;
+use crate::support::db::databases;
+use crate::support::services::config;
 
 #[derive(Debug, Clone, Copy)]
 enum Revocation {

@@ -13,10 +13,9 @@ use sentri::{SameSite, create_auth};
 use serde_json::json;
 use tracing_subscriber::Layer as _;
 
-use crate::adversarial::{profile_with, refresh_with};
-use crate::db::database;
-use crate::http::{app, bearer, call, login, register};
-use crate::services::{SECRET, config};
+use crate::support::db::database;
+use crate::support::http::{app, bearer, call, login, profile_with, refresh_with, register};
+use crate::support::services::{SECRET, config};
 
 /// A `MakeWriter` into a shared buffer.
 #[derive(Clone, Default)]
@@ -313,7 +312,7 @@ async fn cookie_attributes_lifetimes_and_clearing() {
         )
         .unwrap();
         let app = app(&auth);
-        let id = crate::common::unique("cookie");
+        let id = crate::support::common::unique("cookie");
         register(&app, &id, "password1").await;
         let r = login(&app, &id, "password1").await;
         let find = |cookies: &[String], name: &str| {

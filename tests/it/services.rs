@@ -7,41 +7,10 @@ use std::time::Duration;
 use sentri::db::Database;
 use sentri::token::SigningKey;
 use sentri::{CookieConfig, Hooks, SameSite};
-use sentri::{
-    ErrorCode, LoginInput, RegisterInput, ServerAuth, ServerConfig, SessionMeta, create_auth,
-};
+use sentri::{ErrorCode, ServerConfig, SessionMeta, create_auth};
 
-use crate::db::databases;
-
-pub const SECRET: &[u8] = b"test-secret-test-secret-test-secret!!";
-
-pub fn config(db: Database) -> ServerConfig {
-    ServerConfig::new(
-        db,
-        SigningKey::hs256(SECRET).unwrap(),
-        ["user", "admin", "editor"],
-    )
-    .salt_rounds(4)
-}
-
-pub fn auth(db: Database) -> ServerAuth {
-    create_auth(config(db)).unwrap()
-}
-
-pub fn reg(identifier: &str, password: &str) -> RegisterInput {
-    RegisterInput {
-        identifier: identifier.into(),
-        password: password.into(),
-        roles: None,
-    }
-}
-
-pub fn creds(identifier: &str, password: &str) -> LoginInput {
-    LoginInput {
-        identifier: identifier.into(),
-        password: password.into(),
-    }
-}
+use crate::support::db::databases;
+use crate::support::services::{SECRET, auth, config, creds, reg};
 
 fn code(err: &sentri::SentriError) -> &str {
     err.code().as_str()

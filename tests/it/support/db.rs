@@ -16,8 +16,8 @@ use sentri::db::{Database, DatabaseOptions};
 use sqlx::{AssertSqlSafe, Connection};
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-use crate::common::service_url;
-use crate::common::{require_services, unique};
+use crate::support::common::service_url;
+use crate::support::common::{require_services, unique};
 
 /// What to remove after the test.
 enum Cleanup {
@@ -124,7 +124,7 @@ fn unreachable(kind: &str, test: &str, err: impl std::fmt::Display) -> Option<Te
     if require_services() {
         panic!("{kind} is configured but unreachable ({test}): {err}");
     }
-    crate::common::loud_skip(&format!("{kind} (unreachable: {err})"), test);
+    crate::support::common::loud_skip(&format!("{kind} (unreachable: {err})"), test);
     None
 }
 
@@ -218,7 +218,7 @@ fn feature_off(kind: &str, test: &str) -> Option<TestDb> {
     if require_services() {
         panic!("SENTRI_TEST_REQUIRE_SERVICES=1 but the `{kind}` feature is off ({test})");
     }
-    crate::common::loud_skip(&format!("{kind} (cargo feature off)"), test);
+    crate::support::common::loud_skip(&format!("{kind} (cargo feature off)"), test);
     None
 }
 
