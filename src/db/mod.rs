@@ -445,6 +445,20 @@ impl Database {
         }
     }
 
+    /// Executes one write that may deadlock with concurrent transactions (MySQL's gap
+    /// locks, SQLite busy), retrying it like [`Database::steps`]; `true` when it touched a
+    /// row. For idempotent writes only (a rolled-back attempt changed nothing).
+    pub(crate) async fn exec_retrying(
+        &self,
+        built: (String, SqlxValues),
+    ) -> Result<bool, SentriError> {
+        let step = [Step {
+            built,
+            must_affect: true,
+        }];
+        Ok(self.steps(&step, db_err).await? == StepsOutcome::Committed)
+    }
+
     /// One attempt of [`Database::steps`]; the inner error is the statement's.
     async fn try_steps(
         &self,

@@ -657,6 +657,19 @@ impl Drop for InFlight {
     }
 }
 
+/// The request to run with its key in the extensions, and its fingerprint (method,
+/// original path and query, body).
+fn keyed_request(mut parts: Parts, body: Bytes, key: &str) -> (Request<Body>, Fingerprint) {
+    let uri = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&parts.uri, |o| &o.0);
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let fp = fingerprint(&parts.method, path_and_query, &body);
+    parts.extensions.insert(IdempotencyKey(key.to_owned()));
+    (Request::from_parts(parts, Body::from(body)), fp)
+}
+
 async fn handle<S, B>(
     shared: Arc<Shared>,
     mut inner: S,
@@ -675,7 +688,7 @@ where
     };
     // Visible ASCII only, checked above.
     let key = key_value.to_str().unwrap_or_default();
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let Some(skey) = storage_key(&parts, &shared.credential_headers, key) else {
         tracing::debug!(
             "idempotency: no authenticated user and no credentials; passed through without idempotency"
@@ -687,15 +700,7 @@ where
         Ok(body) => body,
         Err(err) => return Ok(with_request_id(err.into_response(), &key_value)),
     };
-    let uri = parts
-        .extensions
-        .get::<OriginalUri>()
-        .map_or(&parts.uri, |o| &o.0);
-    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let fp = fingerprint(&parts.method, path_and_query, &body);
-    parts.extensions.insert(IdempotencyKey(key.to_owned()));
-    let req = Request::from_parts(parts, Body::from(body));
-
+    let (req, fp) = keyed_request(parts, body, key);
     let ticket = match shared.store.try_begin(&skey, &fp).await {
         Ok(Begin::Started(ticket)) => ticket,
         Ok(found) => return Ok(answer_existing(found, &shared, &key_value)),

@@ -11,10 +11,11 @@
 //! MySQL/MariaDB, the database write lock on SQLite):
 //!
 //! * a rotation in flight when a revocation starts holds the lock: the revocation waits
-//!   for it to commit, and the session row it inserted is seen (and deleted) by the
+//!   for it to commit, and the session row it rotated (in place: a rotation updates the
+//!   row, it never inserts one that a concurrent statement could miss) is deleted by the
 //!   revocation's next statement;
 //! * a rotation that starts after the revocation committed finds `revoked_at` set (its
-//!   `UPDATE` re-reads the row after waiting for the lock, on every dialect) and inserts
+//!   `UPDATE` re-reads the row after waiting for the lock, on every dialect) and changes
 //!   nothing.
 //!
 //! So once `revoke_family` / `revoke_user_families` return, no session row of the family
@@ -23,8 +24,9 @@
 use sea_query::{CaseStatement, Expr, ExprTrait, Query};
 
 use super::schema::{
-    CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, MAX_EXPIRES_AT, REFRESH_HASH, REVOCATION,
-    REVOKED_AT, SESSIONS, USER_ID,
+    CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, IP, LAST_USED_AT, MAX_EXPIRES_AT,
+    PREVIOUS_HASH, REFRESH_HASH, REVOCATION, REVOKED_AT, ROTATED_FROM, SESSIONS, USER_AGENT,
+    USER_ID,
 };
 use super::store::{NewSession, SessionRecord, insert_session, map_insert_error};
 use crate::core::error::SentriError;
@@ -195,35 +197,42 @@ impl Database {
         .await
     }
 
-    /// Replaces session `old_id` (whose refresh token hashes to `old_refresh_hash`) with
-    /// `new`, if and only if the family is still live at `now` — see the module docs.
+    /// Rotates session `old` in place to the refresh token of `next` (its
+    /// `refresh_hash`, `expires_at`, `user_agent`, `ip`; the row keeps its id and
+    /// remembers `old`'s hash as `previous_hash`), if and only if the family is still
+    /// live at `now` — see the module docs.
     ///
     /// In one transaction: lock the live family row and slide its expiry to
-    /// `new.expires_at` (capped at its absolute end); delete the old row by id and hash;
-    /// insert `new`. Of many concurrent rotations of one row exactly one wins.
+    /// `next.expires_at` (capped at its absolute end); update the session row by id
+    /// *and* old hash. Of many concurrent rotations of one row exactly one wins.
     pub async fn rotate_session(
         &self,
-        old_id: &str,
-        old_refresh_hash: &str,
-        new: &NewSession,
+        old: &SessionRecord,
+        next: &NewSession,
         now: i64,
     ) -> Result<Rotation, SentriError> {
-        let record = new.to_record(now);
         let capped = CaseStatement::new()
             .case(
-                Expr::col(MAX_EXPIRES_AT).lt(new.expires_at),
+                Expr::col(MAX_EXPIRES_AT).lt(next.expires_at),
                 Expr::col(MAX_EXPIRES_AT),
             )
-            .finally(Expr::val(new.expires_at));
+            .finally(Expr::val(next.expires_at));
         let lock_family = Query::update()
             .table(FAMILIES)
             .value(EXPIRES_AT, capped)
-            .cond_where(live_family(&new.family_id, now))
+            .cond_where(live_family(&old.family_id, now))
             .to_owned();
-        let delete_old = Query::delete()
-            .from_table(SESSIONS)
-            .and_where(Expr::col(ID).eq(old_id))
-            .and_where(Expr::col(REFRESH_HASH).eq(old_refresh_hash))
+        let rotate_row = Query::update()
+            .table(SESSIONS)
+            .value(REFRESH_HASH, next.refresh_hash.as_str())
+            .value(PREVIOUS_HASH, old.refresh_hash.as_str())
+            .value(ROTATED_FROM, old.id.as_str())
+            .value(EXPIRES_AT, next.expires_at)
+            .value(LAST_USED_AT, now)
+            .value(USER_AGENT, next.user_agent.clone())
+            .value(IP, next.ip.clone())
+            .and_where(Expr::col(ID).eq(old.id.as_str()))
+            .and_where(Expr::col(REFRESH_HASH).eq(old.refresh_hash.as_str()))
             .to_owned();
         let steps = [
             Step {
@@ -231,16 +240,21 @@ impl Database {
                 must_affect: true,
             },
             Step {
-                built: self.build(&delete_old),
+                built: self.build(&rotate_row),
                 must_affect: true,
             },
-            Step {
-                built: self.build(&insert_session(&record)?),
-                must_affect: false,
-            },
         ];
-        Ok(match self.steps(&steps, map_insert_error).await? {
-            StepsOutcome::Committed => Rotation::Rotated(Box::new(record)),
+        Ok(match self.steps(&steps, db_err).await? {
+            StepsOutcome::Committed => Rotation::Rotated(Box::new(SessionRecord {
+                refresh_hash: next.refresh_hash.clone(),
+                previous_hash: Some(old.refresh_hash.clone()),
+                rotated_from: Some(old.id.clone()),
+                expires_at: next.expires_at,
+                last_used_at: now,
+                user_agent: next.user_agent.clone(),
+                ip: next.ip.clone(),
+                ..old.clone()
+            })),
             StepsOutcome::StoppedAt(0) => Rotation::FamilyEnded,
             StepsOutcome::StoppedAt(_) => Rotation::Superseded,
         })
@@ -255,8 +269,8 @@ impl Database {
             .and_where(Expr::col(ID).eq(id))
             .and_where(Expr::col(REVOKED_AT).is_null())
             .to_owned();
-        let revoked = self.exec(self.build(&revoke)).await? > 0;
-        self.delete_sessions_where(Expr::col(FAMILY_ID).eq(id))
+        let revoked = self.exec_retrying(self.build(&revoke)).await?;
+        self.delete_family_sessions(Expr::col(FAMILY_ID).eq(id))
             .await?;
         Ok(revoked)
     }
@@ -280,7 +294,7 @@ impl Database {
             .and_where(Expr::col(USER_ID).eq(user_id))
             .and_where(Expr::col(REVOKED_AT).is_null())
             .to_owned();
-        self.exec(self.build(&revoke)).await?;
+        self.exec_retrying(self.build(&revoke)).await?;
         let (sql, values) = self.build(
             &Query::select()
                 .column(ID)
@@ -302,7 +316,7 @@ impl Database {
                 })
             })
             .await?;
-        self.delete_sessions_where(Expr::col(USER_ID).eq(user_id))
+        self.delete_family_sessions(Expr::col(USER_ID).eq(user_id))
             .await?;
         Ok(ids)
     }
@@ -338,6 +352,18 @@ impl Database {
             )
             .await?;
         Ok(families + sessions)
+    }
+
+    /// The `DELETE` of a revocation: retried on a deadlock, never skipped.
+    async fn delete_family_sessions(
+        &self,
+        cond: impl sea_query::IntoCondition,
+    ) -> Result<(), SentriError> {
+        let stmt = Query::delete()
+            .from_table(SESSIONS)
+            .cond_where(cond)
+            .to_owned();
+        self.exec_retrying(self.build(&stmt)).await.map(|_| ())
     }
 
     async fn delete_sessions_where(

@@ -186,8 +186,8 @@ impl Sessions {
         let claims = self.tokens.verify_refresh(refresh_token)?;
         let hash = sha256_hex(&claims.jti);
         let now = self.now();
-        if let Some(row) = self.db.find_session_by_refresh_hash(&hash).await?
-            && let Some(res) = self.rotate(&claims, row, meta, now).await?
+        if let Some((row, user)) = self.db.find_session_with_user(&hash).await?
+            && let Some(res) = self.rotate(&claims, row, user, meta, now).await?
         {
             return Ok(res);
         }
@@ -206,6 +206,7 @@ impl Sessions {
         &self,
         claims: &RefreshClaims,
         row: SessionRecord,
+        user: AuthUser,
         meta: SessionMeta,
         now: i64,
     ) -> Result<Option<AuthResult>> {
@@ -216,7 +217,6 @@ impl Sessions {
             self.revoke_family(&row.family_id).await?;
             return Err(SentriError::token_expired());
         }
-        let user = self.load_session_user(&row).await?;
         let family = NewFamily {
             id: row.family_id.clone(),
             user_id: user.id.clone(),
@@ -225,11 +225,7 @@ impl Sessions {
         };
         let next_jti = successor_jti(&claims.jti);
         let next = self.new_session_row(&family, &next_jti, Some(&row), meta);
-        match self
-            .db
-            .rotate_session(&row.id, &row.refresh_hash, &next, now)
-            .await?
-        {
+        match self.db.rotate_session(&row, &next, now).await? {
             Rotation::Rotated(_) => {
                 self.emit(AuthEventKind::Refreshed, &user.id, &family.id);
                 Ok(Some(self.finish_session(user, family.id, &next_jti).await?))
@@ -266,7 +262,7 @@ impl Sessions {
             .into();
         if next.family_id != claims.sid
             || !is_successor
-            || !within_grace(now, next.created_at, self.grace)
+            || !within_grace(now, next.last_used_at, self.grace)
             || next.expires_at <= now
             || !self.db.family_active(&next.family_id, now).await?
         {

@@ -10,6 +10,7 @@ use super::schema::{
     ROTATED_FROM, SESSIONS, USER_AGENT, USER_ID,
 };
 use crate::core::error::SentriError;
+use crate::core::principal::AuthUser;
 use crate::db::{Database, db_err, on_pool};
 use crate::identity::schema::USERS;
 
@@ -167,6 +168,25 @@ pub(super) fn map_insert_error(err: sqlx::Error) -> SentriError {
     }
 }
 
+/// Maps a session row joined with its user's identifier and roles (any dialect).
+fn session_and_user<R>(row: &R) -> Result<(SessionRecord, AuthUser), SentriError>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let session = session_from_row(row)?;
+    let roles: String = row.try_get("u_roles").map_err(db_err)?;
+    let user = AuthUser {
+        id: session.user_id.clone(),
+        identifier: row.try_get("u_identifier").map_err(db_err)?,
+        roles: serde_json::from_str(&roles).map_err(SentriError::internal)?,
+    };
+    Ok((session, user))
+}
+
 /// Maps one `sentri_sessions` row (any dialect).
 fn session_from_row<R>(row: &R) -> Result<SessionRecord, SentriError>
 where
@@ -247,6 +267,34 @@ impl Database {
                 .and_where(Expr::col(REFRESH_HASH).eq(hash))
                 .to_owned(),
         )
+        .await
+    }
+
+    /// The session whose current refresh token hashes to `hash`, with its user, in one
+    /// query (the first read of every refresh).
+    pub async fn find_session_with_user(
+        &self,
+        hash: &str,
+    ) -> Result<Option<(SessionRecord, AuthUser)>, SentriError> {
+        let stmt = Query::select()
+            .columns(SESSION_COLUMNS.map(|c| (SESSIONS, c)))
+            .expr_as(Expr::col((USERS, "identifier")), "u_identifier")
+            .expr_as(Expr::col((USERS, "roles")), "u_roles")
+            .from(SESSIONS)
+            .inner_join(USERS, Expr::col((USERS, "id")).equals((SESSIONS, USER_ID)))
+            .and_where(Expr::col((SESSIONS, REFRESH_HASH)).eq(hash))
+            .limit(1)
+            .to_owned();
+        let (sql, values) = self.build(&stmt);
+        self.read(|| async {
+            on_pool!(self, pool => {
+                let row = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_err)?;
+                row.as_ref().map(session_and_user).transpose()
+            })
+        })
         .await
     }
 

@@ -147,24 +147,18 @@ async fn concurrent_rotation_one_winner(t: &TestDb) {
     let old = open(&t.db, &u.id, "fam-r", exp).await;
 
     // A wrong hash never rotates.
+    let mut forged = old.clone();
+    forged.refresh_hash = hash("wrong");
     let wrong =
-        t.db.rotate_session(
-            &old.id,
-            &hash("wrong"),
-            &new_session(&u.id, "fam-r", exp),
-            now,
-        )
-        .await;
+        t.db.rotate_session(&forged, &new_session(&u.id, "fam-r", exp), now)
+            .await;
     assert_eq!(wrong.expect("wrong hash"), Rotation::Superseded);
 
     let tasks: Vec<_> = (0..20)
         .map(|_| {
-            let db = t.db.clone();
-            let (old_id, old_hash) = (old.id.clone(), old.refresh_hash.clone());
-            let mut next = new_session(&u.id, "fam-r", exp);
-            next.previous_hash = Some(old_hash.clone());
-            next.rotated_from = Some(old_id.clone());
-            tokio::spawn(async move { db.rotate_session(&old_id, &old_hash, &next, now).await })
+            let (db, old) = (t.db.clone(), old.clone());
+            let next = new_session(&u.id, "fam-r", exp);
+            tokio::spawn(async move { db.rotate_session(&old, &next, now).await })
         })
         .collect();
     let mut winners = Vec::new();
@@ -180,7 +174,14 @@ async fn concurrent_rotation_one_winner(t: &TestDb) {
     let family = t.db.list_user_sessions(&u.id).await.unwrap();
     assert_eq!(family.len(), 1, "{}: one row left in the family", t.name);
     assert_eq!(family[0], winners[0]);
-    assert!(t.db.find_session(&old.id).await.unwrap().is_none());
+    // Rotated in place: same row, the old token's hash no longer finds it.
+    assert_eq!(winners[0].id, old.id);
+    assert!(
+        t.db.find_session_by_refresh_hash(&old.refresh_hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let by_prev =
         t.db.find_session_by_previous_hash(&old.refresh_hash)
             .await
@@ -194,11 +195,8 @@ async fn concurrent_rotation_one_winner(t: &TestDb) {
     // A revoked family never rotates again, and its expiry never passes its end.
     let current = &winners[0];
     assert!(t.db.revoke_family("fam-r", now).await.unwrap());
-    let mut next = new_session(&u.id, "fam-r", exp);
-    next.previous_hash = Some(current.refresh_hash.clone());
-    let after =
-        t.db.rotate_session(&current.id, &current.refresh_hash, &next, now)
-            .await;
+    let next = new_session(&u.id, "fam-r", exp);
+    let after = t.db.rotate_session(current, &next, now).await;
     assert_eq!(after.unwrap(), Rotation::FamilyEnded, "{}", t.name);
     assert!(t.db.list_user_sessions(&u.id).await.unwrap().is_empty());
 }
