@@ -33,13 +33,13 @@ use axum::http::request::Parts;
 
 use crate::core::BoxFuture;
 use crate::core::error::Result;
-use crate::core::events::{AuthEvent, EventBus, EventSink};
+use crate::core::events::{AuthEvent, AuthEventKind, EventBus, EventSink};
 use crate::core::principal::{AuthUser, SessionMeta};
 use crate::db::Migration;
 use crate::http::guard::{Authenticate, CurrentUser, GuardLayer};
 use crate::http::transport::Transport;
 use crate::identity::Identity;
-use crate::session::Sessions;
+use crate::session::{AuthResult, Sessions};
 
 /// The narrow view of the core a capability works with. Cheap to clone.
 #[derive(Clone)]
@@ -49,6 +49,7 @@ pub struct Core {
     pub(crate) events: Arc<EventBus>,
     pub(crate) guard: Arc<dyn Authenticate>,
     pub(crate) transport: Arc<Transport>,
+    pub(crate) login_steps: Arc<[Arc<dyn LoginStep>]>,
 }
 
 impl fmt::Debug for Core {
@@ -77,6 +78,55 @@ impl Core {
     pub fn now_ms(&self) -> i64 {
         self.sessions.now()
     }
+
+    /// Runs every capability's [`LoginStep`] for `user`, in order; the first that halts
+    /// ends the login with its error. Every way of signing in passes through here.
+    pub async fn run_login_steps(
+        &self,
+        user: &AuthUser,
+        meta: &SessionMeta,
+        factor: FirstFactor,
+    ) -> Result<()> {
+        for step in self.login_steps.iter() {
+            if let StepOutcome::Halt(err) =
+                step.after_first_factor(self, user, meta, factor).await?
+            {
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Signs `user` in after a first factor other than the password (a magic link, an
+    /// external identity provider): the login steps, then a new session and token pair,
+    /// then a `login_succeeded` event. The password login runs the same steps.
+    pub async fn sign_in(
+        &self,
+        user: AuthUser,
+        meta: SessionMeta,
+        factor: FirstFactor,
+    ) -> Result<AuthResult> {
+        self.run_login_steps(&user, &meta, factor).await?;
+        let res = self.sessions.open_family(user, meta.clone()).await?;
+        let mut event = AuthEvent::new(AuthEventKind::LoginSucceeded, self.now_ms())
+            .user(&res.user.id)
+            .session(&res.session_id);
+        event.user = Some(res.user.clone());
+        self.emit(event.meta(meta));
+        Ok(res)
+    }
+}
+
+/// How the first factor of a login was proven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FirstFactor {
+    /// Identifier and password (`POST /login`).
+    Password,
+    /// A single-use link or code sent to the account's address.
+    EmailLink,
+    /// An external identity provider (single sign-on).
+    External,
 }
 
 /// What a login step decided.
@@ -98,6 +148,7 @@ pub trait LoginStep: Send + Sync + 'static {
         core: &'a Core,
         user: &'a AuthUser,
         meta: &'a SessionMeta,
+        factor: FirstFactor,
     ) -> BoxFuture<'a, Result<StepOutcome>>;
 }
 

@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod error;
 pub mod events;
 pub mod principal;
+pub mod seal;
 
 use std::future::Future;
 use std::pin::Pin;

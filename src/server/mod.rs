@@ -23,7 +23,7 @@ pub use config::{Hooks, Overrides, ServerConfig};
 pub use postgres::{CreateServerOptions, PostgresConfig, create_auth_server};
 
 use crate::capability::account::AccountService;
-use crate::capability::{Capability, Core, Credential, LoginStep, StepOutcome};
+use crate::capability::{Capability, Core, Credential, FirstFactor};
 use crate::core::error::{Result, SentriError};
 use crate::core::events::{AuthEvent, AuthEventKind, EventBus, EventSink};
 use crate::core::principal::{AuthUser, SessionMeta};
@@ -65,7 +65,6 @@ pub(crate) struct Inner {
     pub(crate) is_token_revoked: Option<RevocationCheck>,
     pub(crate) redis_url: Option<String>,
     pub(crate) capabilities: Vec<Arc<dyn Capability>>,
-    pub(crate) login_steps: Vec<Arc<dyn LoginStep>>,
     pub(crate) credentials: Vec<Arc<dyn Credential>>,
 }
 
@@ -229,6 +228,11 @@ impl ServerAuth {
             events,
             guard: guard.clone(),
             transport: Arc::new(transport),
+            login_steps: config
+                .capabilities
+                .iter()
+                .filter_map(|c| c.login_step())
+                .collect(),
         };
         let capabilities = config.capabilities;
         let inner = Arc::new(Inner {
@@ -238,7 +242,6 @@ impl ServerAuth {
             overrides: config.overrides,
             is_token_revoked: config.is_token_revoked,
             redis_url: config.redis_url,
-            login_steps: capabilities.iter().filter_map(|c| c.login_step()).collect(),
             credentials: capabilities.iter().filter_map(|c| c.credential()).collect(),
             capabilities,
         });
@@ -423,13 +426,9 @@ impl ServerAuth {
 
     async fn login_inner(&self, input: &LoginInput, meta: SessionMeta) -> Result<AuthResult> {
         let (user, verified_hash) = self.identity().check_credentials(input).await?;
-        for step in &self.inner.login_steps {
-            if let StepOutcome::Halt(err) =
-                step.after_first_factor(self.core(), &user, &meta).await?
-            {
-                return Err(err);
-            }
-        }
+        self.core()
+            .run_login_steps(&user, &meta, FirstFactor::Password)
+            .await?;
         let res = self.sessions().open_family(user, meta).await?;
         // A password change that committed between our check and our insert revoked every
         // session before ours existed: do not let the old password keep a session.
