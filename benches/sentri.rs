@@ -20,6 +20,10 @@
 //!   (no layer), `pass-through` (no key header), `miss` (fresh key: run + store),
 //!   `replay` (same key: stored response replayed).
 //! * `bcrypt/hash cost 10` — one password hash at cost 10 (the login bound).
+//! * `throttle/*` — what throttling adds to a login on the in-memory store: `login check`
+//!   (count the attempt on the identifier and the address, then settle it as a
+//!   success) and `refused` (a locked identifier answered at once).
+//!   `SENTRI_BENCH_THROTTLE=1` runs only this group.
 //!
 //! After criterion, a plain interleaved timing loop prints one table of every case with
 //! its ratio to the baseline of its group (measured in the same run, best of 5 rounds).
@@ -342,12 +346,49 @@ fn criterion_cases(c: &mut Criterion, rt: &tokio::runtime::Runtime, fx: &Protect
     }
     group.finish();
 
+    throttle_cases(c, rt);
+
     let mut group = c.benchmark_group("bcrypt");
     group.sample_size(10);
     let hasher = ok(PasswordHasher::new(10));
     group.bench_function("hash cost 10", |b| {
         b.to_async(rt)
             .iter(|| async { black_box(ok(hasher.hash("correct horse battery").await)) });
+    });
+    group.finish();
+}
+
+fn throttle_cases(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    use sentri::clock::SystemClock;
+    use sentri::throttle::{Throttle, ThrottleKey, Throttling};
+    let throttle = ok(Throttle::new(
+        Throttling::default(),
+        std::sync::Arc::new(SystemClock),
+        None,
+    ));
+    let mut group = c.benchmark_group("throttle");
+    let n = AtomicU64::new(0);
+    group.bench_function("login check", |b| {
+        b.to_async(rt).iter(|| async {
+            // A fresh identifier per call (keys are normalised and hashed per call, as
+            // on a login); a fixed address (its counter refunded by each success).
+            let i = n.fetch_add(1, Ordering::Relaxed) % 10_000;
+            let keys = [
+                ThrottleKey::subject("login", &format!("user{i}@example.com")),
+                ThrottleKey::address("203.0.113.7"),
+            ];
+            ok(throttle.attempt(&keys).await).succeeded().await;
+        });
+    });
+    let locked = [ThrottleKey::subject("login", "locked@example.com")];
+    for _ in 0..6 {
+        if let Ok(a) = rt.block_on(throttle.attempt(&locked)) {
+            a.failed();
+        }
+    }
+    group.bench_function("refused", |b| {
+        b.to_async(rt)
+            .iter(|| async { black_box(throttle.attempt(&locked).await.is_err()) });
     });
     group.finish();
 }
@@ -542,6 +583,15 @@ fn bcrypt_only(cost: u32) {
 /// Runs one case in a loop for `secs` seconds (for a profiler: `perf record`, callgrind).
 fn profile_loop(case: &str, secs: u64) {
     let rt = runtime();
+    if std::env::var("SENTRI_BENCH_THROTTLE").is_ok_and(|v| v == "1") {
+        let mut c = Criterion::default()
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2))
+            .configure_from_args();
+        throttle_cases(&mut c, &rt);
+        c.final_summary();
+        return;
+    }
     let fx = rt.block_on(protect_fixture());
     let protect = Protect::ALL
         .into_iter()

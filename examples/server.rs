@@ -199,6 +199,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(origins) = env("SENTRI_TRUSTED_ORIGINS") {
         config = config.trusted_origins(origins.split(',').map(str::trim));
     }
+    // --- security operations (issue 17): sessions per device; login throttling ---
+    config = config.with(sentri::capability::devices::Devices::default());
+    if env("SENTRI_THROTTLE").as_deref() == Some("1") {
+        config = config.throttling(sentri::throttle::Throttling::default());
+    }
+    if let Some(proxies) = env("SENTRI_TRUSTED_PROXIES") {
+        let proxies = sentri::http::TrustedProxies::new(proxies.split(',').map(str::trim))?;
+        config = config.trusted_proxies(proxies);
+    }
+    // --- end security operations ---
     let auth = create_auth(config)?;
     auth.migrate().await?;
     ensure_admin(&auth).await?;

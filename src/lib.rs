@@ -39,6 +39,9 @@ pub mod server;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod session;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod throttle;
 pub mod token;
 
 pub use crate::core::clock;

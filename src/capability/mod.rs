@@ -23,6 +23,7 @@
 //! ```
 
 pub mod account;
+pub mod devices;
 
 use std::fmt;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ use crate::http::guard::{Authenticate, CurrentUser, GuardLayer};
 use crate::http::transport::Transport;
 use crate::identity::Identity;
 use crate::session::{AuthResult, Sessions};
+use crate::throttle::Throttle;
 
 /// The narrow view of the core a capability works with. Cheap to clone.
 #[derive(Clone)]
@@ -50,6 +52,7 @@ pub struct Core {
     pub(crate) guard: Arc<dyn Authenticate>,
     pub(crate) transport: Arc<Transport>,
     pub(crate) login_steps: Arc<[Arc<dyn LoginStep>]>,
+    pub(crate) throttle: Throttle,
 }
 
 impl fmt::Debug for Core {
@@ -67,6 +70,12 @@ impl Core {
     /// A layer that requires one of `roles`, without the start-up role-name check.
     pub(crate) fn any_role(&self, roles: Vec<String>) -> GuardLayer {
         GuardLayer::any_role_unchecked(self.guard.clone(), roles)
+    }
+
+    /// The attempt limiter of secret-checking endpoints (`ServerConfig::throttling`;
+    /// admits everything when throttling is off). See [`crate::throttle`].
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     /// Queues a security event (never blocks).

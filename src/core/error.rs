@@ -59,6 +59,9 @@ pub enum ErrorCode {
     /// The request with this idempotency key already ran, but its response could not be
     /// stored for replay (larger than `max_body`); it is not run again (409).
     IdempotencyNotReplayable,
+    /// Too many attempts at a secret (password, code) from this identifier or address;
+    /// `Retry-After` says when to try again (429).
+    TooManyAttempts,
     /// An application's own code (the Rust form of subclassing `SentriError`).
     Custom(Cow<'static, str>),
 }
@@ -84,6 +87,7 @@ impl ErrorCode {
             Self::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
             Self::IdempotencyKeyMismatch => "IDEMPOTENCY_KEY_MISMATCH",
             Self::IdempotencyNotReplayable => "IDEMPOTENCY_NOT_REPLAYABLE",
+            Self::TooManyAttempts => "TOO_MANY_ATTEMPTS",
             Self::Custom(code) => code,
         }
     }
@@ -104,6 +108,7 @@ impl ErrorCode {
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::IdempotencyKeyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Self::ConfigurationError | Self::InternalError | Self::Custom(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -324,6 +329,7 @@ mod tests {
             (ErrorCode::IdempotencyInProgress, 409),
             (ErrorCode::IdempotencyKeyMismatch, 422),
             (ErrorCode::IdempotencyNotReplayable, 409),
+            (ErrorCode::TooManyAttempts, 429),
             (ErrorCode::Custom("WHATEVER".into()), 500),
         ];
         for (code, status) in cases {

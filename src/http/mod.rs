@@ -3,6 +3,7 @@
 //! (`protect`, `authorize`, `permit`) and the error layer. It knows no capability.
 
 mod body;
+mod client_addr;
 pub mod cookies;
 #[cfg(feature = "server")]
 pub(crate) mod csrf;
@@ -23,6 +24,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::Response;
 
 pub use body::{JsonBody, MAX_BODY_BYTES};
+pub use client_addr::{ForwardedHeader, TrustedProxies};
 pub use envelope::{ApiResponse, success};
 pub use errors::{ErrorLayer, UnhandledCallback};
 pub use guard::{Authenticate, Authenticated, CurrentUser, GuardLayer, PermitOptions};
@@ -30,16 +32,24 @@ pub use guard::{Authenticate, Authenticated, CurrentUser, GuardLayer, PermitOpti
 use crate::core::principal::SessionMeta;
 
 /// Where a request came from: its `User-Agent` and, when the app was served with
-/// `into_make_service_with_connect_info`, the peer address.
+/// `into_make_service_with_connect_info`, the client address: the peer address, or,
+/// when the peer is one of the [`TrustedProxies`] the server was configured with (an
+/// extension `auth.router()` adds), the address its forwarding header names.
+/// Forwarding headers from anyone else are ignored.
 pub fn request_meta(headers: &HeaderMap, extensions: &axum::http::Extensions) -> SessionMeta {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let ip = match (peer, extensions.get::<std::sync::Arc<TrustedProxies>>()) {
+        (Some(peer), Some(proxies)) => Some(proxies.client(headers, peer)),
+        (peer, _) => peer,
+    };
     SessionMeta {
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        ip: extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string()),
+        ip: ip.map(|ip| ip.to_string()),
     }
 }
 

@@ -20,9 +20,11 @@ use crate::core::events::{AuthEvent, AuthEventKind, EventSink};
 use crate::core::principal::{AuthUser, SessionMeta};
 use crate::core::{BoxFuture, Override, RevocationCheck};
 use crate::db::Database;
+use crate::http::TrustedProxies;
 use crate::http::transport::{AccessCookieConfig, CookieConfig};
 use crate::identity::{IdentifierCase, LoginInput, RegisterInput};
 use crate::session::{AuthResult, RefreshResult};
+use crate::throttle::Throttling;
 use crate::token::SigningKey;
 
 type HookFn<A> = Arc<dyn Fn(A) -> BoxFuture<'static, ()> + Send + Sync>;
@@ -322,6 +324,12 @@ pub struct ServerConfig {
     pub identifier_case: IdentifierCase,
     /// Redis URL: idempotency store and cross-process revocation broadcast.
     pub redis_url: Option<String>,
+    /// Attempt limits of login, change-password and every capability that checks a
+    /// secret (default `None`: off). See [`crate::throttle`].
+    pub throttling: Option<Throttling>,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` header names the client address
+    /// (default none: the socket's peer address is the client).
+    pub trusted_proxies: Option<TrustedProxies>,
 }
 
 impl ServerConfig {
@@ -361,6 +369,8 @@ impl ServerConfig {
             clock: Arc::new(SystemClock),
             identifier_case: IdentifierCase::Insensitive,
             redis_url: None,
+            throttling: None,
+            trusted_proxies: None,
         }
     }
 
@@ -545,6 +555,19 @@ impl ServerConfig {
         self.redis_url = Some(url.into());
         self
     }
+
+    /// Switches attempt throttling on with `policy` (shared through `redis_url` when one
+    /// is configured and the `redis` feature is on).
+    pub fn throttling(mut self, policy: Throttling) -> Self {
+        self.throttling = Some(policy);
+        self
+    }
+
+    /// Trusts these proxies' forwarding header for the client address.
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = Some(proxies);
+        self
+    }
 }
 
 impl fmt::Debug for ServerConfig {
@@ -586,6 +609,8 @@ impl fmt::Debug for ServerConfig {
             .field("clock", &self.clock)
             .field("identifier_case", &self.identifier_case)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("throttling", &self.throttling)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }

@@ -29,11 +29,13 @@ use crate::core::events::{AuthEvent, AuthEventKind, EventBus, EventSink};
 use crate::core::principal::{AuthUser, SessionMeta};
 use crate::core::{AuthConfig, RevocationCheck};
 use crate::db::{Database, Migration};
+use crate::http::TrustedProxies;
 use crate::http::csrf::TrustedOrigins;
 use crate::http::transport::Transport;
 use crate::identity::{Identity, LoginInput, RegisterInput, Roles, normalize_identifier};
 use crate::password::PasswordHasher;
 use crate::session::{AuthResult, RefreshResult, SessionCache, Sessions};
+use crate::throttle::{Throttle, ThrottleKey};
 use crate::token::{AccessClaims, RefreshClaims, TokenOptions, TokenService};
 
 impl AuthConfig for ServerConfig {
@@ -64,6 +66,7 @@ pub(crate) struct Inner {
     pub(crate) overrides: Overrides,
     pub(crate) is_token_revoked: Option<RevocationCheck>,
     pub(crate) redis_url: Option<String>,
+    pub(crate) trusted_proxies: Option<Arc<TrustedProxies>>,
     pub(crate) capabilities: Vec<Arc<dyn Capability>>,
     pub(crate) credentials: Vec<Arc<dyn Credential>>,
 }
@@ -151,6 +154,28 @@ fn events_of(config: &ServerConfig) -> Arc<EventBus> {
     Arc::new(EventBus::new(sinks, config.event_queue))
 }
 
+/// Throttling is on but requests carry no peer address (the app was not served with
+/// `into_make_service_with_connect_info`): said once.
+fn warn_no_client_address() {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "throttling: a login without a client address; serve the app with into_make_service_with_connect_info::<SocketAddr>() for per-address limits"
+        );
+    }
+}
+
+fn throttle_of(config: &ServerConfig) -> Result<Throttle> {
+    match &config.throttling {
+        Some(policy) => Throttle::new(
+            policy.clone(),
+            config.clock.clone(),
+            config.redis_url.as_deref(),
+        ),
+        None => Ok(Throttle::disabled()),
+    }
+}
+
 /// The server's own authenticator, handed to capabilities before the server exists
 /// (the guard layers they build resolve it at request time).
 pub(crate) struct LateGuard(std::sync::OnceLock<std::sync::Weak<Inner>>);
@@ -207,8 +232,14 @@ impl ServerAuth {
         });
         sessions.bus.start(&cache);
         crate::session::start_purge(&sessions, config.purge_interval);
+        let throttle = throttle_of(&config)?;
         Ok(Self::assemble(
-            config, identity, sessions, events, tokens, transport,
+            config,
+            identity,
+            sessions,
+            events,
+            tokens,
+            (transport, throttle),
         ))
     }
 
@@ -219,7 +250,7 @@ impl ServerAuth {
         sessions: Arc<Sessions>,
         events: Arc<EventBus>,
         tokens: TokenService,
-        transport: Transport,
+        (transport, throttle): (Transport, Throttle),
     ) -> Self {
         let guard = Arc::new(LateGuard(std::sync::OnceLock::new()));
         let core = Core {
@@ -233,6 +264,7 @@ impl ServerAuth {
                 .iter()
                 .filter_map(|c| c.login_step())
                 .collect(),
+            throttle,
         };
         let capabilities = config.capabilities;
         let inner = Arc::new(Inner {
@@ -242,6 +274,7 @@ impl ServerAuth {
             overrides: config.overrides,
             is_token_revoked: config.is_token_revoked,
             redis_url: config.redis_url,
+            trusted_proxies: config.trusted_proxies.map(Arc::new),
             credentials: capabilities.iter().filter_map(|c| c.credential()).collect(),
             capabilities,
         });
@@ -300,6 +333,17 @@ impl ServerAuth {
     /// The configured Redis URL, if any.
     pub fn redis_url(&self) -> Option<&str> {
         self.inner.redis_url.as_deref()
+    }
+
+    /// The attempt limiter (`ServerConfig::throttling`; disabled when off).
+    pub fn throttle(&self) -> &Throttle {
+        self.core().throttle()
+    }
+
+    /// bcrypt computations run so far (for tests: a refused attempt must cost none).
+    #[doc(hidden)]
+    pub fn bcrypt_runs(&self) -> u64 {
+        self.identity().hasher.bcrypt_runs()
     }
 
     /// Security events dropped because the event queue was full.
@@ -402,8 +446,19 @@ impl ServerAuth {
     /// Logs a user in: the same `INVALID_CREDENTIALS` (in the same time) for an unknown
     /// identifier and a wrong password; every capability's login step; then a session and
     /// a token pair.
+    ///
+    /// With throttling on, the attempt is counted per normalised identifier and per
+    /// client address first, and refused with `429 TOO_MANY_ATTEMPTS` (before any
+    /// password hashing) when over the limit.
     pub async fn login(&self, input: LoginInput, meta: SessionMeta) -> Result<AuthResult> {
-        let result = self.login_inner(&input, meta.clone()).await;
+        let result = match self.login_attempt(&input, &meta).await {
+            Ok(attempt) => {
+                let result = self.login_inner(&input, meta.clone()).await;
+                attempt.settle(&result).await;
+                result
+            }
+            Err(refused) => Err(refused),
+        };
         let now = self.sessions().now();
         let event = match &result {
             Ok(res) => {
@@ -422,6 +477,26 @@ impl ServerAuth {
         };
         self.inner.core.events.emit(event.meta(meta));
         result
+    }
+
+    /// Counts a login attempt against its identifier and address (or refuses it).
+    async fn login_attempt(
+        &self,
+        input: &LoginInput,
+        meta: &SessionMeta,
+    ) -> Result<crate::throttle::Attempt> {
+        let throttle = self.core().throttle();
+        let mut keys = Vec::with_capacity(2);
+        if throttle.is_enabled() {
+            if let Ok(identifier) = self.identity().normalize(&input.identifier) {
+                keys.push(ThrottleKey::subject("login", &identifier));
+            }
+            match &meta.ip {
+                Some(ip) => keys.push(ThrottleKey::address(ip)),
+                None => warn_no_client_address(),
+            }
+        }
+        throttle.attempt(&keys).await
     }
 
     async fn login_inner(&self, input: &LoginInput, meta: SessionMeta) -> Result<AuthResult> {
@@ -565,9 +640,13 @@ impl ServerAuth {
         for capability in &self.inner.capabilities {
             router = router.merge(capability.routes(self.core()));
         }
-        router
+        let router = router
             .fallback(routes::not_found)
-            .method_not_allowed_fallback(routes::method_not_allowed)
-            .with_state(())
+            .method_not_allowed_fallback(routes::method_not_allowed);
+        match &self.inner.trusted_proxies {
+            Some(proxies) => router.layer(axum::Extension(proxies.clone())),
+            None => router,
+        }
+        .with_state(())
     }
 }

@@ -283,6 +283,17 @@ impl Database {
         user_id: &str,
         now: i64,
     ) -> Result<Vec<String>, SentriError> {
+        self.revoke_user_families_except(user_id, None, now).await
+    }
+
+    /// [`revoke_user_families`](Self::revoke_user_families), sparing the family
+    /// `except` (the caller's own session, for "sign out everywhere else").
+    pub async fn revoke_user_families_except(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<String>, SentriError> {
         // A marker of this revocation: the families it revoked are read back by it, so
         // those opened by logins that committed meanwhile are included and those revoked
         // earlier (even in the same millisecond) are not.
@@ -293,6 +304,7 @@ impl Database {
             .value(REVOCATION, marker.as_str())
             .and_where(Expr::col(USER_ID).eq(user_id))
             .and_where(Expr::col(REVOKED_AT).is_null())
+            .and_where_option(except.map(|id| Expr::col(ID).ne(id)))
             .to_owned();
         self.exec_retrying(self.build(&revoke)).await?;
         let (sql, values) = self.build(
@@ -316,8 +328,19 @@ impl Database {
                 })
             })
             .await?;
-        self.delete_family_sessions(Expr::col(USER_ID).eq(user_id))
-            .await?;
+        match except {
+            None => {
+                self.delete_family_sessions(Expr::col(USER_ID).eq(user_id))
+                    .await?;
+            }
+            // Only the families this call revoked: a login that commits meanwhile keeps
+            // its session (its family is live).
+            Some(_) if ids.is_empty() => {}
+            Some(_) => {
+                let revoked = Expr::col(FAMILY_ID).is_in(ids.iter().map(String::as_str));
+                self.delete_family_sessions(revoked).await?;
+            }
+        }
         Ok(ids)
     }
 

@@ -18,6 +18,7 @@
 
 pub(crate) mod bus;
 mod cache;
+mod devices;
 mod families;
 pub(crate) mod schema;
 mod store;
@@ -30,6 +31,7 @@ use subtle::ConstantTimeEq;
 
 pub use bus::REVOCATION_CHANNEL;
 pub(crate) use cache::SessionCache;
+pub use devices::{DeviceSession, MAX_DEVICE_SESSIONS};
 pub use families::{FamilyRecord, NewFamily, Rotation};
 pub use store::{NewSession, SessionRecord};
 

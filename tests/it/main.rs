@@ -15,6 +15,7 @@ mod no_echo;
 mod password;
 mod props;
 mod races;
+mod secops;
 mod secrets;
 mod services;
 mod store_conformance;

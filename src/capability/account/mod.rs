@@ -17,6 +17,7 @@ use crate::core::events::{AuthEvent, AuthEventKind};
 use crate::core::principal::AuthUser;
 use crate::identity::dedupe;
 use crate::password::validate_password;
+use crate::throttle::ThrottleKey;
 
 /// The account operations, as a service handle (what overrides receive). Cheap to clone.
 #[derive(Clone)]
@@ -40,7 +41,7 @@ impl AccountService {
     pub async fn change_password(&self, user_id: &str, current: &str, new: &str) -> Result<()> {
         validate_password(new)?;
         let identity = &self.core.identity;
-        identity.check_current_password(user_id, current).await?;
+        self.check_current_password(user_id, current).await?;
         let hash = identity.hasher.hash(new).await?;
         identity.db.update_user_password(user_id, &hash).await?;
         self.core.sessions.logout_all(user_id).await?;
@@ -58,8 +59,7 @@ impl AccountService {
     ) -> Result<AuthUser> {
         let identity = &self.core.identity;
         let identifier = identity.normalize(new_identifier)?;
-        identity
-            .check_current_password(user_id, current_password)
+        self.check_current_password(user_id, current_password)
             .await?;
         let user = identity
             .db
@@ -87,6 +87,20 @@ impl AccountService {
             .ok_or_else(SentriError::user_not_found)?;
         self.emit(AuthEventKind::RolesChanged, user_id);
         Ok(user.to_auth_user())
+    }
+
+    /// The current-password check, throttled per user (`429 TOO_MANY_ATTEMPTS` before
+    /// any hashing when over the limit).
+    async fn check_current_password(&self, user_id: &str, password: &str) -> Result<()> {
+        let key = ThrottleKey::subject("current-password", user_id);
+        let attempt = self.core.throttle().attempt(&[key]).await?;
+        let checked = self
+            .core
+            .identity
+            .check_current_password(user_id, password)
+            .await;
+        attempt.settle(&checked).await;
+        checked
     }
 
     fn emit(&self, kind: AuthEventKind, user_id: &str) {
