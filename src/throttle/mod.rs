@@ -45,7 +45,9 @@ mod redis_store;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[cfg(feature = "redis")]
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::core::clock::{Clock, duration_ms};
@@ -330,6 +332,7 @@ struct Inner {
     memory: memory::MemoryStore,
     #[cfg(feature = "redis")]
     redis: Option<redis_store::RedisStore>,
+    #[cfg(feature = "redis")]
     degraded: AtomicBool,
     fallbacks: AtomicU64,
     refused: AtomicU64,
@@ -395,6 +398,7 @@ impl Throttle {
                 memory,
                 #[cfg(feature = "redis")]
                 redis,
+                #[cfg(feature = "redis")]
                 degraded: AtomicBool::new(false),
                 fallbacks: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
