@@ -15,6 +15,7 @@ mod no_echo;
 mod password;
 mod props;
 mod races;
+mod scaleout;
 mod secrets;
 mod services;
 mod store_conformance;
