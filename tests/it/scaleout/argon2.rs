@@ -171,3 +171,53 @@ async fn invalid_argon2_parameters_are_a_configuration_error() {
     assert_eq!(err.code().as_str(), "CONFIGURATION_ERROR");
     t.cleanup().await;
 }
+
+/// Login throughput at the default costs, bcrypt (12) against Argon2id (m=19 MiB, t=2,
+/// p=1): `cargo test --all-features --test it -- --ignored --nocapture login_throughput`
+/// (the hash crates build at opt-level 3 in the test profile). Prints logins per second
+/// with as many concurrent logins as cores; asserts nothing about speed.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a timed measurement for docs/BENCHMARKS.md, not a test"]
+async fn login_throughput_argon2id_vs_bcrypt_at_default_costs() {
+    let t = databases("scaleout::login_throughput").await.remove(0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rounds = 8usize;
+    for (name, cfg) in [
+        ("bcrypt cost 12", config(t.db.clone()).bcrypt_cost(12)),
+        (
+            "argon2id m=19456,t=2,p=1",
+            config(t.db.clone()).argon2id(Argon2Params::default()),
+        ),
+    ] {
+        let auth = sentri::create_auth(cfg).unwrap();
+        let id = crate::support::common::unique("bench");
+        assert_eq!(
+            register(&app(&auth), &id, "password1").await.status,
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            login(&app(&auth), &id, "password1").await.status,
+            StatusCode::OK
+        );
+        let started = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..cores {
+            let (a, id) = (app(&auth), id.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..rounds {
+                    assert_eq!(login(&a, &id, "password1").await.status, StatusCode::OK);
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let n = (cores * rounds) as f64;
+        println!(
+            "{name}: {n} logins in {secs:.2} s = {:.1} logins/s ({cores} concurrent)",
+            n / secs
+        );
+    }
+    t.cleanup().await;
+}
