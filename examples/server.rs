@@ -13,7 +13,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use sentri::core::seal::Sealer;
 use sentri::db::Database;
+use sentri::keystore::KeyStoreConfig;
 use sentri::token::{Algorithm, SigningKey};
 use sentri::{
     AccessCookieConfig, CookieConfig, CurrentUser, IdempotencyOptions, PermitOptions,
@@ -68,9 +70,13 @@ async fn signing_key() -> Result<SigningKey, SentriError> {
                 })?;
                 SigningKey::from_pem(alg, &pem)
             }
+            None if env("SENTRI_KEK").is_some() => {
+                // Only signs until the database key store has loaded (see key_store).
+                SigningKey::generate(alg).await
+            }
             None => {
                 tracing::warn!(
-                    "SENTRI_PRIVATE_KEY_FILE is not set: generated an ephemeral {alg:?} key"
+                    "neither SENTRI_PRIVATE_KEY_FILE nor SENTRI_KEK is set: generated an ephemeral {alg:?} key"
                 );
                 SigningKey::generate(alg).await
             }
@@ -158,6 +164,28 @@ async fn ensure_admin(auth: &ServerAuth) -> Result<(), SentriError> {
     Ok(())
 }
 
+/// With an asymmetric `SENTRI_ALGORITHM`, no `SENTRI_PRIVATE_KEY_FILE` and a
+/// key-encryption key in `SENTRI_KEK` (base64, 32 bytes; id `SENTRI_KEK_ID`, default
+/// `kek-1`), the signing keys live in the database: every server on the same database
+/// publishes the same JWKS and accepts the others' tokens. `SENTRI_KEY_ROTATION` sets
+/// the rotation period (default 30d).
+fn key_store() -> Result<Option<KeyStoreConfig>, SentriError> {
+    let alg = algorithm(&env("SENTRI_ALGORITHM").unwrap_or_else(|| "HS256".into()))?;
+    let symmetric = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+    if symmetric || env("SENTRI_PRIVATE_KEY_FILE").is_some() {
+        return Ok(None);
+    }
+    let Some(kek) = env("SENTRI_KEK") else {
+        return Ok(None);
+    };
+    let kid = env("SENTRI_KEK_ID").unwrap_or_else(|| "kek-1".into());
+    let mut store = KeyStoreConfig::new(Sealer::from_base64(&kid, &kek)?).algorithm(alg);
+    if let Some(period) = env("SENTRI_KEY_ROTATION") {
+        store = store.rotation_period(sentri::clock::parse_duration(&period)?);
+    }
+    Ok(Some(store))
+}
+
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = env("SENTRI_ADDR")
         .unwrap_or_else(|| "127.0.0.1:3000".into())
@@ -165,6 +193,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let url = env("DATABASE_URL").unwrap_or_else(|| "sqlite://sentri-example.db?mode=rwc".into());
     let db = Database::connect(&url).await?;
     let mut config = ServerConfig::new(db, signing_key().await?, ["user", "admin"]);
+    // --- scale-out: signing keys shared and rotated through the database ---
+    if let Some(store) = key_store()? {
+        config = config.signing_key_store(store);
+    }
+    // --- end scale-out ---
     if let Some(ttl) = env("SENTRI_ACCESS_TTL") {
         config = config.access_expires_in(ttl);
     }

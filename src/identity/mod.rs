@@ -192,8 +192,11 @@ impl Identity {
         Ok((user.to_auth_user(), hash))
     }
 
-    /// Re-hashes a password whose stored hash is a legacy or cheaper one; returns the hash
-    /// now stored (the old one when a concurrent change won).
+    /// Re-hashes a password whose stored hash is a legacy or cheaper one (or of another
+    /// algorithm); returns the hash now stored. The update is conditional on the old
+    /// hash: when another write won, the hash it stored is returned if it still accepts
+    /// this password (a concurrent login's upgrade), else the old one (a password
+    /// change: the caller's session check then refuses the login).
     async fn upgrade_hash(&self, user: &UserRecord, password: &str) -> Result<String> {
         let new = self.hasher.hash(password).await?;
         if self
@@ -203,6 +206,11 @@ impl Identity {
         {
             tracing::info!(user = %user.id, "sentri: password hash upgraded");
             return Ok(new);
+        }
+        if let Some(now) = self.db.find_user_by_id(&user.id).await?
+            && self.hasher.verify(password, &now.password_hash).await?
+        {
+            return Ok(now.password_hash);
         }
         Ok(user.password_hash.clone())
     }

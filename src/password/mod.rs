@@ -40,6 +40,21 @@
 //! `Retry-After: 1`, so a login flood is shed instead of queueing without bound.
 //!
 //! All bcrypt work runs in `tokio::task::spawn_blocking`.
+//!
+//! # Argon2id (feature `argon2`)
+//!
+//! [`PasswordHasher::argon2id`] makes new hashes with Argon2id (PHC strings,
+//! `$argon2id$v=19$m=19456,t=2,p=1$…`; OWASP's parameters by default, see
+//! [`Argon2Params`]). Stored hashes are checked by what they are: bcrypt hashes (plain or
+//! pre-hashed) keep verifying, and a match on a hash of *another algorithm* (bcrypt when
+//! Argon2id is configured, Argon2 when bcrypt is) or of *weaker parameters* (lower bcrypt
+//! cost; lower Argon2 memory, iterations or lanes, or Argon2i/Argon2d) answers
+//! [`PasswordCheck::MatchNeedsUpgrade`], so the login re-hashes it with the current
+//! setting. Argon2 reads the whole password, so it needs no pre-hashing. Argon2 runs on
+//! the same bounded blocking pool as bcrypt.
+
+#[cfg(feature = "argon2")]
+mod argon;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -52,6 +67,10 @@ use tokio::sync::Semaphore;
 
 use crate::core::error::{ErrorCode, Result, SentriError};
 
+#[cfg(feature = "argon2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "argon2")))]
+pub use argon::Argon2Params;
+
 /// Prefix of pre-hashed (long password) hashes.
 const PREHASH_PREFIX: &str = "$sentri-sha256$";
 /// Domain separation label of the pre-hash.
@@ -59,6 +78,13 @@ const PREHASH_LABEL: &[u8] = b"sentri-prehash-v1";
 /// Passwords of this many bytes or more are pre-hashed (bcrypt's non-truncating API
 /// accepts at most 71 bytes, as it counts the terminating NUL).
 const PREHASH_FROM: usize = 72;
+/// The bcrypt cost sentri configures by default.
+pub const DEFAULT_BCRYPT_COST: u32 = 12;
+/// What [`PasswordHasher::build`] takes for Argon2id.
+#[cfg(feature = "argon2")]
+type ArgonSetting = Argon2Params;
+#[cfg(not(feature = "argon2"))]
+type ArgonSetting = std::convert::Infallible;
 /// Waiting hashes allowed per core by default (see [`PasswordHasher::new`]).
 pub const DEFAULT_QUEUE_PER_CORE: usize = 64;
 /// `Retry-After` (seconds) of a request shed because the queue is full.
@@ -77,7 +103,8 @@ pub enum PasswordCheck {
     Match,
     /// The password matches, but the stored hash should be replaced by
     /// [`PasswordHasher::hash`] of the password: it is another library's truncating
-    /// hash of a password of 72 bytes or more, or its cost is below the configured one.
+    /// hash of a password of 72 bytes or more, its cost is below the configured one, or
+    /// it uses another algorithm than the configured one (bcrypt / Argon2id).
     MatchNeedsUpgrade,
 }
 
@@ -128,6 +155,9 @@ pub struct PasswordHasher {
 
 struct Inner {
     cost: u32,
+    /// Set when new hashes use Argon2id instead of bcrypt.
+    #[cfg(feature = "argon2")]
+    argon2: Option<argon::Argon2id>,
     /// Hashes that run at once (cores).
     running: usize,
     /// Hashes that may wait for a core.
@@ -149,8 +179,12 @@ struct Inner {
 
 impl fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PasswordHasher")
-            .field("cost", &self.inner.cost)
+        let mut d = f.debug_struct("PasswordHasher");
+        #[cfg(feature = "argon2")]
+        if let Some(argon2) = &self.inner.argon2 {
+            d.field("argon2id", &argon2.params());
+        }
+        d.field("cost", &self.inner.cost)
             .field("max_queue", &self.inner.max_queue)
             .finish()
     }
@@ -188,9 +222,16 @@ impl Inner {
         self.runs.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// One bcrypt hash in the scheme the password's length calls for.
+    /// One hash with the configured algorithm (bcrypt: in the scheme the password's
+    /// length calls for).
     fn hash_blocking(&self, password: &str) -> Result<String> {
         let bytes = password.as_bytes();
+        #[cfg(feature = "argon2")]
+        if let Some(argon2) = &self.argon2 {
+            let hash = argon2.hash(bytes)?;
+            self.count_run();
+            return Ok(hash);
+        }
         let hashed = if bytes.len() >= PREHASH_FROM {
             bcrypt::non_truncating_hash(prehash(bytes), self.cost)
                 .map(|h| format!("{PREHASH_PREFIX}{h}"))
@@ -202,9 +243,49 @@ impl Inner {
         Ok(hash)
     }
 
-    /// Exactly one bcrypt computation: against `stored`, or against the dummy hash when
-    /// `stored` is malformed.
+    /// `true` when new hashes use Argon2id (every bcrypt hash then needs an upgrade).
+    fn argon2_configured(&self) -> bool {
+        #[cfg(feature = "argon2")]
+        return self.argon2.is_some();
+        #[cfg(not(feature = "argon2"))]
+        false
+    }
+
+    /// Exactly one hash computation: against `stored`, or a dummy one at the configured
+    /// cost when `stored` is malformed.
     fn check_blocking(&self, password: &str, stored: &str) -> PasswordCheck {
+        #[cfg(feature = "argon2")]
+        if stored.starts_with(argon::ARGON2_PREFIX) {
+            return match argon::check(self.argon2.as_ref(), password.as_bytes(), stored) {
+                Some(check) => {
+                    self.count_run();
+                    check
+                }
+                None => {
+                    tracing::warn!("stored password hash is malformed; treating as a mismatch");
+                    self.dummy_blocking(password);
+                    PasswordCheck::Mismatch
+                }
+            };
+        }
+        self.check_bcrypt(password, stored)
+    }
+
+    /// One computation at the configured algorithm and cost whose result is discarded.
+    fn dummy_blocking(&self, password: &str) {
+        #[cfg(feature = "argon2")]
+        if let Some(argon2) = &self.argon2 {
+            argon2.dummy(password.as_bytes());
+            self.count_run();
+            return;
+        }
+        let dummy = self.dummy_for(password);
+        self.check_bcrypt(password, &dummy);
+    }
+
+    /// Exactly one bcrypt computation: against `stored`, or a dummy one when `stored`
+    /// is malformed.
+    fn check_bcrypt(&self, password: &str, stored: &str) -> PasswordCheck {
         let bytes = password.as_bytes();
         let (input, bcrypt_hash, prehashed) = match stored.strip_prefix(PREHASH_PREFIX) {
             Some(inner) => (Cow::Owned(prehash(bytes).into_bytes()), inner, true),
@@ -220,7 +301,7 @@ impl Inner {
                 self.count_run();
                 let legacy_truncated = !prehashed && bytes.len() >= PREHASH_FROM;
                 let weak = bcrypt_cost(bcrypt_hash).is_some_and(|c| c < self.cost);
-                if legacy_truncated || weak {
+                if legacy_truncated || weak || self.argon2_configured() {
                     PasswordCheck::MatchNeedsUpgrade
                 } else {
                     PasswordCheck::Match
@@ -228,6 +309,11 @@ impl Inner {
             }
             Err(_) => {
                 tracing::warn!("stored password hash is malformed; treating as a mismatch");
+                #[cfg(feature = "argon2")]
+                if self.argon2.is_some() {
+                    self.dummy_blocking(password);
+                    return PasswordCheck::Mismatch;
+                }
                 if bcrypt::verify(&input, &self.dummy).is_ok() {
                     self.count_run();
                 }
@@ -263,6 +349,49 @@ impl PasswordHasher {
     /// # Ok::<(), sentri::SentriError>(())
     /// ```
     pub fn with_queue_limit(cost: u32, max_queue: usize) -> Result<Self> {
+        Self::build(cost, max_queue, None)
+    }
+
+    /// A hasher whose new hashes use Argon2id with `params`, with the default queue
+    /// limit. bcrypt hashes keep verifying and ask for an upgrade on a match.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use sentri::password::{Argon2Params, PasswordCheck, PasswordHasher};
+    /// let old = PasswordHasher::new(4)?.hash("hunter2hunter2").await?;
+    /// let hasher = PasswordHasher::argon2id(Argon2Params::new(64, 1, 1))?;
+    /// assert_eq!(hasher.check("hunter2hunter2", &old).await?, PasswordCheck::MatchNeedsUpgrade);
+    /// let new = hasher.hash("hunter2hunter2").await?;
+    /// assert!(new.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+    /// assert_eq!(hasher.check("hunter2hunter2", &new).await?, PasswordCheck::Match);
+    /// # Ok::<(), sentri::SentriError>(())
+    /// # }).unwrap();
+    /// ```
+    #[cfg(feature = "argon2")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "argon2")))]
+    pub fn argon2id(params: Argon2Params) -> Result<Self> {
+        Self::argon2id_with_queue_limit(params, DEFAULT_QUEUE_PER_CORE.saturating_mul(cores()))
+    }
+
+    /// [`argon2id`](Self::argon2id) with at most `max_queue` hashes waiting for a core
+    /// (see [`with_queue_limit`](Self::with_queue_limit)).
+    #[cfg(feature = "argon2")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "argon2")))]
+    pub fn argon2id_with_queue_limit(params: Argon2Params, max_queue: usize) -> Result<Self> {
+        Self::build(DEFAULT_BCRYPT_COST, max_queue, Some(params))
+    }
+
+    /// The Argon2id parameters of new hashes, or `None` when they use bcrypt.
+    #[cfg(feature = "argon2")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "argon2")))]
+    pub fn argon2_params(&self) -> Option<Argon2Params> {
+        self.inner.argon2.as_ref().map(argon::Argon2id::params)
+    }
+
+    #[cfg_attr(not(feature = "argon2"), allow(unused_variables))]
+    fn build(cost: u32, max_queue: usize, argon2: Option<ArgonSetting>) -> Result<Self> {
+        #[cfg(feature = "argon2")]
+        let argon2 = argon2.map(argon::Argon2id::new).transpose()?;
         if !(4..=31).contains(&cost) {
             return Err(SentriError::configuration(
                 "bcrypt cost must be between 4 and 31",
@@ -278,6 +407,8 @@ impl PasswordHasher {
         Ok(Self {
             inner: Arc::new(Inner {
                 cost,
+                #[cfg(feature = "argon2")]
+                argon2,
                 running,
                 max_queue,
                 dummy: format!("$2b${cost:02}${DUMMY_SALT_AND_DIGEST}"),
@@ -288,7 +419,8 @@ impl PasswordHasher {
         })
     }
 
-    /// The bcrypt cost.
+    /// The bcrypt cost (of new hashes when bcrypt is the algorithm; an Argon2id hasher
+    /// reports [`DEFAULT_BCRYPT_COST`] and upgrades every bcrypt hash).
     pub fn cost(&self) -> u32 {
         self.inner.cost
     }
@@ -303,8 +435,8 @@ impl PasswordHasher {
         self.inner.running
     }
 
-    /// bcrypt computations this hasher has completed (for tests: a check must cost
-    /// exactly one, whatever the user or the password).
+    /// Hash computations (bcrypt or Argon2) this hasher has completed (for tests: a
+    /// check must cost exactly one, whatever the user or the password).
     #[doc(hidden)]
     pub fn bcrypt_runs(&self) -> u64 {
         self.inner.runs.load(Ordering::Relaxed)
@@ -351,16 +483,14 @@ impl PasswordHasher {
     }
 
     /// Spends the time of a real check (one bcrypt against a dummy hash of the
-    /// configured cost, in the scheme `password`'s length calls for), so that an unknown
+    /// configured cost, in the scheme `password`'s length calls for; or one Argon2id
+    /// computation at the configured parameters), so that an unknown
     /// user takes as long as a known one. Fails like [`check`](Self::check) when the
     /// queue is full.
     pub async fn verify_dummy(&self, password: &str) -> Result<()> {
         let password = password.to_owned();
-        self.run_blocking(move |inner| {
-            let dummy = inner.dummy_for(&password);
-            inner.check_blocking(&password, &dummy);
-        })
-        .await
+        self.run_blocking(move |inner| inner.dummy_blocking(&password))
+            .await
     }
 
     /// Runs bcrypt work on the blocking pool once a core is free, or fails at once with

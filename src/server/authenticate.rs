@@ -64,7 +64,7 @@ impl ServerAuth {
             transport.check_cookie_request(&parts.headers, &parts.method)?;
         }
         let claims = match token {
-            Some((token, _)) => match self.inner.tokens.verify_access(token) {
+            Some((token, _)) => match self.verify_access_reloading(token).await {
                 Ok(claims) => claims,
                 Err(err) if err.is(&ErrorCode::TokenExpired) => {
                     return self.silent_refresh(parts, true).await;

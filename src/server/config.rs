@@ -275,6 +275,17 @@ pub struct ServerConfig {
     pub session_max_lifetime: Ttl,
     /// bcrypt cost, 4..=31 (default 12).
     pub bcrypt_cost: u32,
+    /// When set, new password hashes use Argon2id with these parameters instead of
+    /// bcrypt (default `None`: bcrypt). Stored hashes of the other algorithm or of weaker
+    /// parameters are re-hashed on the next successful login.
+    #[cfg(feature = "argon2")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "argon2")))]
+    pub argon2id: Option<crate::password::Argon2Params>,
+    /// When set, signing keys live in the database (`sentri_signing_keys`), shared by
+    /// every instance and rotated on a schedule; `keys` then only sign until
+    /// [`ServerAuth::migrate`](crate::ServerAuth::migrate) (or `load_signing_keys`)
+    /// has loaded them (default `None`: the configured `keys`).
+    pub signing_key_store: Option<crate::keystore::KeyStoreConfig>,
     /// How many password hashes may wait for a core (default `None`: 64 per core). When
     /// the queue is full, login and registration answer 503 with `Retry-After` at once.
     pub hash_queue_limit: Option<usize>,
@@ -349,6 +360,9 @@ impl ServerConfig {
             refresh_expires_in: Ttl::Text("7d".into()),
             session_max_lifetime: Ttl::Text("30d".into()),
             bcrypt_cost: 12,
+            #[cfg(feature = "argon2")]
+            argon2id: None,
+            signing_key_store: None,
             hash_queue_limit: None,
             api_key: None,
             cookie: Some(CookieConfig::default()),
@@ -430,6 +444,23 @@ impl ServerConfig {
     /// Sets the bcrypt cost.
     pub fn bcrypt_cost(mut self, cost: u32) -> Self {
         self.bcrypt_cost = cost;
+        self
+    }
+
+    /// New password hashes use Argon2id with `params` (e.g.
+    /// `Argon2Params::default()`, OWASP's m=19 MiB, t=2, p=1); bcrypt hashes keep
+    /// verifying and are re-hashed on the next successful login.
+    #[cfg(feature = "argon2")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "argon2")))]
+    pub fn argon2id(mut self, params: crate::password::Argon2Params) -> Self {
+        self.argon2id = Some(params);
+        self
+    }
+
+    /// Keeps the signing keys in the database, shared by every instance and rotated on
+    /// a schedule (see [`crate::keystore`]).
+    pub fn signing_key_store(mut self, store: crate::keystore::KeyStoreConfig) -> Self {
+        self.signing_key_store = Some(store);
         self
     }
 
@@ -572,8 +603,8 @@ impl ServerConfig {
 
 impl fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerConfig")
-            .field("database", &self.database)
+        let mut d = f.debug_struct("ServerConfig");
+        d.field("database", &self.database)
             .field("keys", &self.keys)
             .field("valid_roles", &self.valid_roles)
             .field("public_roles", &self.public_roles)
@@ -581,7 +612,10 @@ impl fmt::Debug for ServerConfig {
             .field("access_expires_in", &self.access_expires_in)
             .field("refresh_expires_in", &self.refresh_expires_in)
             .field("session_max_lifetime", &self.session_max_lifetime)
-            .field("bcrypt_cost", &self.bcrypt_cost)
+            .field("bcrypt_cost", &self.bcrypt_cost);
+        #[cfg(feature = "argon2")]
+        d.field("argon2id", &self.argon2id);
+        d.field("signing_key_store", &self.signing_key_store)
             .field("hash_queue_limit", &self.hash_queue_limit)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("cookie", &self.cookie)

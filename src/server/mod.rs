@@ -33,6 +33,7 @@ use crate::http::TrustedProxies;
 use crate::http::csrf::TrustedOrigins;
 use crate::http::transport::Transport;
 use crate::identity::{Identity, LoginInput, RegisterInput, Roles, normalize_identifier};
+use crate::keystore::{KeyStore, SigningKeyInfo};
 use crate::password::PasswordHasher;
 use crate::session::{AuthResult, RefreshResult, SessionCache, Sessions};
 use crate::throttle::{Throttle, ThrottleKey};
@@ -62,6 +63,8 @@ pub async fn migrate_core(db: &Database) -> Result<()> {
 pub(crate) struct Inner {
     pub(crate) core: Core,
     pub(crate) tokens: TokenService,
+    /// The database key store, when enabled.
+    pub(crate) keystore: Option<Arc<KeyStore>>,
     pub(crate) api_key: Option<String>,
     pub(crate) overrides: Overrides,
     pub(crate) is_token_revoked: Option<RevocationCheck>,
@@ -137,10 +140,38 @@ fn durations_of(config: &ServerConfig) -> Result<Durations> {
 }
 
 fn hasher_of(config: &ServerConfig) -> Result<PasswordHasher> {
+    #[cfg(feature = "argon2")]
+    if let Some(params) = config.argon2id {
+        return match config.hash_queue_limit {
+            Some(waiting) => PasswordHasher::argon2id_with_queue_limit(params, waiting),
+            None => PasswordHasher::argon2id(params),
+        };
+    }
     match config.hash_queue_limit {
         Some(waiting) => PasswordHasher::with_queue_limit(config.bcrypt_cost, waiting),
         None => PasswordHasher::new(config.bcrypt_cost),
     }
+}
+
+/// The key store of `config`, when enabled (the longest token it signs lives the refresh
+/// lifetime plus the leeway).
+fn keystore_of(
+    config: &ServerConfig,
+    tokens: &TokenService,
+    durations: &Durations,
+) -> Result<Option<Arc<KeyStore>>> {
+    let Some(store) = &config.signing_key_store else {
+        return Ok(None);
+    };
+    let lifetime = durations.refresh_ttl.max(durations.access_ttl) + config.leeway;
+    let keystore = KeyStore::new(
+        config.database.clone(),
+        store.clone(),
+        config.clock.clone(),
+        tokens.clone(),
+        lifetime,
+    )?;
+    Ok(Some(Arc::new(keystore)))
 }
 
 fn events_of(config: &ServerConfig) -> Arc<EventBus> {
@@ -233,6 +264,7 @@ impl ServerAuth {
         sessions.bus.start(&cache);
         crate::session::start_purge(&sessions, config.purge_interval);
         let throttle = throttle_of(&config)?;
+        let keystore = keystore_of(&config, &tokens, &durations)?;
         Ok(Self::assemble(
             config,
             identity,
@@ -240,6 +272,7 @@ impl ServerAuth {
             events,
             tokens,
             (transport, throttle),
+            keystore,
         ))
     }
 
@@ -251,6 +284,7 @@ impl ServerAuth {
         events: Arc<EventBus>,
         tokens: TokenService,
         (transport, throttle): (Transport, Throttle),
+        keystore: Option<Arc<KeyStore>>,
     ) -> Self {
         let guard = Arc::new(LateGuard(std::sync::OnceLock::new()));
         let core = Core {
@@ -270,6 +304,7 @@ impl ServerAuth {
         let inner = Arc::new(Inner {
             core,
             tokens,
+            keystore,
             api_key: config.api_key,
             overrides: config.overrides,
             is_token_revoked: config.is_token_revoked,
@@ -360,11 +395,14 @@ impl ServerAuth {
     /// operator decides, never a silent merge.
     pub async fn migrate(&self) -> Result<()> {
         let capabilities = self.inner.capabilities.iter();
+        let keystore = self.inner.keystore.iter();
         let all: Vec<Migration> = core_migrations()
             .copied()
+            .chain(keystore.flat_map(|_| crate::keystore::MIGRATIONS.iter().copied()))
             .chain(capabilities.flat_map(|c| c.migrations().iter().copied()))
             .collect();
         self.database().run_migrations(&all).await?;
+        self.load_signing_keys().await?;
         self.database()
             .normalize_identifiers_once(self.identity().case)
             .await
@@ -372,7 +410,7 @@ impl ServerAuth {
 
     // ---- passwords and tokens ------------------------------------------------------
 
-    /// Hashes a password with the configured bcrypt cost (on the blocking pool).
+    /// Hashes a password with the configured algorithm and cost (on the blocking pool).
     pub async fn hash_password(&self, password: &str) -> Result<String> {
         self.identity().hasher.hash(password).await
     }
@@ -527,6 +565,104 @@ impl ServerAuth {
         self.sessions().is_session_active(sid).await
     }
 
+    // ---- the database key store ---------------------------------------------------
+
+    /// With a [signing key store](ServerConfig::signing_key_store): loads the shared keys
+    /// (creating the first one on an empty store; of instances starting together exactly
+    /// one creates it), installs them, and starts reloading them every refresh interval
+    /// in the background. [`migrate`](Self::migrate) calls it; call it yourself on
+    /// instances that do not migrate, before serving. A stored key that does not open
+    /// with the configured key-encryption key fails with `CONFIGURATION_ERROR`. Without
+    /// a key store it does nothing.
+    pub async fn load_signing_keys(&self) -> Result<()> {
+        let Some(store) = &self.inner.keystore else {
+            return Ok(());
+        };
+        store.refresh().await?;
+        crate::keystore::start_refresh(store);
+        Ok(())
+    }
+
+    /// Reloads the shared keys now (and creates the next one when it is due), as the
+    /// background refresh does. Without a key store it does nothing.
+    pub async fn refresh_signing_keys(&self) -> Result<()> {
+        match &self.inner.keystore {
+            Some(store) => store.refresh().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Manual rotation: creates a new key now, published at once and signing after
+    /// `publish_ahead`; the current key keeps signing until then. Returns its kid.
+    /// `CONFIGURATION_ERROR` without a key store.
+    pub async fn rotate_signing_key(&self) -> Result<String> {
+        self.keystore()?.rotate().await
+    }
+
+    /// Emergency revocation of the key `kid`: its tokens stop verifying at once in this
+    /// instance and within the refresh interval in the others (client apps: when they
+    /// refetch the JWKS). When it was the signing key, a new key signs from now on.
+    /// `false` when `kid` is unknown or already revoked. `CONFIGURATION_ERROR` without a
+    /// key store.
+    pub async fn revoke_signing_key(&self, kid: &str) -> Result<bool> {
+        self.keystore()?.revoke(kid).await
+    }
+
+    /// Every stored signing key, oldest first. `CONFIGURATION_ERROR` without a key store.
+    pub async fn signing_keys(&self) -> Result<Vec<SigningKeyInfo>> {
+        self.keystore()?.list().await
+    }
+
+    fn keystore(&self) -> Result<&KeyStore> {
+        self.inner
+            .keystore
+            .as_deref()
+            .ok_or_else(|| SentriError::configuration("no signing key store is configured"))
+    }
+
+    /// Verifies an access token; a token naming a kid this instance does not know makes
+    /// the key store reload first (rate-limited), so a key another instance just
+    /// created verifies here too.
+    pub(crate) async fn verify_access_reloading(&self, token: &str) -> Result<AccessClaims> {
+        match self.inner.tokens.verify_access(token) {
+            Err(err) if self.reloaded_for(token, &err).await => {
+                self.inner.tokens.verify_access(token)
+            }
+            other => other,
+        }
+    }
+
+    /// [`verify_access_reloading`](Self::verify_access_reloading) for refresh tokens.
+    pub(crate) async fn verify_refresh_reloading(&self, token: &str) -> Result<RefreshClaims> {
+        match self.inner.tokens.verify_refresh(token) {
+            Err(err) if self.reloaded_for(token, &err).await => {
+                self.inner.tokens.verify_refresh(token)
+            }
+            other => other,
+        }
+    }
+
+    /// `true` when `err` came from a kid this instance did not know and a reload made
+    /// it known.
+    async fn reloaded_for(&self, token: &str, err: &SentriError) -> bool {
+        let Some(store) = &self.inner.keystore else {
+            return false;
+        };
+        if !err.is(&crate::core::error::ErrorCode::TokenInvalid) {
+            return false;
+        }
+        match crate::token::peek_kid(token) {
+            Some(kid) if !self.inner.tokens.knows_kid(&kid) => store
+                .refresh_for_unknown_kid(&kid)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "sentri: reloading the signing keys failed");
+                    false
+                }),
+            _ => false,
+        }
+    }
+
     /// Rotates a refresh token (see the session rules in `docs/SECURITY.md`): the
     /// presented token stops working and a new pair of the same session is returned; a
     /// replay within `refresh_grace` gets the same successor; any other reuse revokes the
@@ -542,7 +678,7 @@ impl ServerAuth {
         token: &str,
         meta: SessionMeta,
     ) -> Result<AuthResult> {
-        let claims = self.inner.tokens.verify_refresh(token)?;
+        let claims = self.verify_refresh_reloading(token).await?;
         self.check_app_revocation(&claims.sid).await?;
         let input = (token.to_owned(), meta);
         let res = self

@@ -6,7 +6,9 @@ use std::time::Duration;
 use super::{ServerAuth, ServerConfig};
 use crate::core::create_auth;
 use crate::core::error::{Result, SentriError};
+use crate::core::seal::Sealer;
 use crate::db::{Database, DatabaseOptions};
+use crate::keystore::KeyStoreConfig;
 use crate::token::{Algorithm, SigningKey};
 
 /// How to reach PostgreSQL.
@@ -93,6 +95,21 @@ impl fmt::Debug for CreateServerOptions {
     }
 }
 
+/// The key store `create_auth_server` uses when the environment (read through `var`)
+/// holds a key-encryption key.
+fn key_store_from(var: impl Fn(&str) -> Option<String>) -> Result<Option<KeyStoreConfig>> {
+    let Some(kek) = var("SENTRI_KEK").filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let kid = var("SENTRI_KEK_ID")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "kek-1".into());
+    let sealer = Sealer::from_base64(&kid, &kek)?;
+    Ok(Some(
+        KeyStoreConfig::new(sealer).algorithm(Algorithm::RS256),
+    ))
+}
+
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -107,10 +124,14 @@ fn encode(s: &str) -> String {
 
 /// Connects to PostgreSQL, migrates, and builds a [`ServerAuth`].
 ///
-/// Without `options.key` an RSA-2048 key is generated at start-up (on the blocking
-/// pool) so `/keys` is served. Such an **ephemeral key** dies with the process: every
-/// token it signed becomes invalid on restart, and two processes sign with different
-/// keys. For anything but a demo, load a persisted key:
+/// Without `options.key`, the signing keys live in the database key store
+/// ([`ServerConfig::signing_key_store`], RS256, rotated every 30 days) when the
+/// environment holds a key-encryption key: `SENTRI_KEK` (base64, 32 bytes) and
+/// optionally `SENTRI_KEK_ID` (default `kek-1`). Every process on the same database then
+/// signs with the same keys and serves the same JWKS. Without `SENTRI_KEK` an RSA-2048
+/// key is generated at start-up (on the blocking pool) so `/keys` is served. Such an
+/// **ephemeral key** dies with the process: every token it signed becomes invalid on
+/// restart, and two processes sign with different keys. Or load a persisted key:
 /// `key: Some(SigningKey::from_pem(Algorithm::RS256, &std::fs::read_to_string("key.pem")?)?)`.
 ///
 /// ```no_run
@@ -167,20 +188,47 @@ pub async fn create_auth_server(options: CreateServerOptions) -> Result<ServerAu
         },
     )
     .await?;
-    let key = match options.key {
-        Some(key) => key,
-        None => {
+    let store = match options.key {
+        Some(_) => None,
+        None => key_store_from(|name| std::env::var(name).ok())?,
+    };
+    let key = match (options.key, &store) {
+        (Some(key), _) => key,
+        // Signs nothing: `migrate` below installs the stored keys.
+        (None, Some(_)) => SigningKey::generate(Algorithm::ES256).await?,
+        (None, None) => {
             tracing::warn!(
-                "create_auth_server: generated an ephemeral RS256 key; tokens will not survive a restart"
+                "create_auth_server: neither a key nor SENTRI_KEK: generated an ephemeral RS256 key; tokens will not survive a restart"
             );
             SigningKey::generate(Algorithm::RS256).await?
         }
     };
     let mut config = ServerConfig::new(db, key, options.valid_roles);
+    if let Some(store) = store {
+        config = config.signing_key_store(store);
+    }
     if let Some(f) = options.configure {
         config = f(config);
     }
     let auth = create_auth(config)?;
     auth.migrate().await?;
     Ok(auth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_store_is_used_when_the_environment_holds_a_kek() {
+        assert!(key_store_from(|_| None).unwrap().is_none());
+        let kek = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
+        let store = key_store_from(|n| (n == "SENTRI_KEK").then(|| kek.to_owned()))
+            .unwrap()
+            .expect("a key store");
+        assert_eq!(store.algorithm, Algorithm::RS256);
+        assert_eq!(store.sealer.current_kid(), "kek-1");
+        let err = key_store_from(|n| (n == "SENTRI_KEK").then(|| "short".to_owned())).unwrap_err();
+        assert_eq!(err.code(), &crate::ErrorCode::ConfigurationError);
+    }
 }

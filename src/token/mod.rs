@@ -20,6 +20,7 @@ use std::fmt;
 use std::sync::{Arc, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Header;
@@ -154,18 +155,45 @@ pub struct TokenService {
 }
 
 struct ServiceInner {
+    /// The key set; replaced whole by [`TokenService::replace_keys`] (a database key
+    /// store refreshing), read without locking on every sign and verify.
+    keyring: ArcSwap<Keyring>,
+    opts: TokenOptions,
+}
+
+/// One immutable key set: the signer, every verifying key, and what they publish.
+struct Keyring {
     signer: SigningKey,
     keys: Vec<SigningKey>,
     verifier: Verifier,
-    opts: TokenOptions,
     jwks: serde_json::Value,
     has_public_keys: bool,
+}
+
+impl Keyring {
+    fn new(keys: Vec<SigningKey>, opts: &TokenOptions) -> Result<Self> {
+        let signer = keys
+            .first()
+            .cloned()
+            .ok_or_else(|| SentriError::configuration("at least one signing key is required"))?;
+        let verifier = Verifier::from_signing_keys(&keys, opts)?;
+        let public: Vec<serde_json::Value> = keys.iter().filter_map(|k| k.public_jwk()).collect();
+        let has_public_keys = !public.is_empty();
+        let jwks = serde_json::json!({ "keys": public });
+        Ok(Self {
+            signer,
+            keys,
+            verifier,
+            jwks,
+            has_public_keys,
+        })
+    }
 }
 
 impl fmt::Debug for TokenService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenService")
-            .field("keys", &self.inner.keys)
+            .field("keys", &self.inner.keyring.load().keys)
             .field("options", &self.inner.opts)
             .finish()
     }
@@ -187,41 +215,47 @@ impl TokenService {
     /// An empty list, or the same key twice, is a `CONFIGURATION_ERROR`.
     pub fn new(keys: Vec<SigningKey>, opts: TokenOptions) -> Result<Self> {
         ensure_crypto_provider();
-        let signer = keys
-            .first()
-            .cloned()
-            .ok_or_else(|| SentriError::configuration("at least one signing key is required"))?;
         if opts.access_ttl.is_zero() || opts.refresh_ttl.is_zero() {
             return Err(SentriError::configuration(
                 "token lifetimes must be positive",
             ));
         }
-        let verifier = Verifier::from_signing_keys(&keys, &opts)?;
-        let public: Vec<serde_json::Value> = keys.iter().filter_map(|k| k.public_jwk()).collect();
-        let has_public_keys = !public.is_empty();
-        let jwks = serde_json::json!({ "keys": public });
+        let keyring = Keyring::new(keys, &opts)?;
         Ok(Self {
             inner: Arc::new(ServiceInner {
-                signer,
-                keys,
-                verifier,
+                keyring: ArcSwap::from_pointee(keyring),
                 opts,
-                jwks,
-                has_public_keys,
             }),
         })
     }
 
-    fn header(&self, typ: &str) -> Header {
-        let mut header = Header::new(self.inner.signer.algorithm());
-        header.kid = Some(self.inner.signer.kid().to_owned());
-        header.typ = Some(typ.to_owned());
-        header
+    /// Replaces the key set at once for this service and all its clones: the first key
+    /// signs from now on, every key verifies. In-flight signs and verifies finish with
+    /// the set they started with. An empty list, or the same key twice, is a
+    /// `CONFIGURATION_ERROR` (and the set in place stays).
+    pub fn replace_keys(&self, keys: Vec<SigningKey>) -> Result<()> {
+        let keyring = Keyring::new(keys, &self.inner.opts)?;
+        self.inner.keyring.store(Arc::new(keyring));
+        Ok(())
+    }
+
+    /// `true` when a key with this `kid` currently verifies.
+    pub fn knows_kid(&self, kid: &str) -> bool {
+        self.inner
+            .keyring
+            .load()
+            .keys
+            .iter()
+            .any(|k| k.kid() == kid)
     }
 
     fn encode<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String> {
-        jsonwebtoken::encode(&self.header(typ), claims, self.inner.signer.encoding_key())
-            .map_err(SentriError::internal)
+        let keyring = self.inner.keyring.load();
+        let signer = &keyring.signer;
+        let mut header = Header::new(signer.algorithm());
+        header.kid = Some(signer.kid().to_owned());
+        header.typ = Some(typ.to_owned());
+        jsonwebtoken::encode(&header, claims, signer.encoding_key()).map_err(SentriError::internal)
     }
 
     /// Signs an access token for `user` in session `sid`; returns the token and its claims.
@@ -271,12 +305,20 @@ impl TokenService {
 
     /// Verifies an access token. Expired → `TOKEN_EXPIRED`; anything else → `TOKEN_INVALID`.
     pub fn verify_access(&self, token: &str) -> Result<AccessClaims> {
-        self.inner.verifier.verify(token, TokenKind::Access)
+        self.inner
+            .keyring
+            .load()
+            .verifier
+            .verify(token, TokenKind::Access)
     }
 
     /// Verifies a refresh token. Expired → `TOKEN_EXPIRED`; anything else → `TOKEN_INVALID`.
     pub fn verify_refresh(&self, token: &str) -> Result<RefreshClaims> {
-        self.inner.verifier.verify(token, TokenKind::Refresh)
+        self.inner
+            .keyring
+            .load()
+            .verifier
+            .verify(token, TokenKind::Refresh)
     }
 
     /// Access token lifetime.
@@ -294,19 +336,19 @@ impl TokenService {
         &self.inner.opts
     }
 
-    /// The key that signs new tokens.
-    pub fn current_key(&self) -> &SigningKey {
-        &self.inner.signer
+    /// The key that signs new tokens (a copy: the set may be replaced at run time).
+    pub fn current_key(&self) -> SigningKey {
+        self.inner.keyring.load().signer.clone()
     }
 
     /// The JWKS (`{"keys": [...]}`) with every asymmetric public key, current first.
     pub fn jwks(&self) -> serde_json::Value {
-        self.inner.jwks.clone()
+        self.inner.keyring.load().jwks.clone()
     }
 
     /// `true` when at least one key is asymmetric (the JWKS is not empty).
     pub fn has_public_keys(&self) -> bool {
-        self.inner.has_public_keys
+        self.inner.keyring.load().has_public_keys
     }
 }
 

@@ -16,6 +16,7 @@ mod password;
 mod props;
 mod races;
 mod secops;
+mod scaleout;
 mod secrets;
 mod services;
 mod store_conformance;
