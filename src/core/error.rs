@@ -59,6 +59,17 @@ pub enum ErrorCode {
     /// The request with this idempotency key already ran, but its response could not be
     /// stored for replay (larger than `max_body`); it is not run again (409).
     IdempotencyNotReplayable,
+    /// An API key that is malformed, fails its checksum, is unknown, revoked or whose
+    /// owner was deleted (401).
+    ApiKeyInvalid,
+    /// An API key past its expiry (401).
+    ApiKeyExpired,
+    /// No API key with that id among the caller's keys (404).
+    ApiKeyNotFound,
+    /// The credential lacks a scope the route requires (403).
+    InsufficientScope,
+    /// A scope that is not in the configured list (400).
+    InvalidScope,
     /// An application's own code (the Rust form of subclassing `SentriError`).
     Custom(Cow<'static, str>),
 }
@@ -84,6 +95,11 @@ impl ErrorCode {
             Self::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
             Self::IdempotencyKeyMismatch => "IDEMPOTENCY_KEY_MISMATCH",
             Self::IdempotencyNotReplayable => "IDEMPOTENCY_NOT_REPLAYABLE",
+            Self::ApiKeyInvalid => "API_KEY_INVALID",
+            Self::ApiKeyExpired => "API_KEY_EXPIRED",
+            Self::ApiKeyNotFound => "API_KEY_NOT_FOUND",
+            Self::InsufficientScope => "INSUFFICIENT_SCOPE",
+            Self::InvalidScope => "INVALID_SCOPE",
             Self::Custom(code) => code,
         }
     }
@@ -107,6 +123,10 @@ impl ErrorCode {
             Self::ConfigurationError | Self::InternalError | Self::Custom(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            Self::ApiKeyInvalid | Self::ApiKeyExpired => StatusCode::UNAUTHORIZED,
+            Self::ApiKeyNotFound => StatusCode::NOT_FOUND,
+            Self::InsufficientScope => StatusCode::FORBIDDEN,
+            Self::InvalidScope => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -325,6 +345,11 @@ mod tests {
             (ErrorCode::IdempotencyKeyMismatch, 422),
             (ErrorCode::IdempotencyNotReplayable, 409),
             (ErrorCode::Custom("WHATEVER".into()), 500),
+            (ErrorCode::ApiKeyInvalid, 401),
+            (ErrorCode::ApiKeyExpired, 401),
+            (ErrorCode::ApiKeyNotFound, 404),
+            (ErrorCode::InsufficientScope, 403),
+            (ErrorCode::InvalidScope, 400),
         ];
         for (code, status) in cases {
             assert_eq!(

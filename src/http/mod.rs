@@ -25,7 +25,9 @@ use axum::response::Response;
 pub use body::{JsonBody, MAX_BODY_BYTES};
 pub use envelope::{ApiResponse, success};
 pub use errors::{ErrorLayer, UnhandledCallback};
-pub use guard::{Authenticate, Authenticated, CurrentUser, GuardLayer, PermitOptions};
+pub use guard::{
+    Authenticate, Authenticated, CredentialInfo, CurrentUser, GuardLayer, PermitOptions,
+};
 
 use crate::core::principal::SessionMeta;
 
