@@ -27,6 +27,7 @@ const CREDENTIAL_BACKLOG: usize = 1024;
 
 /// A listener's end of the credential revocations: every id revoked by this process
 /// or (with Redis) by another.
+#[cfg_attr(not(feature = "api-keys"), allow(dead_code))]
 pub(crate) type CredentialRevocations = tokio::sync::broadcast::Receiver<String>;
 
 #[cfg(feature = "redis")]
@@ -41,6 +42,8 @@ pub(crate) struct Revocations {
     credentials: tokio::sync::broadcast::Sender<String>,
 }
 
+// Used by the credential capabilities (API keys); unused in builds without them.
+#[cfg_attr(not(feature = "api-keys"), allow(dead_code))]
 impl Revocations {
     /// Subscribes to revoked credential ids (local and, with Redis, remote).
     pub(crate) fn credential_revocations(&self) -> CredentialRevocations {
