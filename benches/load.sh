@@ -32,7 +32,7 @@ SERVER_CORE=${SERVER_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 PORT=${PORT:-39517}
 BASE="http://127.0.0.1:$PORT"
-FEATURES=sqlite,postgres
+FEATURES=sqlite,postgres,api-keys
 
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install -y wrk)" >&2; exit 1; }
 command -v taskset >/dev/null || { echo "taskset is required (util-linux)" >&2; exit 1; }
@@ -180,6 +180,13 @@ run_backend() { # backend db_url alg full(1/0) rss(1/0)
   measure "$backend" "$alg" "GET /api/profile (Bearer)" "$health" "/health" \
     "$DURATION" "$CONNS" "$PLAIN" "$BASE/api/profile" -H "$bearer"
   local profile_p99=$LAST_P99
+  local profile_rps=$LAST_RPS
+
+  # --- api-keys: the same route with an API key (warm cache), ratio to the Bearer JWT row.
+  local key; key=$(curl -fs -X POST "$BASE/auth/api-keys" -H 'content-type: application/json' \
+    -H "$bearer" -d '{"name":"load"}' | jq -r .data.key)
+  measure "$backend" "$alg" "GET /api/profile (API key)" "$profile_rps" "Bearer JWT" \
+    "$DURATION" "$CONNS" "$PLAIN" "$BASE/api/profile" -H "X-Sentri-Key: $key"
 
   # One session per token in the pool (2x the connections): no token is ever replayed.
   : > "$WORK/refresh-tokens"

@@ -615,6 +615,108 @@ fn profile_loop(case: &str, secs: u64) {
     println!("{case}: {n} calls in {secs} s");
 }
 
+// ---- API keys (feature `api-keys`) -----------------------------------------------------
+
+/// A protected route authenticated by an API key (warm cache), on the protect fixture's
+/// database, next to the JWT cases.
+#[cfg(feature = "api-keys")]
+struct ApiKeyFixture {
+    app: Router,
+    key: String,
+}
+
+#[cfg(feature = "api-keys")]
+async fn api_key_fixture(fx: &ProtectFixture) -> ApiKeyFixture {
+    use sentri::capability::api_keys::ApiKeys;
+    let url = format!("sqlite://{}?mode=rwc", fx.db_path.display());
+    let db = ok(Database::connect(&url).await);
+    let signing = ok(SigningKey::generate(Algorithm::HS256).await);
+    let config = ServerConfig::new(db, signing, ["user", "admin"])
+        .salt_rounds(4)
+        .cookie(None)
+        .access_cookie(None)
+        .with(ApiKeys::default().scopes(["orders:read"]));
+    let auth = ok(create_auth(config));
+    ok(auth.migrate().await);
+    let login = ok(auth
+        .login(
+            LoginInput {
+                identifier: "bench@example.com".into(),
+                password: "correct horse battery".into(),
+            },
+            SessionMeta::default(),
+        )
+        .await);
+    let req = ok(HttpRequest::post("/api-keys")
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", login.access_token),
+        )
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"name":"bench","scopes":["orders:read"]}"#)));
+    let res = match auth.router::<()>().oneshot(req).await {
+        Ok(res) => res,
+        Err(never) => match never {},
+    };
+    let bytes = ok(axum::body::to_bytes(res.into_body(), usize::MAX).await);
+    let body: serde_json::Value = ok(serde_json::from_slice(&bytes));
+    let key = body["data"]["key"].as_str().unwrap_or_default().to_owned();
+    let app = Router::new()
+        .route("/r", get(handler))
+        .route_layer(auth.protect());
+    ApiKeyFixture { app, key }
+}
+
+#[cfg(feature = "api-keys")]
+async fn api_key_run(f: &ApiKeyFixture) {
+    let req = ok(HttpRequest::get("/r")
+        .header(header::AUTHORIZATION, format!("Bearer {}", f.key))
+        .body(Body::empty()));
+    let res = match f.app.clone().oneshot(req).await {
+        Ok(res) => res,
+        Err(never) => match never {},
+    };
+    assert_eq!(res.status(), StatusCode::OK);
+    let _ = black_box(axum::body::to_bytes(res.into_body(), usize::MAX).await);
+}
+
+#[cfg(feature = "api-keys")]
+fn api_key_cases(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    fx: &ProtectFixture,
+    kf: &ApiKeyFixture,
+) {
+    let mut group = c.benchmark_group("api_key");
+    group.bench_function(Protect::Warm.name(), |b| {
+        b.to_async(rt).iter(|| Protect::Warm.run(fx))
+    });
+    group.bench_function("protect (API key, cache warm)", |b| {
+        b.to_async(rt).iter(|| api_key_run(kf))
+    });
+    group.finish();
+}
+
+/// The ratio row: the API key (warm) against the JWT cases, interleaved in one run.
+#[cfg(feature = "api-keys")]
+fn api_key_ratio(rt: &tokio::runtime::Runtime, fx: &ProtectFixture, kf: &ApiKeyFixture) {
+    let (mut jwt, mut warm, mut key) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        jwt.push(time_async(rt, 1_000, || Protect::JwtOnly.run(fx)));
+        warm.push(time_async(rt, 1_000, || Protect::Warm.run(fx)));
+        key.push(time_async(rt, 1_000, || api_key_run(kf)));
+    }
+    let base = best(&warm);
+    println!("-- API keys via oneshot (baseline: protect with a JWT, cache warm)");
+    row(Protect::Warm.name(), base, base);
+    row("protect (API key, cache warm)", best(&key), base);
+    println!(
+        "  => throughput of API key (warm) / JWT protect (warm) = {:.3}, / jwt-only = {:.3} (target >= 0.8)",
+        base.as_secs_f64() / best(&key).as_secs_f64(),
+        best(&jwt).as_secs_f64() / best(&key).as_secs_f64()
+    );
+}
+
 fn main() {
     if let Ok(case) = std::env::var("SENTRI_BENCH_LOOP") {
         let secs = std::env::var("SENTRI_BENCH_SECS")
@@ -638,7 +740,13 @@ fn main() {
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
     criterion_cases(&mut c, &rt, &fx);
+    #[cfg(feature = "api-keys")]
+    let kf = rt.block_on(api_key_fixture(&fx));
+    #[cfg(feature = "api-keys")]
+    api_key_cases(&mut c, &rt, &fx, &kf);
     c.final_summary();
     ratio_table(&rt, &fx);
+    #[cfg(feature = "api-keys")]
+    api_key_ratio(&rt, &fx, &kf);
     drop(fx);
 }

@@ -139,6 +139,17 @@ async fn create_order(State(app): State<App>, user: CurrentUser) -> Response {
     )
 }
 
+/// `GET /api/orders`: the caller's order count; an API key needs the `orders:read` scope.
+#[cfg(feature = "api-keys")]
+async fn list_orders(State(app): State<App>, user: CurrentUser) -> Response {
+    let via = user.credential.as_ref().map_or("session", |c| c.kind);
+    success(
+        StatusCode::OK,
+        "Orders",
+        serde_json::json!({ "count": app.orders.load(Ordering::SeqCst), "userId": user.user.id, "via": via }),
+    )
+}
+
 async fn ensure_admin(auth: &ServerAuth) -> Result<(), SentriError> {
     let (Some(identifier), Some(password)) =
         (env("SENTRI_ADMIN_IDENTIFIER"), env("SENTRI_ADMIN_PASSWORD"))
@@ -242,6 +253,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         config = config.trusted_proxies(proxies);
     }
     // --- end security operations ---
+    // --- API keys: machines call GET /api/orders with `X-Sentri-Key: sk_…` (scope
+    // `orders:read`); keys are managed under /auth/api-keys by a signed-in user.
+    #[cfg(feature = "api-keys")]
+    {
+        use sentri::capability::api_keys::ApiKeys;
+        config = config.with(ApiKeys::default().scopes(["orders:read", "orders:write"]));
+    }
     let auth = create_auth(config)?;
     auth.migrate().await?;
     ensure_admin(&auth).await?;
@@ -272,6 +290,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .route_layer(auth.idempotency(IdempotencyOptions::default())?)
                 .route_layer(auth.protect()),
         );
+    #[cfg(feature = "api-keys")]
+    let api = api.route(
+        "/orders",
+        get(list_orders).route_layer(auth.require_scopes(["orders:read"])),
+    );
     let app = Router::new()
         .route("/health", get(health))
         .nest("/auth", auth.router())

@@ -24,6 +24,9 @@
 
 pub mod account;
 pub mod devices;
+#[cfg(feature = "api-keys")]
+#[cfg_attr(docsrs, doc(cfg(feature = "api-keys")))]
+pub mod api_keys;
 
 use std::fmt;
 use std::sync::Arc;

@@ -62,6 +62,17 @@ pub enum ErrorCode {
     /// Too many attempts at a secret (password, code) from this identifier or address;
     /// `Retry-After` says when to try again (429).
     TooManyAttempts,
+    /// An API key that is malformed, fails its checksum, is unknown, revoked or whose
+    /// owner was deleted (401).
+    ApiKeyInvalid,
+    /// An API key past its expiry (401).
+    ApiKeyExpired,
+    /// No API key with that id among the caller's keys (404).
+    ApiKeyNotFound,
+    /// The credential lacks a scope the route requires (403).
+    InsufficientScope,
+    /// A scope that is not in the configured list (400).
+    InvalidScope,
     /// An application's own code (the Rust form of subclassing `SentriError`).
     Custom(Cow<'static, str>),
 }
@@ -88,6 +99,11 @@ impl ErrorCode {
             Self::IdempotencyKeyMismatch => "IDEMPOTENCY_KEY_MISMATCH",
             Self::IdempotencyNotReplayable => "IDEMPOTENCY_NOT_REPLAYABLE",
             Self::TooManyAttempts => "TOO_MANY_ATTEMPTS",
+            Self::ApiKeyInvalid => "API_KEY_INVALID",
+            Self::ApiKeyExpired => "API_KEY_EXPIRED",
+            Self::ApiKeyNotFound => "API_KEY_NOT_FOUND",
+            Self::InsufficientScope => "INSUFFICIENT_SCOPE",
+            Self::InvalidScope => "INVALID_SCOPE",
             Self::Custom(code) => code,
         }
     }
@@ -112,6 +128,10 @@ impl ErrorCode {
             Self::ConfigurationError | Self::InternalError | Self::Custom(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            Self::ApiKeyInvalid | Self::ApiKeyExpired => StatusCode::UNAUTHORIZED,
+            Self::ApiKeyNotFound => StatusCode::NOT_FOUND,
+            Self::InsufficientScope => StatusCode::FORBIDDEN,
+            Self::InvalidScope => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -331,6 +351,11 @@ mod tests {
             (ErrorCode::IdempotencyNotReplayable, 409),
             (ErrorCode::TooManyAttempts, 429),
             (ErrorCode::Custom("WHATEVER".into()), 500),
+            (ErrorCode::ApiKeyInvalid, 401),
+            (ErrorCode::ApiKeyExpired, 401),
+            (ErrorCode::ApiKeyNotFound, 404),
+            (ErrorCode::InsufficientScope, 403),
+            (ErrorCode::InvalidScope, 400),
         ];
         for (code, status) in cases {
             assert_eq!(

@@ -40,6 +40,13 @@ pub enum AuthEventKind {
     IdentifierChanged,
     /// Roles were changed.
     RolesChanged,
+    /// An API key was created (`key_id` says which).
+    ApiKeyCreated,
+    /// An API key was revoked (`key_id` says which).
+    ApiKeyRevoked,
+    /// A request presented an API key that was refused (`error` says why; rate-limited,
+    /// never any key material).
+    ApiKeyRejected,
 }
 
 impl AuthEventKind {
@@ -56,6 +63,9 @@ impl AuthEventKind {
             Self::PasswordChanged => "password_changed",
             Self::IdentifierChanged => "identifier_changed",
             Self::RolesChanged => "roles_changed",
+            Self::ApiKeyCreated => "api_key_created",
+            Self::ApiKeyRevoked => "api_key_revoked",
+            Self::ApiKeyRejected => "api_key_rejected",
         }
     }
 }
@@ -80,6 +90,8 @@ pub struct AuthEvent {
     pub meta: SessionMeta,
     /// Why it failed (failed logins).
     pub error: Option<SentriError>,
+    /// The API key concerned, by id (never the secret).
+    pub key_id: Option<String>,
 }
 
 impl AuthEvent {
@@ -94,6 +106,7 @@ impl AuthEvent {
             identifier: None,
             meta: SessionMeta::default(),
             error: None,
+            key_id: None,
         }
     }
 
@@ -134,7 +147,9 @@ impl EventSink for TracingSink {
             event.session_id.as_deref().unwrap_or("-"),
         );
         match event.kind {
-            AuthEventKind::LoginFailed | AuthEventKind::ReuseDetected => {
+            AuthEventKind::LoginFailed
+            | AuthEventKind::ReuseDetected
+            | AuthEventKind::ApiKeyRejected => {
                 tracing::warn!(target: "sentri::events", kind, user, session, "auth event");
             }
             _ => tracing::info!(target: "sentri::events", kind, user, session, "auth event"),

@@ -31,8 +31,41 @@ use crate::token::AccessClaims;
 pub struct CurrentUser {
     /// The user as carried by the access token (or refreshed from the store).
     pub user: AuthUser,
-    /// The session id (`sid` claim).
+    /// The session id (`sid` claim); empty when the caller authenticated with a
+    /// [`credential`](Self::credential) instead of a session.
     pub session_id: String,
+    /// How the caller authenticated when it was not a session's access token (e.g. an
+    /// API key): its kind, id and scopes. `None` for a session.
+    pub credential: Option<Arc<CredentialInfo>>,
+}
+
+/// A non-session credential a request was authenticated with (see
+/// [`CurrentUser::credential`]). Never carries secret material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CredentialInfo {
+    /// The credential kind, e.g. `"api_key"`.
+    pub kind: &'static str,
+    /// The credential's id (for an API key: its id, never the secret).
+    pub id: String,
+    /// The scopes it grants; `require_scopes` checks them.
+    pub scopes: Vec<String>,
+}
+
+impl CredentialInfo {
+    /// A credential description of `kind` with this id and these scopes.
+    pub fn new(kind: &'static str, id: impl Into<String>, scopes: Vec<String>) -> Self {
+        Self {
+            kind,
+            id: id.into(),
+            scopes,
+        }
+    }
+
+    /// `true` when it grants every one of `required`.
+    pub fn has_scopes(&self, required: &[String]) -> bool {
+        required.iter().all(|r| self.scopes.contains(r))
+    }
 }
 
 impl From<AccessClaims> for CurrentUser {
@@ -44,6 +77,7 @@ impl From<AccessClaims> for CurrentUser {
                 roles: claims.roles,
             },
             session_id: claims.sid,
+            credential: None,
         }
     }
 }
@@ -141,6 +175,18 @@ macro_rules! guard_methods {
             $crate::http::GuardLayer::permit(::std::sync::Arc::new(self.clone()), options)
         }
 
+        /// A layer that requires every one of `scopes` from a caller authenticated by a
+        /// scoped credential (an API key): 403 `INSUFFICIENT_SCOPE` when one is missing.
+        /// Sessions are not scoped: a signed-in user passes. Authenticates by itself
+        /// when no `protect()` ran before it.
+        pub fn require_scopes<R, S>(&self, scopes: R) -> $crate::http::GuardLayer
+        where
+            R: IntoIterator<Item = S>,
+            S: Into<String>,
+        {
+            $crate::http::GuardLayer::require_scopes(::std::sync::Arc::new(self.clone()), scopes)
+        }
+
         /// A layer that renders every error response of the app in sentri's envelope
         /// (axum's plain-text rejections, 404/405, panics), with an optional callback for
         /// unhandled 500s.
@@ -203,6 +249,7 @@ enum Rule {
     AnyRole(Arc<[String]>),
     // In an `Arc`: the layer is cloned for every request.
     Permit(Arc<PermitOptions>),
+    Scopes(Arc<[String]>),
 }
 
 /// The layer returned by `protect()`, `authorize(..)` and `permit(..)`.
@@ -218,6 +265,7 @@ impl fmt::Debug for GuardLayer {
             Rule::Authenticated => "protect".to_owned(),
             Rule::AnyRole(r) => format!("authorize({r:?})"),
             Rule::Permit(p) => format!("permit({:?})", p.roles),
+            Rule::Scopes(s) => format!("require_scopes({s:?})"),
         };
         f.debug_struct("GuardLayer").field("rule", &rule).finish()
     }
@@ -268,6 +316,34 @@ impl GuardLayer {
             rule: Rule::Permit(Arc::new(options)),
         }
     }
+}
+
+impl GuardLayer {
+    /// Requires every one of `scopes` from a scoped credential (sessions pass). Panics
+    /// at build time when `scopes` is empty.
+    pub fn require_scopes<R, S>(auth: Arc<dyn Authenticate>, scopes: R) -> Self
+    where
+        R: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let scopes: Vec<String> = scopes.into_iter().map(Into::into).collect();
+        assert!(
+            !scopes.is_empty(),
+            "sentri: require_scopes() needs at least one scope"
+        );
+        Self {
+            auth,
+            rule: Rule::Scopes(scopes.into()),
+        }
+    }
+}
+
+/// 403 `INSUFFICIENT_SCOPE`: the credential lacks a scope the route requires.
+fn insufficient_scope() -> SentriError {
+    SentriError::new(
+        crate::core::error::ErrorCode::InsufficientScope,
+        "The credential lacks a required scope",
+    )
 }
 
 impl<S> Layer<S> for GuardLayer {
@@ -332,11 +408,18 @@ where
                     current.user.has_any_role(&opts.roles)
                         || (opts.check)(&parts, &current.user).await
                 }
+                // Sessions are not scoped; a scoped credential needs every scope.
+                (Rule::Scopes(scopes), Some(current)) => current
+                    .credential
+                    .as_ref()
+                    .is_none_or(|c| c.has_scopes(scopes)),
                 // Inserted just above when missing: unreachable, but never let it through.
                 (_, None) => false,
             };
             let mut res = if allowed {
                 inner.call(Request::from_parts(parts, body)).await?
+            } else if matches!(layer.rule, Rule::Scopes(_)) {
+                insufficient_scope().into_response()
             } else {
                 SentriError::forbidden("Insufficient permissions").into_response()
             };

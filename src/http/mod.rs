@@ -27,7 +27,9 @@ pub use body::{JsonBody, MAX_BODY_BYTES};
 pub use client_addr::{ForwardedHeader, TrustedProxies};
 pub use envelope::{ApiResponse, success};
 pub use errors::{ErrorLayer, UnhandledCallback};
-pub use guard::{Authenticate, Authenticated, CurrentUser, GuardLayer, PermitOptions};
+pub use guard::{
+    Authenticate, Authenticated, CredentialInfo, CurrentUser, GuardLayer, PermitOptions,
+};
 
 use crate::core::principal::SessionMeta;
 

@@ -114,6 +114,7 @@ impl ServerAuth {
                 user: CurrentUser {
                     user: res.user,
                     session_id: res.session_id,
+                    credential: None,
                 },
                 set_cookies,
             })

@@ -17,14 +17,46 @@ use crate::session::SessionCache;
 /// The Redis channel revocations are published on.
 pub const REVOCATION_CHANNEL: &str = "sentri:revoked";
 
+/// The Redis channel revoked non-session credentials (API keys) are published on, by a
+/// capability-chosen id; the same subscription as [`REVOCATION_CHANNEL`] listens to it.
+pub const CREDENTIAL_REVOCATION_CHANNEL: &str = "sentri:revoked-credentials";
+
+/// How many credential revocations a slow listener may fall behind before it is told
+/// it lagged (and must drop its whole cache).
+const CREDENTIAL_BACKLOG: usize = 1024;
+
+/// A listener's end of the credential revocations: every id revoked by this process
+/// or (with Redis) by another.
+#[cfg_attr(not(feature = "api-keys"), allow(dead_code))]
+pub(crate) type CredentialRevocations = tokio::sync::broadcast::Receiver<String>;
+
 #[cfg(feature = "redis")]
 pub(crate) struct Revocations {
     client: Option<redis::Client>,
     publisher: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    credentials: tokio::sync::broadcast::Sender<String>,
 }
 
 #[cfg(not(feature = "redis"))]
-pub(crate) struct Revocations;
+pub(crate) struct Revocations {
+    credentials: tokio::sync::broadcast::Sender<String>,
+}
+
+// Used by the credential capabilities (API keys); unused in builds without them.
+#[cfg_attr(not(feature = "api-keys"), allow(dead_code))]
+impl Revocations {
+    /// Subscribes to revoked credential ids (local and, with Redis, remote).
+    pub(crate) fn credential_revocations(&self) -> CredentialRevocations {
+        self.credentials.subscribe()
+    }
+
+    /// Tells this process's listeners, then (with Redis) the other processes, that the
+    /// credential `id` is revoked. Best effort across processes: failures are logged.
+    pub(crate) async fn publish_credential(&self, id: &str) {
+        let _ = self.credentials.send(id.to_owned());
+        self.publish_on(CREDENTIAL_REVOCATION_CHANNEL, id).await;
+    }
+}
 
 #[cfg(not(feature = "redis"))]
 impl Revocations {
@@ -34,12 +66,16 @@ impl Revocations {
                 "redis_url is set but sentri was built without the `redis` feature: revocation is per process"
             );
         }
-        Ok(Revocations)
+        Ok(Revocations {
+            credentials: tokio::sync::broadcast::channel(CREDENTIAL_BACKLOG).0,
+        })
     }
 
     pub(crate) fn start(&self, _cache: &std::sync::Arc<SessionCache>) {}
 
     pub(crate) async fn publish(&self, _sid: &str) {}
+
+    async fn publish_on(&self, _channel: &str, _id: &str) {}
 }
 
 #[cfg(feature = "redis")]
@@ -55,6 +91,7 @@ impl Revocations {
         Ok(Self {
             client,
             publisher: tokio::sync::OnceCell::new(),
+            credentials: tokio::sync::broadcast::channel(CREDENTIAL_BACKLOG).0,
         })
     }
 
@@ -70,13 +107,15 @@ impl Revocations {
             return;
         };
         let weak = std::sync::Arc::downgrade(cache);
+        let credentials = self.credentials.clone();
         handle.spawn(async move {
             use futures_util::StreamExt;
             let mut backoff = Duration::from_millis(100);
             loop {
                 match client.get_async_pubsub().await {
                     Ok(mut pubsub) => {
-                        if let Err(err) = pubsub.subscribe(REVOCATION_CHANNEL).await {
+                        let channels = [REVOCATION_CHANNEL, CREDENTIAL_REVOCATION_CHANNEL];
+                        if let Err(err) = pubsub.subscribe(&channels).await {
                             tracing::warn!(error = %err, "revocation subscribe failed");
                         } else {
                             backoff = Duration::from_millis(100);
@@ -85,8 +124,13 @@ impl Revocations {
                                 let Some(cache) = weak.upgrade() else {
                                     return;
                                 };
-                                if let Ok(sid) = msg.get_payload::<String>() {
-                                    cache.forget(&sid).await;
+                                let Ok(id) = msg.get_payload::<String>() else {
+                                    continue;
+                                };
+                                if msg.get_channel_name() == CREDENTIAL_REVOCATION_CHANNEL {
+                                    let _ = credentials.send(id);
+                                } else {
+                                    cache.forget(&id).await;
                                 }
                             }
                             tracing::warn!("revocation channel closed; reconnecting");
@@ -107,6 +151,11 @@ impl Revocations {
 
     /// Publishes a revoked session id (best effort: failures are logged).
     pub(crate) async fn publish(&self, sid: &str) {
+        self.publish_on(REVOCATION_CHANNEL, sid).await;
+    }
+
+    /// Publishes `id` on `channel` (best effort: failures are logged).
+    async fn publish_on(&self, channel: &str, id: &str) {
         let Some(client) = &self.client else {
             return;
         };
@@ -129,7 +178,7 @@ impl Revocations {
         };
         let sent = tokio::time::timeout(
             Duration::from_secs(1),
-            redis::AsyncCommands::publish::<_, _, i64>(&mut conn, REVOCATION_CHANNEL, sid),
+            redis::AsyncCommands::publish::<_, _, i64>(&mut conn, channel, id),
         )
         .await;
         match sent {

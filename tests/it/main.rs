@@ -1,4 +1,6 @@
 mod adversarial;
+#[cfg(feature = "api-keys")]
+mod api_keys;
 mod architecture;
 #[cfg(feature = "client")]
 mod client;

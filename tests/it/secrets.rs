@@ -19,7 +19,7 @@ use crate::support::services::{SECRET, config};
 
 /// A `MakeWriter` into a shared buffer.
 #[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Buffer(pub(crate) Arc<Mutex<Vec<u8>>>);
 
 impl Write for Buffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -45,13 +45,13 @@ fn jti_of(refresh: &str) -> String {
     claims["jti"].as_str().unwrap().to_owned()
 }
 
-static CAPTURING: AtomicBool = AtomicBool::new(false);
+pub(crate) static CAPTURING: AtomicBool = AtomicBool::new(false);
 
 /// Installs (once) a process-wide TRACE subscriber writing into a buffer while
 /// `CAPTURING` is on. Process-wide because SQLite statements run (and log) on sqlx's
 /// worker threads and bcrypt on the blocking pool; other tests running meanwhile only
 /// add unrelated lines.
-fn capture() -> Buffer {
+pub(crate) fn capture() -> Buffer {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     static BUF: std::sync::OnceLock<Buffer> = std::sync::OnceLock::new();

@@ -1,0 +1,191 @@
+//! The API key routes: parse, call the service, answer. Managing keys takes a signed-in
+//! session: a key never creates, changes or revokes keys.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::service::{KeyService, KeyUpdate, KeyView, NewKey};
+use crate::capability::Core;
+use crate::core::error::{ErrorCode, Result, SentriError};
+use crate::http::guard::CurrentUser;
+use crate::http::{JsonBody, no_store, success};
+
+type Svc = State<Arc<KeyService>>;
+
+pub(super) fn router(svc: Arc<KeyService>, core: &Core) -> Router {
+    let own = Router::new()
+        .route("/api-keys", get(list).post(create))
+        .route("/api-keys/{id}", get(show).patch(update).delete(revoke))
+        .route_layer(core.protect());
+    let admin = Router::new()
+        .route("/users/{user_id}/api-keys", get(list_for))
+        .route(
+            "/users/{user_id}/api-keys/{id}",
+            axum::routing::delete(revoke_for),
+        )
+        .route_layer(core.any_role(vec![core.identity.roles.admin.clone()]));
+    own.merge(admin).with_state(svc)
+}
+
+/// The caller's user id, when it signed in with a session (403 for a key).
+fn session_user(user: &CurrentUser) -> Result<&str> {
+    if user.credential.is_some() {
+        return Err(SentriError::forbidden(
+            "API keys cannot manage API keys: sign in",
+        ));
+    }
+    Ok(&user.user.id)
+}
+
+fn views(keys: Vec<super::store::KeyRecord>) -> Vec<KeyView> {
+    keys.into_iter().map(KeyView::from).collect()
+}
+
+fn key_id(path: std::result::Result<Path<String>, PathRejection>) -> Result<String> {
+    path.map(|Path(id)| id)
+        .map_err(|_| SentriError::new(ErrorCode::ApiKeyNotFound, "API key not found"))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    expires_in: Option<u64>,
+    metadata: Option<serde_json::Value>,
+}
+
+async fn create(
+    State(svc): Svc,
+    user: CurrentUser,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> Result<Response> {
+    let owner = session_user(&user)?;
+    let input = NewKey {
+        name: body.name,
+        scopes: body.scopes,
+        roles: body.roles,
+        expires_in: body.expires_in,
+        metadata: body.metadata,
+    };
+    let created = svc.create(owner, input).await?;
+    let data = json!({ "key": created.secret, "apiKey": KeyView::from(created.key) });
+    let mut res = success(
+        StatusCode::CREATED,
+        "API key created: store the key now, it is not shown again",
+        data,
+    );
+    no_store(res.headers_mut());
+    Ok(res)
+}
+
+async fn list(State(svc): Svc, user: CurrentUser) -> Result<Response> {
+    let keys = svc.list(session_user(&user)?).await?;
+    Ok(success(
+        StatusCode::OK,
+        "API keys",
+        json!({ "apiKeys": views(keys) }),
+    ))
+}
+
+async fn show(
+    State(svc): Svc,
+    user: CurrentUser,
+    path: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Response> {
+    let key = svc.get(session_user(&user)?, &key_id(path)?).await?;
+    Ok(success(
+        StatusCode::OK,
+        "API key",
+        json!({ "apiKey": KeyView::from(key) }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateBody {
+    name: Option<String>,
+    scopes: Option<Vec<String>>,
+    roles: Option<Vec<String>>,
+}
+
+async fn update(
+    State(svc): Svc,
+    user: CurrentUser,
+    path: std::result::Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody<UpdateBody>,
+) -> Result<Response> {
+    let owner = session_user(&user)?;
+    let input = KeyUpdate {
+        name: body.name,
+        scopes: body.scopes,
+        roles: body.roles,
+    };
+    let key = svc.update(owner, &key_id(path)?, input).await?;
+    Ok(success(
+        StatusCode::OK,
+        "API key updated",
+        json!({ "apiKey": KeyView::from(key) }),
+    ))
+}
+
+async fn revoke(
+    State(svc): Svc,
+    user: CurrentUser,
+    path: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Response> {
+    let key = svc.revoke(session_user(&user)?, &key_id(path)?).await?;
+    Ok(success(
+        StatusCode::OK,
+        "API key revoked",
+        json!({ "apiKey": KeyView::from(key) }),
+    ))
+}
+
+async fn list_for(
+    State(svc): Svc,
+    user: CurrentUser,
+    path: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Response> {
+    session_user(&user)?;
+    let Ok(Path(owner)) = path else {
+        return Err(SentriError::user_not_found());
+    };
+    let keys = svc.list(&owner).await?;
+    Ok(success(
+        StatusCode::OK,
+        "API keys",
+        json!({ "apiKeys": views(keys) }),
+    ))
+}
+
+async fn revoke_for(
+    State(svc): Svc,
+    user: CurrentUser,
+    path: std::result::Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response> {
+    session_user(&user)?;
+    let Ok(Path((owner, id))) = path else {
+        return Err(SentriError::new(
+            ErrorCode::ApiKeyNotFound,
+            "API key not found",
+        ));
+    };
+    let key = svc.revoke(&owner, &id).await?;
+    Ok(success(
+        StatusCode::OK,
+        "API key revoked",
+        json!({ "apiKey": KeyView::from(key) }),
+    ))
+}
