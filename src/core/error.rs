@@ -59,6 +59,12 @@ pub enum ErrorCode {
     /// The request with this idempotency key already ran, but its response could not be
     /// stored for replay (larger than `max_body`); it is not run again (409).
     IdempotencyNotReplayable,
+    /// The route needs a session signed in with a second factor (403).
+    TwoFactorRequired,
+    /// A wrong, expired or already-used second-factor code or 2FA token (401).
+    TwoFactorInvalid,
+    /// Too many wrong second-factor codes for this user: wait (429, `Retry-After`).
+    TwoFactorLocked,
     /// An application's own code (the Rust form of subclassing `SentriError`).
     Custom(Cow<'static, str>),
 }
@@ -84,6 +90,9 @@ impl ErrorCode {
             Self::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
             Self::IdempotencyKeyMismatch => "IDEMPOTENCY_KEY_MISMATCH",
             Self::IdempotencyNotReplayable => "IDEMPOTENCY_NOT_REPLAYABLE",
+            Self::TwoFactorRequired => "TWO_FACTOR_REQUIRED",
+            Self::TwoFactorInvalid => "TWO_FACTOR_INVALID",
+            Self::TwoFactorLocked => "TWO_FACTOR_LOCKED",
             Self::Custom(code) => code,
         }
     }
@@ -104,6 +113,9 @@ impl ErrorCode {
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::IdempotencyKeyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TwoFactorRequired => StatusCode::FORBIDDEN,
+            Self::TwoFactorInvalid => StatusCode::UNAUTHORIZED,
+            Self::TwoFactorLocked => StatusCode::TOO_MANY_REQUESTS,
             Self::ConfigurationError | Self::InternalError | Self::Custom(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -324,6 +336,9 @@ mod tests {
             (ErrorCode::IdempotencyInProgress, 409),
             (ErrorCode::IdempotencyKeyMismatch, 422),
             (ErrorCode::IdempotencyNotReplayable, 409),
+            (ErrorCode::TwoFactorRequired, 403),
+            (ErrorCode::TwoFactorInvalid, 401),
+            (ErrorCode::TwoFactorLocked, 429),
             (ErrorCode::Custom("WHATEVER".into()), 500),
         ];
         for (code, status) in cases {

@@ -40,6 +40,20 @@ pub enum AuthEventKind {
     IdentifierChanged,
     /// Roles were changed.
     RolesChanged,
+    /// A second-factor device was enrolled (not active until confirmed).
+    TwoFactorEnrolled,
+    /// A second-factor device was confirmed (2FA is on for the user).
+    TwoFactorConfirmed,
+    /// A second-factor device was removed.
+    TwoFactorDisabled,
+    /// A second factor was verified (a step-up login completed).
+    TwoFactorVerified,
+    /// A wrong second-factor code was submitted.
+    TwoFactorFailed,
+    /// A backup code was used.
+    BackupCodeUsed,
+    /// The backup codes were regenerated (the old set no longer works).
+    BackupCodesRegenerated,
 }
 
 impl AuthEventKind {
@@ -56,6 +70,13 @@ impl AuthEventKind {
             Self::PasswordChanged => "password_changed",
             Self::IdentifierChanged => "identifier_changed",
             Self::RolesChanged => "roles_changed",
+            Self::TwoFactorEnrolled => "two_factor_enrolled",
+            Self::TwoFactorConfirmed => "two_factor_confirmed",
+            Self::TwoFactorDisabled => "two_factor_disabled",
+            Self::TwoFactorVerified => "two_factor_verified",
+            Self::TwoFactorFailed => "two_factor_failed",
+            Self::BackupCodeUsed => "backup_code_used",
+            Self::BackupCodesRegenerated => "backup_codes_regenerated",
         }
     }
 }

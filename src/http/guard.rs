@@ -20,7 +20,7 @@ use tower_service::Service;
 
 use crate::core::BoxFuture;
 use crate::core::error::{Result, SentriError};
-use crate::core::principal::AuthUser;
+use crate::core::principal::{Assurance, AuthUser};
 use crate::token::AccessClaims;
 
 /// The authenticated caller, available to handlers behind `protect()`.
@@ -71,10 +71,26 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for CurrentUser {
     }
 }
 
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Assurance {
+    type Rejection = Infallible;
+
+    /// How the caller of a guarded route authenticated (`None`: no sentri layer ran, or
+    /// the token carries no `aal` claim, e.g. one issued before assurance was recorded).
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> std::result::Result<Option<Self>, Infallible> {
+        Ok(parts.extensions.get::<Assurance>().cloned())
+    }
+}
+
 /// The outcome of authenticating one request.
 pub struct Authenticated {
     /// Who the caller is.
     pub user: CurrentUser,
+    /// How the caller authenticated, when the credential says (the access token's `amr`
+    /// and `aal` claims). Put into the request extensions as [`Assurance`].
+    pub assurance: Option<Assurance>,
     /// `Set-Cookie` values to add to the response (silent refresh).
     pub set_cookies: Vec<HeaderValue>,
 }
@@ -134,6 +150,14 @@ macro_rules! guard_methods {
             S: Into<String>,
         {
             $crate::http::GuardLayer::authorize(::std::sync::Arc::new(self.clone()), roles)
+        }
+
+        /// A layer that requires a session signed in with a second factor (assurance
+        /// level 2, see [`Assurance`](crate::core::principal::Assurance)): 403
+        /// `TWO_FACTOR_REQUIRED` otherwise. Authenticates by itself when no `protect()`
+        /// ran before it.
+        pub fn require_2fa(&self) -> $crate::http::GuardLayer {
+            $crate::http::GuardLayer::require_2fa(::std::sync::Arc::new(self.clone()))
         }
 
         /// A layer that runs an async permission check; `options.roles` bypass it.
@@ -203,6 +227,7 @@ enum Rule {
     AnyRole(Arc<[String]>),
     // In an `Arc`: the layer is cloned for every request.
     Permit(Arc<PermitOptions>),
+    SecondFactor,
 }
 
 /// The layer returned by `protect()`, `authorize(..)` and `permit(..)`.
@@ -218,6 +243,7 @@ impl fmt::Debug for GuardLayer {
             Rule::Authenticated => "protect".to_owned(),
             Rule::AnyRole(r) => format!("authorize({r:?})"),
             Rule::Permit(p) => format!("permit({:?})", p.roles),
+            Rule::SecondFactor => "require_2fa".to_owned(),
         };
         f.debug_struct("GuardLayer").field("rule", &rule).finish()
     }
@@ -257,6 +283,14 @@ impl GuardLayer {
         Self {
             auth,
             rule: Rule::AnyRole(roles.into()),
+        }
+    }
+
+    /// Requires a session of assurance level 2 (a second factor).
+    pub fn require_2fa(auth: Arc<dyn Authenticate>) -> Self {
+        Self {
+            auth,
+            rule: Rule::SecondFactor,
         }
     }
 
@@ -321,6 +355,9 @@ where
                         // the `CurrentUser` in place (no per-request clone for it).
                         parts.extensions.insert(done.user.user.clone());
                         parts.extensions.insert(done.user);
+                        if let Some(assurance) = done.assurance {
+                            parts.extensions.insert(assurance);
+                        }
                     }
                     Err(err) => return Ok(err.into_response()),
                 }
@@ -332,11 +369,21 @@ where
                     current.user.has_any_role(&opts.roles)
                         || (opts.check)(&parts, &current.user).await
                 }
+                (Rule::SecondFactor, Some(_)) => parts
+                    .extensions
+                    .get::<Assurance>()
+                    .is_some_and(Assurance::has_second_factor),
                 // Inserted just above when missing: unreachable, but never let it through.
                 (_, None) => false,
             };
             let mut res = if allowed {
                 inner.call(Request::from_parts(parts, body)).await?
+            } else if matches!(layer.rule, Rule::SecondFactor) {
+                SentriError::new(
+                    crate::core::error::ErrorCode::TwoFactorRequired,
+                    "This route requires signing in with a second factor",
+                )
+                .into_response()
             } else {
                 SentriError::forbidden("Insufficient permissions").into_response()
             };

@@ -322,6 +322,10 @@ pub struct ServerConfig {
     pub identifier_case: IdentifierCase,
     /// Redis URL: idempotency store and cross-process revocation broadcast.
     pub redis_url: Option<String>,
+    /// When `true`, sensitive account operations (change password; capabilities' own,
+    /// e.g. removing a 2FA device) need a session signed in with a second factor
+    /// (`TWO_FACTOR_REQUIRED`, 403, otherwise). Default `false`.
+    pub sensitive_requires_2fa: bool,
 }
 
 impl ServerConfig {
@@ -361,6 +365,7 @@ impl ServerConfig {
             clock: Arc::new(SystemClock),
             identifier_case: IdentifierCase::Insensitive,
             redis_url: None,
+            sensitive_requires_2fa: false,
         }
     }
 
@@ -540,6 +545,13 @@ impl ServerConfig {
         self
     }
 
+    /// Requires a second factor for sensitive operations (see
+    /// [`ServerConfig::sensitive_requires_2fa`]).
+    pub fn sensitive_requires_2fa(mut self, on: bool) -> Self {
+        self.sensitive_requires_2fa = on;
+        self
+    }
+
     /// Sets the Redis URL.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.redis_url = Some(url.into());
@@ -586,6 +598,7 @@ impl fmt::Debug for ServerConfig {
             .field("clock", &self.clock)
             .field("identifier_case", &self.identifier_case)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("sensitive_requires_2fa", &self.sensitive_requires_2fa)
             .finish()
     }
 }

@@ -23,7 +23,7 @@ pub use config::{Hooks, Overrides, ServerConfig};
 pub use postgres::{CreateServerOptions, PostgresConfig, create_auth_server};
 
 use crate::capability::account::AccountService;
-use crate::capability::{Capability, Core, Credential, FirstFactor};
+use crate::capability::{Capability, Core, Credential, FirstFactor, SignIn};
 use crate::core::error::{Result, SentriError};
 use crate::core::events::{AuthEvent, AuthEventKind, EventBus, EventSink};
 use crate::core::principal::{AuthUser, SessionMeta};
@@ -233,6 +233,7 @@ impl ServerAuth {
                 .iter()
                 .filter_map(|c| c.login_step())
                 .collect(),
+            sensitive_requires_2fa: config.sensitive_requires_2fa,
         };
         let capabilities = config.capabilities;
         let inner = Arc::new(Inner {
@@ -402,17 +403,36 @@ impl ServerAuth {
     /// Logs a user in: the same `INVALID_CREDENTIALS` (in the same time) for an unknown
     /// identifier and a wrong password; every capability's login step; then a session and
     /// a token pair.
+    ///
+    /// A login that a step challenges (a user with two-factor authentication) opens no
+    /// session and fails here with `TWO_FACTOR_REQUIRED` (403); use
+    /// [`login_or_challenge`](Self::login_or_challenge) to get the challenge itself.
     pub async fn login(&self, input: LoginInput, meta: SessionMeta) -> Result<AuthResult> {
+        match self.login_or_challenge(input, meta).await? {
+            SignIn::Session(res) => Ok(res),
+            SignIn::Challenge(_) => Err(SentriError::new(
+                crate::ErrorCode::TwoFactorRequired,
+                "A second factor is required: use login_or_challenge",
+            )),
+        }
+    }
+
+    /// What `POST /login` runs: like [`login`](Self::login), but a login that a step
+    /// challenges answers [`SignIn::Challenge`] (e.g. `{twoFactorRequired: true,
+    /// twoFactorToken}`) instead of failing. No session exists until the challenge is met.
+    pub async fn login_or_challenge(&self, input: LoginInput, meta: SessionMeta) -> Result<SignIn> {
         let result = self.login_inner(&input, meta.clone()).await;
         let now = self.sessions().now();
         let event = match &result {
-            Ok(res) => {
+            Ok(SignIn::Session(res)) => {
                 let mut e = AuthEvent::new(AuthEventKind::LoginSucceeded, now)
                     .user(&res.user.id)
                     .session(&res.session_id);
                 e.user = Some(res.user.clone());
                 e
             }
+            // Not a login yet: the step that challenged reports what happens next.
+            Ok(SignIn::Challenge(_)) => return result,
             Err(err) => {
                 let mut e = AuthEvent::new(AuthEventKind::LoginFailed, now);
                 e.identifier = Some(input.identifier.clone());
@@ -424,12 +444,16 @@ impl ServerAuth {
         result
     }
 
-    async fn login_inner(&self, input: &LoginInput, meta: SessionMeta) -> Result<AuthResult> {
+    async fn login_inner(&self, input: &LoginInput, meta: SessionMeta) -> Result<SignIn> {
         let (user, verified_hash) = self.identity().check_credentials(input).await?;
-        self.core()
-            .run_login_steps(&user, &meta, FirstFactor::Password)
+        let factor = FirstFactor::Password;
+        if let Some(challenge) = self.core().run_login_steps(&user, &meta, factor).await? {
+            return Ok(SignIn::Challenge(challenge));
+        }
+        let res = self
+            .sessions()
+            .open_family(user, meta, &factor.assurance())
             .await?;
-        let res = self.sessions().open_family(user, meta).await?;
         // A password change that committed between our check and our insert revoked every
         // session before ours existed: do not let the old password keep a session.
         if self
@@ -437,7 +461,7 @@ impl ServerAuth {
             .hash_unchanged(&res.user.id, &verified_hash)
             .await?
         {
-            return Ok(res);
+            return Ok(SignIn::Session(res));
         }
         self.sessions().revoke_session(&res.session_id).await?;
         Err(SentriError::invalid_credentials())
