@@ -78,7 +78,9 @@ async fn login(State(auth): State<ServerAuth>, req: Request) -> Result<Response>
         // needs a second factor).
         let input = (input, meta);
         let res = login
-            .run(auth.clone(), input, |a, (i, m)| async move { a.login(i, m).await })
+            .run(auth.clone(), input, |a, (i, m)| async move {
+                a.login(i, m).await
+            })
             .await?;
         SignIn::Session(res)
     } else {

@@ -38,8 +38,8 @@ use crate::core::clock::{Clock, duration_ms};
 use crate::core::crypto::{clip, sha256_b64, sha256_hex};
 use crate::core::error::{Result, SentriError};
 use crate::core::events::{AuthEvent, AuthEventKind, EventBus};
-pub use crate::core::principal::{AuthResult, RefreshResult};
 use crate::core::principal::{Assurance, AuthUser, SessionMeta};
+pub use crate::core::principal::{AuthResult, RefreshResult};
 use crate::db::Database;
 use crate::token::{RefreshClaims, TokenService};
 

@@ -69,7 +69,9 @@ async fn confirm(
     user: CurrentUser,
     JsonBody(body): JsonBody<ConfirmBody>,
 ) -> Result<Response> {
-    let codes = s.confirm(&user.user.id, &body.device_id, &body.code).await?;
+    let codes = s
+        .confirm(&user.user.id, &body.device_id, &body.code)
+        .await?;
     Ok(success(
         StatusCode::OK,
         "Two-factor device confirmed",
@@ -130,7 +132,9 @@ async fn verify(State(s): State<TwoFactorService>, req: Request) -> Result<Respo
     let meta = request_meta(req.headers(), req.extensions());
     let JsonBody(body) = JsonBody::<VerifyBody>::from_request(req, &()).await?;
     if body.two_factor_token.len() > 256 || body.code.len() > 64 {
-        return Err(SentriError::validation("twoFactorToken or code is too long"));
+        return Err(SentriError::validation(
+            "twoFactorToken or code is too long",
+        ));
     }
     let res = s
         .verify_login(&body.two_factor_token, &body.code, meta)

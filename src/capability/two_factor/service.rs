@@ -222,7 +222,11 @@ impl TwoFactorService {
         let step = totp_shape(code)
             .and_then(|c| self.matching_step(&device, &c, now))
             .ok_or_else(invalid_code)?;
-        if !self.store.confirm_device(user_id, device_id, step, now).await? {
+        if !self
+            .store
+            .confirm_device(user_id, device_id, step, now)
+            .await?
+        {
             return Err(invalid_code());
         }
         self.emit(AuthEventKind::TwoFactorConfirmed, user_id, None);
@@ -277,7 +281,13 @@ impl TwoFactorService {
             .identity
             .check_current_password(user_id, password)
             .await?;
-        if !self.store.devices(user_id).await?.iter().any(|d| d.id == device_id) {
+        if !self
+            .store
+            .devices(user_id)
+            .await?
+            .iter()
+            .any(|d| d.id == device_id)
+        {
             return Err(SentriError::new(ErrorCode::NotFound, "No such device"));
         }
         self.check_second_factor(user_id, code, None, None).await?;

@@ -62,14 +62,24 @@ fn tables(target: Target) -> Vec<String> {
     let mut backup = Table::create();
     backup
         .table(BACKUP)
-        .col(ColumnDef::new(CODE_HASH).string_len(64).not_null().primary_key())
+        .col(
+            ColumnDef::new(CODE_HASH)
+                .string_len(64)
+                .not_null()
+                .primary_key(),
+        )
         .col(ColumnDef::new(USER_ID).string_len(36).not_null())
         .col(ColumnDef::new(CREATED_AT).big_integer().not_null())
         .foreign_key(&mut user_fk(BACKUP));
     let mut challenges = Table::create();
     challenges
         .table(CHALLENGES)
-        .col(ColumnDef::new(TOKEN_HASH).string_len(64).not_null().primary_key())
+        .col(
+            ColumnDef::new(TOKEN_HASH)
+                .string_len(64)
+                .not_null()
+                .primary_key(),
+        )
         .col(ColumnDef::new(USER_ID).string_len(36).not_null())
         .col(ColumnDef::new(AMR).string_len(16).not_null())
         .col(ColumnDef::new(EXPIRES_AT).big_integer().not_null())
@@ -78,14 +88,16 @@ fn tables(target: Target) -> Vec<String> {
     let mut limits = Table::create();
     limits
         .table(LIMITS)
-        .col(ColumnDef::new(USER_ID).string_len(36).not_null().primary_key())
+        .col(
+            ColumnDef::new(USER_ID)
+                .string_len(36)
+                .not_null()
+                .primary_key(),
+        )
         .col(ColumnDef::new(FAILURES).big_integer().not_null())
         .col(ColumnDef::new(WINDOW_ENDS).big_integer().not_null())
         .foreign_key(&mut user_fk(LIMITS));
-    let mut out = target.create_table(
-        devices.to_owned(),
-        vec![Target::index(DEVICES, USER_ID)],
-    );
+    let mut out = target.create_table(devices.to_owned(), vec![Target::index(DEVICES, USER_ID)]);
     out.extend(target.create_table(backup.to_owned(), vec![Target::index(BACKUP, USER_ID)]));
     out.extend(target.create_table(
         challenges.to_owned(),
@@ -165,21 +177,31 @@ impl Store {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, name, sealed_secret, confirmed_at, last_used_step, created_at)| Device {
-                id,
-                name,
-                sealed_secret,
-                confirmed_at,
-                last_used_step,
-                created_at,
-            })
+            .map(
+                |(id, name, sealed_secret, confirmed_at, last_used_step, created_at)| Device {
+                    id,
+                    name,
+                    sealed_secret,
+                    confirmed_at,
+                    last_used_step,
+                    created_at,
+                },
+            )
             .collect())
     }
 
     pub(super) async fn insert_device(&self, user_id: &str, device: &Device) -> Result<()> {
         let insert = Query::insert()
             .into_table(DEVICES)
-            .columns([ID, USER_ID, NAME, SECRET, CONFIRMED_AT, LAST_USED_STEP, CREATED_AT])
+            .columns([
+                ID,
+                USER_ID,
+                NAME,
+                SECRET,
+                CONFIRMED_AT,
+                LAST_USED_STEP,
+                CREATED_AT,
+            ])
             .values([
                 Expr::val(device.id.as_str()),
                 Expr::val(user_id),
@@ -290,7 +312,13 @@ impl Store {
             .and_where(Expr::col(USER_ID).eq(user_id))
             .to_owned();
         let deleted = self.db.exec_retrying(self.db.build(&stmt)).await?;
-        if deleted && !self.devices(user_id).await?.iter().any(|d| d.confirmed_at.is_some()) {
+        if deleted
+            && !self
+                .devices(user_id)
+                .await?
+                .iter()
+                .any(|d| d.confirmed_at.is_some())
+        {
             let codes = Query::delete()
                 .from_table(BACKUP)
                 .and_where(Expr::col(USER_ID).eq(user_id))
@@ -322,7 +350,10 @@ impl Store {
                 .values([Expr::val(hash.as_str()), Expr::val(user_id), Expr::val(now)])
                 .map_err(SentriError::internal)?;
         }
-        let steps = [step(&self.db, &delete, false), step(&self.db, &insert, false)];
+        let steps = [
+            step(&self.db, &delete, false),
+            step(&self.db, &insert, false),
+        ];
         self.db.steps(&steps, db_err).await.map(|_| ())
     }
 
@@ -447,7 +478,10 @@ impl Store {
             .and_where(Expr::col(USER_ID).eq(user_id))
             .and_where(Expr::col(FAILURES).lt(max))
             .to_owned();
-        let steps = [step(&self.db, &reset, false), step(&self.db, &reserve, true)];
+        let steps = [
+            step(&self.db, &reset, false),
+            step(&self.db, &reserve, true),
+        ];
         if self.db.steps(&steps, db_err).await? == StepsOutcome::Committed {
             return Ok(Ok(()));
         }

@@ -110,9 +110,7 @@ pub(crate) fn base32_decode(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() * 5 / 8);
     let (mut buffer, mut bits) = (0u32, 0u32);
     for c in text.bytes().filter(|c| !matches!(c, b'=' | b' ')) {
-        let value = ALPHABET
-            .iter()
-            .position(|a| *a == c.to_ascii_uppercase())?;
+        let value = ALPHABET.iter().position(|a| *a == c.to_ascii_uppercase())?;
         buffer = (buffer << 5) | value as u32;
         bits += 5;
         if bits >= 8 {
@@ -132,8 +130,7 @@ mod tests {
     fn rfc6238_appendix_b_vectors() {
         let sha1 = b"12345678901234567890".as_slice();
         let sha256 = b"12345678901234567890123456789012".as_slice();
-        let sha512 =
-            b"1234567890123456789012345678901234567890123456789012345678901234".as_slice();
+        let sha512 = b"1234567890123456789012345678901234567890123456789012345678901234".as_slice();
         let cases: [(u64, &str, &str, &str); 6] = [
             (59, "94287082", "46119246", "90693936"),
             (1_111_111_109, "07081804", "68084774", "25091201"),
@@ -145,8 +142,16 @@ mod tests {
         for (t, c1, c256, c512) in cases {
             let counter = t / 30;
             assert_eq!(hotp(Hash::Sha1, sha1, counter, 8), c1, "SHA1 at {t}");
-            assert_eq!(hotp(Hash::Sha256, sha256, counter, 8), c256, "SHA256 at {t}");
-            assert_eq!(hotp(Hash::Sha512, sha512, counter, 8), c512, "SHA512 at {t}");
+            assert_eq!(
+                hotp(Hash::Sha256, sha256, counter, 8),
+                c256,
+                "SHA256 at {t}"
+            );
+            assert_eq!(
+                hotp(Hash::Sha512, sha512, counter, 8),
+                c512,
+                "SHA512 at {t}"
+            );
         }
     }
 
@@ -173,11 +178,24 @@ mod tests {
         let key = b"12345678901234567890";
         let now = 1000;
         for (step, expect) in [(999, Some(999)), (1000, Some(1000)), (1001, Some(1001))] {
-            assert_eq!(matching_step(key, &code_at_step(key, step), now, 1, 0), expect);
+            assert_eq!(
+                matching_step(key, &code_at_step(key, step), now, 1, 0),
+                expect
+            );
         }
         assert_eq!(matching_step(key, &code_at_step(key, 998), now, 1, 0), None);
-        assert_eq!(matching_step(key, &code_at_step(key, 1002), now, 1, 0), None);
-        assert_eq!(matching_step(key, &code_at_step(key, 1000), now, 1, 1000), None, "replay");
-        assert_eq!(matching_step(key, &code_at_step(key, 998), now, 2, 0), Some(998));
+        assert_eq!(
+            matching_step(key, &code_at_step(key, 1002), now, 1, 0),
+            None
+        );
+        assert_eq!(
+            matching_step(key, &code_at_step(key, 1000), now, 1, 1000),
+            None,
+            "replay"
+        );
+        assert_eq!(
+            matching_step(key, &code_at_step(key, 998), now, 2, 0),
+            Some(998)
+        );
     }
 }

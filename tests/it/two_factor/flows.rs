@@ -16,13 +16,27 @@ async fn enrol_confirm_step_up_and_backup_code() {
     for t in databases("two_factor::flow").await {
         let r = rig(&t).await;
         let access = r.signed_in("ada").await;
-        assert_eq!(assurance_of(&access), (json!(1), json!(["pwd"])), "{}", t.name);
+        assert_eq!(
+            assurance_of(&access),
+            (json!(1), json!(["pwd"])),
+            "{}",
+            t.name
+        );
         let res = r.get("/api/secure", &access).await;
         expect(&res, StatusCode::FORBIDDEN, "TWO_FACTOR_REQUIRED", "aal1");
         let res = r
-            .post("/auth/2fa/totp/enroll", &access, json!({"password": "wrong-pass"}))
+            .post(
+                "/auth/2fa/totp/enroll",
+                &access,
+                json!({"password": "wrong-pass"}),
+            )
             .await;
-        expect(&res, StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS", "enrol password");
+        expect(
+            &res,
+            StatusCode::UNAUTHORIZED,
+            "INVALID_CREDENTIALS",
+            "enrol password",
+        );
         let enrol = r
             .post("/auth/2fa/totp/enroll", &access, json!({"password": PW}))
             .await;
@@ -30,15 +44,30 @@ async fn enrol_confirm_step_up_and_backup_code() {
         let secret = enrol.body["data"]["secret"].as_str().unwrap().to_owned();
         assert!(secret.len() >= 32, "at least 160 bits");
         let url = enrol.body["data"]["otpauthUrl"].as_str().unwrap();
-        assert!(url.starts_with("otpauth://totp/sentri:ada?secret="), "{url}");
+        assert!(
+            url.starts_with("otpauth://totp/sentri:ada?secret="),
+            "{url}"
+        );
         let id = enrol.body["data"]["deviceId"].as_str().unwrap();
         // Nothing is active before confirmation.
         let plain = login(&r.app, "ada", PW).await;
-        assert!(plain.body["data"]["accessToken"].is_string(), "not active yet");
+        assert!(
+            plain.body["data"]["accessToken"].is_string(),
+            "not active yet"
+        );
         let bad = r
-            .post("/auth/2fa/totp/confirm", &access, json!({"deviceId": id, "code": "000000"}))
+            .post(
+                "/auth/2fa/totp/confirm",
+                &access,
+                json!({"deviceId": id, "code": "000000"}),
+            )
             .await;
-        expect(&bad, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", "confirm");
+        expect(
+            &bad,
+            StatusCode::UNAUTHORIZED,
+            "TWO_FACTOR_INVALID",
+            "confirm",
+        );
         let ok = r
             .post(
                 "/auth/2fa/totp/confirm",
@@ -53,24 +82,53 @@ async fn enrol_confirm_step_up_and_backup_code() {
         let status = r.get("/auth/2fa", &access).await;
         assert_eq!(status.body["data"]["enabled"], true);
         assert_eq!(status.body["data"]["backupCodesRemaining"], 10);
-        assert!(!status.body.to_string().contains(&secret), "secret never again");
+        assert!(
+            !status.body.to_string().contains(&secret),
+            "secret never again"
+        );
 
         // Step-up login: no session until the second factor.
         let token = r.challenge("ada").await;
         let wrong = r.verify(&token, "123456").await;
-        expect(&wrong, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", "wrong code");
+        expect(
+            &wrong,
+            StatusCode::UNAUTHORIZED,
+            "TWO_FACTOR_INVALID",
+            "wrong code",
+        );
         let done = r.verify(&token, &r.code(&secret, 0)).await;
         assert_eq!(done.status, StatusCode::OK, "{}: {:?}", t.name, done.body);
-        let access2 = done.body["data"]["accessToken"].as_str().unwrap().to_owned();
-        assert!(done.cookie("refresh_token").is_some(), "normal login response");
-        assert_eq!(assurance_of(&access2), (json!(2), json!(["pwd", "otp", "mfa"])));
+        let access2 = done.body["data"]["accessToken"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            done.cookie("refresh_token").is_some(),
+            "normal login response"
+        );
+        assert_eq!(
+            assurance_of(&access2),
+            (json!(2), json!(["pwd", "otp", "mfa"]))
+        );
         assert_eq!(r.get("/api/secure", &access2).await.status, StatusCode::OK);
         let again = r.verify(&token, &r.code(&secret, 0)).await;
-        expect(&again, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", "token reused");
+        expect(
+            &again,
+            StatusCode::UNAUTHORIZED,
+            "TWO_FACTOR_INVALID",
+            "token reused",
+        );
 
         // The public service names the missing factor.
-        let input = LoginInput { identifier: "ada".into(), password: PW.into() };
-        let err = r.auth.login(input, SessionMeta::default()).await.unwrap_err();
+        let input = LoginInput {
+            identifier: "ada".into(),
+            password: PW.into(),
+        };
+        let err = r
+            .auth
+            .login(input, SessionMeta::default())
+            .await
+            .unwrap_err();
         assert_eq!(err.code().as_str(), "TWO_FACTOR_REQUIRED");
 
         // A backup code, once.
@@ -80,18 +138,32 @@ async fn enrol_confirm_step_up_and_backup_code() {
         assert_eq!(done.status, StatusCode::OK, "{:?}", done.body);
         let token = r.challenge("ada").await;
         let reused = r.verify(&token, backup).await;
-        expect(&reused, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", "backup reused");
+        expect(
+            &reused,
+            StatusCode::UNAUTHORIZED,
+            "TWO_FACTOR_INVALID",
+            "backup reused",
+        );
         let status = r.get("/auth/2fa", &access2).await;
         assert_eq!(status.body["data"]["backupCodesRemaining"], 9);
 
         // Regenerating invalidates the old set.
         let regen = r
-            .post("/auth/2fa/backup-codes", &access2, json!({"password": PW, "code": codes[1]}))
+            .post(
+                "/auth/2fa/backup-codes",
+                &access2,
+                json!({"password": PW, "code": codes[1]}),
+            )
             .await;
         assert_eq!(regen.status, StatusCode::OK, "{:?}", regen.body);
         let token = r.challenge("ada").await;
         let old = r.verify(&token, codes[2].as_str().unwrap()).await;
-        expect(&old, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", "old set");
+        expect(
+            &old,
+            StatusCode::UNAUTHORIZED,
+            "TWO_FACTOR_INVALID",
+            "old set",
+        );
         let new_code = regen.body["data"]["backupCodes"][0].as_str().unwrap();
         assert_eq!(r.verify(&token, new_code).await.status, StatusCode::OK);
         t.cleanup().await;
@@ -108,7 +180,12 @@ async fn the_skew_window_has_exact_edges() {
         for offset in [-2, 2] {
             let token = r.challenge("bob").await;
             let res = r.verify(&token, &r.code(&secret, offset)).await;
-            expect(&res, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", "outside");
+            expect(
+                &res,
+                StatusCode::UNAUTHORIZED,
+                "TWO_FACTOR_INVALID",
+                "outside",
+            );
         }
         for offset in [-1, 1] {
             let token = r.challenge("bob").await;
@@ -118,7 +195,12 @@ async fn the_skew_window_has_exact_edges() {
         // Step 0 is older than the used step +1: never accepted again.
         let token = r.challenge("bob").await;
         let res = r.verify(&token, &r.code(&secret, 0)).await;
-        expect(&res, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", "older step");
+        expect(
+            &res,
+            StatusCode::UNAUTHORIZED,
+            "TWO_FACTOR_INVALID",
+            "older step",
+        );
         t.cleanup().await;
     }
 }
@@ -131,7 +213,10 @@ async fn a_wider_skew_is_configurable() {
     let (_, secret, _) = r.enable(&access).await;
     r.clock.advance(Duration::from_secs(300));
     let token = r.challenge("cy").await;
-    assert_eq!(r.verify(&token, &r.code(&secret, -2)).await.status, StatusCode::OK);
+    assert_eq!(
+        r.verify(&token, &r.code(&secret, -2)).await.status,
+        StatusCode::OK
+    );
     t.cleanup().await;
 }
 
@@ -147,23 +232,60 @@ async fn tokens_expire_die_after_five_wrong_codes_and_bind_their_user() {
         let token = r.challenge("ann").await;
         r.clock.advance(Duration::from_secs(301));
         let res = r.verify(&token, &r.code(&secret_a, 0)).await;
-        expect(&res, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", "expired");
+        expect(
+            &res,
+            StatusCode::UNAUTHORIZED,
+            "TWO_FACTOR_INVALID",
+            "expired",
+        );
         // Another user's code does not complete ann's login.
         let token = r.challenge("ann").await;
         let res = r.verify(&token, &r.code(&secret_b, 0)).await;
-        expect(&res, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", "other user");
+        expect(
+            &res,
+            StatusCode::UNAUTHORIZED,
+            "TWO_FACTOR_INVALID",
+            "other user",
+        );
         // Five wrong codes kill the token (this one had one already).
         for _ in 0..4 {
             let res = r.verify(&token, "000000").await;
-            expect(&res, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", "wrong");
+            expect(
+                &res,
+                StatusCode::UNAUTHORIZED,
+                "TWO_FACTOR_INVALID",
+                "wrong",
+            );
         }
         let res = r.verify(&token, &r.code(&secret_a, 0)).await;
-        expect(&res, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", "dead token");
+        expect(
+            &res,
+            StatusCode::UNAUTHORIZED,
+            "TWO_FACTOR_INVALID",
+            "dead token",
+        );
         // A garbage token.
         let res = r.verify("nope", &r.code(&secret_a, 0)).await;
-        expect(&res, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", "garbage");
-        let res = call(&r.app, Method::POST, "/auth/2fa/verify", &[], Some(json!({"code": 1}))).await;
-        expect(&res, StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "bad body");
+        expect(
+            &res,
+            StatusCode::UNAUTHORIZED,
+            "TWO_FACTOR_INVALID",
+            "garbage",
+        );
+        let res = call(
+            &r.app,
+            Method::POST,
+            "/auth/2fa/verify",
+            &[],
+            Some(json!({"code": 1})),
+        )
+        .await;
+        expect(
+            &res,
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "bad body",
+        );
         t.cleanup().await;
     }
 }
@@ -183,12 +305,22 @@ async fn wrong_codes_are_limited_per_user_across_tokens() {
             let token = r.challenge("dan").await;
             for _ in 0..2 {
                 let res = r.verify(&token, "000000").await;
-                expect(&res, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", "wrong");
+                expect(
+                    &res,
+                    StatusCode::UNAUTHORIZED,
+                    "TWO_FACTOR_INVALID",
+                    "wrong",
+                );
             }
         }
         let token = r.challenge("dan").await;
         let res = r.verify(&token, &r.code(&secret, 0)).await;
-        expect(&res, StatusCode::TOO_MANY_REQUESTS, "TWO_FACTOR_LOCKED", "locked");
+        expect(
+            &res,
+            StatusCode::TOO_MANY_REQUESTS,
+            "TWO_FACTOR_LOCKED",
+            "locked",
+        );
         assert!(res.headers.get("retry-after").is_some());
         r.clock.advance(Duration::from_secs(901));
         let token = r.challenge("dan").await;
@@ -213,17 +345,39 @@ async fn refresh_and_silent_refresh_never_raise_the_level() {
         let refresh1 = res.cookie("refresh_token").unwrap();
         // …and through a silent refresh.
         let cookie = format!("refresh_token={refresh1}");
-        let res = call(&r.app, Method::GET, "/api/secure", &[("cookie", &cookie)], None).await;
-        expect(&res, StatusCode::FORBIDDEN, "TWO_FACTOR_REQUIRED", "silent aal1");
+        let res = call(
+            &r.app,
+            Method::GET,
+            "/api/secure",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+        expect(
+            &res,
+            StatusCode::FORBIDDEN,
+            "TWO_FACTOR_REQUIRED",
+            "silent aal1",
+        );
         // An aal2 session keeps level 2 through both.
         let token = r.challenge("eve").await;
         let done = r.verify(&token, &r.code(&secret, 0)).await;
         let refresh2 = done.cookie("refresh_token").unwrap();
         let res = refresh_with(&r.app, &refresh2).await;
         let access = res.body["data"]["accessToken"].as_str().unwrap();
-        assert_eq!(assurance_of(access), (json!(2), json!(["pwd", "otp", "mfa"])));
+        assert_eq!(
+            assurance_of(access),
+            (json!(2), json!(["pwd", "otp", "mfa"]))
+        );
         let cookie = format!("refresh_token={}", res.cookie("refresh_token").unwrap());
-        let res = call(&r.app, Method::GET, "/api/secure", &[("cookie", &cookie)], None).await;
+        let res = call(
+            &r.app,
+            Method::GET,
+            "/api/secure",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
         assert_eq!(res.status, StatusCode::OK, "{:?}", res.body);
         t.cleanup().await;
     }
@@ -247,14 +401,22 @@ async fn disabling_needs_both_factors_and_turns_2fa_off() {
         let (id, secret, _) = r.enable(&a).await;
         let token = r.challenge("fay").await;
         let done = r.verify(&token, &r.code(&secret, 0)).await;
-        let access = done.body["data"]["accessToken"].as_str().unwrap().to_owned();
+        let access = done.body["data"]["accessToken"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         r.next_step();
         let path = format!("/auth/2fa/totp/{id}");
         let auth = bearer(&access);
         let headers = [("authorization", auth.as_str())];
         let del = |body| call(&r.app, Method::DELETE, &path, &headers, Some(body));
         let res = del(json!({"password": "wrong-pass", "code": r.code(&secret, 0)})).await;
-        expect(&res, StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS", "password");
+        expect(
+            &res,
+            StatusCode::UNAUTHORIZED,
+            "INVALID_CREDENTIALS",
+            "password",
+        );
         let res = del(json!({"password": PW, "code": "000000"})).await;
         expect(&res, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", "code");
         let res = del(json!({"password": PW})).await;
@@ -294,7 +456,11 @@ async fn secrets_never_leave_after_enrolment_nor_rest_in_plaintext() {
         let r = rig(&t).await;
         let a = r.signed_in("hal").await;
         let enrol = r
-            .post("/auth/2fa/totp/enroll", &a, json!({"password": PW, "name": "phone"}))
+            .post(
+                "/auth/2fa/totp/enroll",
+                &a,
+                json!({"password": PW, "name": "phone"}),
+            )
             .await;
         let secret = enrol.body["data"]["secret"].as_str().unwrap().to_owned();
         let raw = decode_base32(&secret);
@@ -308,10 +474,17 @@ async fn secrets_never_leave_after_enrolment_nor_rest_in_plaintext() {
         ))
         .await;
         let status = r.get("/auth/2fa", &a).await;
-        assert_eq!(status.body["data"]["devices"][0]["name"], "phone", "{}", t.name);
+        assert_eq!(
+            status.body["data"]["devices"][0]["name"], "phone",
+            "{}",
+            t.name
+        );
         assert!(!status.body.to_string().contains(&secret));
         let debug = format!("{:?} {:?}", TwoFactor::new(sealer()), r.auth);
-        assert!(!debug.contains(&secret) && !debug.contains("[7, 7"), "{debug}");
+        assert!(
+            !debug.contains(&secret) && !debug.contains("[7, 7"),
+            "{debug}"
+        );
         t.cleanup().await;
     }
 }

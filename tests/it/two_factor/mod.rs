@@ -74,11 +74,25 @@ impl Rig {
     }
 
     pub async fn post(&self, path: &str, access: &str, body: Value) -> Reply {
-        call(&self.app, Method::POST, path, &[("authorization", &bearer(access))], Some(body)).await
+        call(
+            &self.app,
+            Method::POST,
+            path,
+            &[("authorization", &bearer(access))],
+            Some(body),
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str, access: &str) -> Reply {
-        call(&self.app, Method::GET, path, &[("authorization", &bearer(access))], None).await
+        call(
+            &self.app,
+            Method::GET,
+            path,
+            &[("authorization", &bearer(access))],
+            None,
+        )
+        .await
     }
 
     /// Registers and logs in (no 2FA yet): the access token.
@@ -93,7 +107,11 @@ impl Rig {
     /// Enrols and confirms a device: (device id, secret, backup codes).
     pub async fn enable(&self, access: &str) -> (String, String, Vec<String>) {
         let r = self
-            .post("/auth/2fa/totp/enroll", access, json!({"password": PW, "name": "phone"}))
+            .post(
+                "/auth/2fa/totp/enroll",
+                access,
+                json!({"password": PW, "name": "phone"}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
         let id = r.body["data"]["deviceId"].as_str().unwrap().to_owned();
@@ -123,7 +141,10 @@ impl Rig {
         assert_eq!(r.body["data"]["twoFactorRequired"], true, "{:?}", r.body);
         assert!(r.body["data"]["accessToken"].is_null(), "no token");
         assert!(r.cookies().is_empty(), "no cookies on a challenge");
-        r.body["data"]["twoFactorToken"].as_str().unwrap().to_owned()
+        r.body["data"]["twoFactorToken"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     pub async fn verify(&self, token: &str, code: &str) -> Reply {

@@ -56,7 +56,7 @@ async fn one_code_is_accepted_once_under_concurrency() {
         let r = rig_full(&t, two_factor, |c| c).await;
         let a = r.signed_in("rae").await;
         let (_, secret, backups) = r.enable(&a).await;
-        for trial in 0..trials() {
+        for (trial, backup) in backups.iter().enumerate().take(trials()) {
             let code = r.code(&secret, 0);
             let statuses = storm(&r, "rae", &code).await;
             let wins = statuses.iter().filter(|s| **s == StatusCode::OK).count();
@@ -69,10 +69,13 @@ async fn one_code_is_accepted_once_under_concurrency() {
             );
             // The same code again, after the storm: refused.
             let token = r.challenge("rae").await;
-            assert_eq!(r.verify(&token, &code).await.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(
+                r.verify(&token, &code).await.status,
+                StatusCode::UNAUTHORIZED
+            );
             r.next_step();
             // One backup code, in parallel: one wins.
-            let statuses = storm(&r, "rae", &backups[trial]).await;
+            let statuses = storm(&r, "rae", backup).await;
             let wins = statuses.iter().filter(|s| **s == StatusCode::OK).count();
             assert_eq!(wins, 1, "{} backup trial {trial}: {statuses:?}", t.name);
         }
