@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use sentri::capability::two_factor::TwoFactor;
 use sentri::core::seal::Sealer;
 use sentri::db::Database;
 use sentri::keystore::KeyStoreConfig;
@@ -24,6 +25,26 @@ use sentri::{
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The two-factor capability, its secrets sealed under `SENTRI_2FA_KEY` (id
+/// `SENTRI_2FA_KEY_ID`, default `k1`); a random key (with a warning) when unset.
+fn two_factor() -> Result<TwoFactor, SentriError> {
+    let kid = env("SENTRI_2FA_KEY_ID").unwrap_or_else(|| "k1".into());
+    let sealer = match env("SENTRI_2FA_KEY") {
+        Some(key) => Sealer::from_base64(&kid, &key)?,
+        None => {
+            tracing::warn!(
+                "SENTRI_2FA_KEY is not set: generated a random key; 2FA devices die with this process"
+            );
+            let mut key = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut key)
+                .map_err(|_| SentriError::configuration("no randomness for SENTRI_2FA_KEY"))?;
+            Sealer::new(&kid, key)?
+        }
+    };
+    let issuer = env("SENTRI_ISSUER").unwrap_or_else(|| "sentri example".into());
+    Ok(TwoFactor::new(sealer).issuer(issuer))
 }
 
 fn algorithm(name: &str) -> Result<Algorithm, SentriError> {
@@ -260,6 +281,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         use sentri::capability::api_keys::ApiKeys;
         config = config.with(ApiKeys::default().scopes(["orders:read", "orders:write"]));
     }
+    // --- two-factor authentication: TOTP sealed under SENTRI_2FA_KEY (base64, 32 bytes) ---
+    config = config.with(two_factor()?);
     let auth = create_auth(config)?;
     auth.migrate().await?;
     ensure_admin(&auth).await?;
@@ -280,6 +303,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let api = Router::new()
         .route("/profile", get(profile).route_layer(auth.protect()))
         .route("/admin", get(admin).route_layer(auth.authorize(["admin"])))
+        // Only sessions signed in with a second factor (403 TWO_FACTOR_REQUIRED otherwise).
+        .route("/secure", get(profile).route_layer(auth.require_2fa()))
         .route(
             "/users/{id}",
             put(update_user).route_layer(auth.permit(own_id_or_admin)),

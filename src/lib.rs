@@ -51,7 +51,7 @@ pub use crate::core::clock;
 pub use crate::core::clock::Ttl;
 pub use crate::core::error::{ErrorCode, Result, SentriError};
 pub use crate::core::events::{AuthEvent, AuthEventKind, EventSink};
-pub use crate::core::principal::{AuthResult, AuthUser, RefreshResult, SessionMeta};
+pub use crate::core::principal::{Assurance, AuthResult, AuthUser, RefreshResult, SessionMeta};
 pub use crate::core::{AuthConfig, create_auth};
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]

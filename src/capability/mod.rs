@@ -27,6 +27,7 @@ pub mod devices;
 #[cfg(feature = "api-keys")]
 #[cfg_attr(docsrs, doc(cfg(feature = "api-keys")))]
 pub mod api_keys;
+pub mod two_factor;
 
 use std::fmt;
 use std::sync::Arc;
@@ -34,11 +35,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::response::Response;
 
 use crate::core::BoxFuture;
 use crate::core::error::Result;
 use crate::core::events::{AuthEvent, AuthEventKind, EventBus, EventSink};
-use crate::core::principal::{AuthUser, SessionMeta};
+use crate::core::principal::{Assurance, AuthUser, SessionMeta};
 use crate::db::Migration;
 use crate::http::guard::{Authenticate, CurrentUser, GuardLayer};
 use crate::http::transport::Transport;
@@ -56,6 +58,8 @@ pub struct Core {
     pub(crate) transport: Arc<Transport>,
     pub(crate) login_steps: Arc<[Arc<dyn LoginStep>]>,
     pub(crate) throttle: Throttle,
+    /// `ServerConfig::sensitive_requires_2fa`.
+    pub(crate) sensitive_requires_2fa: bool,
 }
 
 impl fmt::Debug for Core {
@@ -68,6 +72,12 @@ impl Core {
     /// A layer that requires an authenticated caller (the server's `protect()`).
     pub fn protect(&self) -> GuardLayer {
         GuardLayer::protect(self.guard.clone())
+    }
+
+    /// A layer that requires a session signed in with a second factor (the server's
+    /// `require_2fa()`).
+    pub fn require_2fa(&self) -> GuardLayer {
+        GuardLayer::require_2fa(self.guard.clone())
     }
 
     /// A layer that requires one of `roles`, without the start-up role-name check.
@@ -92,34 +102,54 @@ impl Core {
     }
 
     /// Runs every capability's [`LoginStep`] for `user`, in order; the first that halts
-    /// ends the login with its error. Every way of signing in passes through here.
+    /// ends the login with its error, the first that challenges ends it with its
+    /// [`Challenge`] (`Ok(Some(..))`: no session may be opened). Every way of signing in
+    /// passes through here.
     pub async fn run_login_steps(
         &self,
         user: &AuthUser,
         meta: &SessionMeta,
         factor: FirstFactor,
-    ) -> Result<()> {
+    ) -> Result<Option<Challenge>> {
         for step in self.login_steps.iter() {
-            if let StepOutcome::Halt(err) =
-                step.after_first_factor(self, user, meta, factor).await?
-            {
-                return Err(err);
+            match step.after_first_factor(self, user, meta, factor).await? {
+                StepOutcome::Continue => {}
+                StepOutcome::Halt(err) => return Err(err),
+                StepOutcome::Challenge(challenge) => return Ok(Some(challenge)),
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Signs `user` in after a first factor other than the password (a magic link, an
-    /// external identity provider): the login steps, then a new session and token pair,
-    /// then a `login_succeeded` event. The password login runs the same steps.
+    /// external identity provider): the login steps, then (unless a step challenged) a
+    /// new session and token pair and a `login_succeeded` event. The password login runs
+    /// the same steps. Answer it with [`Core::sign_in_response`].
     pub async fn sign_in(
         &self,
         user: AuthUser,
         meta: SessionMeta,
         factor: FirstFactor,
+    ) -> Result<SignIn> {
+        if let Some(challenge) = self.run_login_steps(&user, &meta, factor).await? {
+            return Ok(SignIn::Challenge(challenge));
+        }
+        let res = self.open_session(user, meta, &factor.assurance()).await?;
+        Ok(SignIn::Session(res))
+    }
+
+    /// Opens a session for `user` proven with `assurance` (after the login steps, or
+    /// once a challenge was met) and emits `login_succeeded`.
+    pub async fn open_session(
+        &self,
+        user: AuthUser,
+        meta: SessionMeta,
+        assurance: &Assurance,
     ) -> Result<AuthResult> {
-        self.run_login_steps(&user, &meta, factor).await?;
-        let res = self.sessions.open_family(user, meta.clone()).await?;
+        let res = self
+            .sessions
+            .open_family(user, meta.clone(), assurance)
+            .await?;
         let mut event = AuthEvent::new(AuthEventKind::LoginSucceeded, self.now_ms())
             .user(&res.user.id)
             .session(&res.session_id);
@@ -127,6 +157,57 @@ impl Core {
         self.emit(event.meta(meta));
         Ok(res)
     }
+
+    /// The HTTP answer of a sign-in: the standard token response (with cookies) for a
+    /// session, `200 {data: <challenge>}` without tokens or cookies for a challenge.
+    pub fn sign_in_response(&self, outcome: &SignIn, message: &'static str) -> Response {
+        match outcome {
+            SignIn::Session(res) => self.transport.token_response(StatusCode::OK, message, res),
+            SignIn::Challenge(c) => crate::http::success(StatusCode::OK, c.message, c.data.clone()),
+        }
+    }
+
+    /// Checks that a sensitive operation (change password, disable 2FA, …) may run on a
+    /// session of this `assurance`: when `ServerConfig::sensitive_requires_2fa` is on, it
+    /// needs a second factor (`TWO_FACTOR_REQUIRED`, 403, otherwise).
+    pub fn check_sensitive(&self, assurance: Option<&Assurance>) -> Result<()> {
+        if self.sensitive_requires_2fa && !assurance.is_some_and(Assurance::has_second_factor) {
+            return Err(crate::SentriError::new(
+                crate::ErrorCode::TwoFactorRequired,
+                "This operation requires signing in with a second factor",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A login that needs one more step: answered `200` with `data` (e.g.
+/// `{"twoFactorRequired": true, "twoFactorToken": "…"}`), and no session, tokens or
+/// cookies. `Debug` never shows `data` (it carries a secret).
+#[derive(Clone)]
+pub struct Challenge {
+    /// The envelope message.
+    pub message: &'static str,
+    /// The envelope data.
+    pub data: serde_json::Value,
+}
+
+impl fmt::Debug for Challenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Challenge")
+            .field("message", &self.message)
+            .field("data", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How a sign-in ended: a session, or a challenge to meet first.
+#[derive(Debug, Clone)]
+pub enum SignIn {
+    /// A session was opened.
+    Session(AuthResult),
+    /// No session: the client must meet this challenge (e.g. `POST /2fa/verify`).
+    Challenge(Challenge),
 }
 
 /// How the first factor of a login was proven.
@@ -141,6 +222,23 @@ pub enum FirstFactor {
     External,
 }
 
+impl FirstFactor {
+    /// Its RFC 8176 `amr` value: `pwd`; `email` and `ext` (not registered in RFC 8176)
+    /// for a link sent by e-mail and an external provider.
+    pub fn amr(self) -> &'static str {
+        match self {
+            Self::Password => "pwd",
+            Self::EmailLink => "email",
+            Self::External => "ext",
+        }
+    }
+
+    /// The assurance of a login by this factor alone (level 1).
+    pub fn assurance(self) -> Assurance {
+        Assurance::single(self.amr())
+    }
+}
+
 /// What a login step decided.
 #[derive(Debug)]
 pub enum StepOutcome {
@@ -149,6 +247,9 @@ pub enum StepOutcome {
     /// The login stops here with this error (e.g. "second factor required"); no session
     /// is opened.
     Halt(crate::SentriError),
+    /// The login stops here without a session; the client is answered `200` with the
+    /// challenge (e.g. "second factor required" and its 2FA token).
+    Challenge(Challenge),
 }
 
 /// An extra step of every login, after the password (or other first factor) was checked

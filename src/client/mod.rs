@@ -627,6 +627,7 @@ impl ClientAuth {
             return Err(SentriError::token_invalid("Token has been revoked"));
         }
         Ok(Authenticated {
+            assurance: claims.assurance(),
             user: CurrentUser::from(claims),
             set_cookies: Vec::new(),
         })

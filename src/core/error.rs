@@ -73,6 +73,12 @@ pub enum ErrorCode {
     InsufficientScope,
     /// A scope that is not in the configured list (400).
     InvalidScope,
+    /// The route needs a session signed in with a second factor (403).
+    TwoFactorRequired,
+    /// A wrong, expired or already-used second-factor code or 2FA token (401).
+    TwoFactorInvalid,
+    /// Too many wrong second-factor codes for this user: wait (429, `Retry-After`).
+    TwoFactorLocked,
     /// An application's own code (the Rust form of subclassing `SentriError`).
     Custom(Cow<'static, str>),
 }
@@ -104,6 +110,9 @@ impl ErrorCode {
             Self::ApiKeyNotFound => "API_KEY_NOT_FOUND",
             Self::InsufficientScope => "INSUFFICIENT_SCOPE",
             Self::InvalidScope => "INVALID_SCOPE",
+            Self::TwoFactorRequired => "TWO_FACTOR_REQUIRED",
+            Self::TwoFactorInvalid => "TWO_FACTOR_INVALID",
+            Self::TwoFactorLocked => "TWO_FACTOR_LOCKED",
             Self::Custom(code) => code,
         }
     }
@@ -125,6 +134,9 @@ impl ErrorCode {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::IdempotencyKeyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            Self::TwoFactorRequired => StatusCode::FORBIDDEN,
+            Self::TwoFactorInvalid => StatusCode::UNAUTHORIZED,
+            Self::TwoFactorLocked => StatusCode::TOO_MANY_REQUESTS,
             Self::ConfigurationError | Self::InternalError | Self::Custom(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -350,6 +362,9 @@ mod tests {
             (ErrorCode::IdempotencyKeyMismatch, 422),
             (ErrorCode::IdempotencyNotReplayable, 409),
             (ErrorCode::TooManyAttempts, 429),
+            (ErrorCode::TwoFactorRequired, 403),
+            (ErrorCode::TwoFactorInvalid, 401),
+            (ErrorCode::TwoFactorLocked, 429),
             (ErrorCode::Custom("WHATEVER".into()), 500),
             (ErrorCode::ApiKeyInvalid, 401),
             (ErrorCode::ApiKeyExpired, 401),

@@ -47,6 +47,20 @@ pub enum AuthEventKind {
     /// A request presented an API key that was refused (`error` says why; rate-limited,
     /// never any key material).
     ApiKeyRejected,
+    /// A second-factor device was enrolled (not active until confirmed).
+    TwoFactorEnrolled,
+    /// A second-factor device was confirmed (2FA is on for the user).
+    TwoFactorConfirmed,
+    /// A second-factor device was removed.
+    TwoFactorDisabled,
+    /// A second factor was verified (a step-up login completed).
+    TwoFactorVerified,
+    /// A wrong second-factor code was submitted.
+    TwoFactorFailed,
+    /// A backup code was used.
+    BackupCodeUsed,
+    /// The backup codes were regenerated (the old set no longer works).
+    BackupCodesRegenerated,
 }
 
 impl AuthEventKind {
@@ -66,6 +80,13 @@ impl AuthEventKind {
             Self::ApiKeyCreated => "api_key_created",
             Self::ApiKeyRevoked => "api_key_revoked",
             Self::ApiKeyRejected => "api_key_rejected",
+            Self::TwoFactorEnrolled => "two_factor_enrolled",
+            Self::TwoFactorConfirmed => "two_factor_confirmed",
+            Self::TwoFactorDisabled => "two_factor_disabled",
+            Self::TwoFactorVerified => "two_factor_verified",
+            Self::TwoFactorFailed => "two_factor_failed",
+            Self::BackupCodeUsed => "backup_code_used",
+            Self::BackupCodesRegenerated => "backup_codes_regenerated",
         }
     }
 }

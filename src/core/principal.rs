@@ -66,3 +66,58 @@ impl fmt::Debug for AuthResult {
 
 /// Result of a refresh: a new pair of the same session and the user.
 pub type RefreshResult = AuthResult;
+
+/// How the user of a session proved who they are: the authentication methods
+/// (RFC 8176 `amr` values such as `pwd`, `otp`, `mfa`) and an assurance level (1: one
+/// factor, 2: two factors). Kept on the session family and copied into every access
+/// token of the family (claims `amr` and `aal`); `/refresh` and silent refresh carry it
+/// over and never raise it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assurance {
+    /// The authentication methods, e.g. `["pwd", "otp", "mfa"]`.
+    pub amr: Vec<String>,
+    /// The assurance level: 1 for one factor, 2 for two.
+    pub level: u8,
+}
+
+impl Assurance {
+    /// One factor, of method `amr` (e.g. `"pwd"`).
+    pub fn single(amr: &str) -> Self {
+        Self {
+            amr: vec![amr.to_owned()],
+            level: 1,
+        }
+    }
+
+    /// `first` then a second factor of method `second` (level 2, `mfa` appended).
+    pub fn two_factor(first: &Assurance, second: &str) -> Self {
+        let mut amr = first.amr.clone();
+        for m in [second, "mfa"] {
+            if !amr.iter().any(|a| a == m) {
+                amr.push(m.to_owned());
+            }
+        }
+        Self { amr, level: 2 }
+    }
+
+    /// `true` at level 2 or above.
+    pub fn has_second_factor(&self) -> bool {
+        self.level >= 2
+    }
+
+    /// The stored form, `"<level>:<amr> <amr>…"` (at most 64 bytes).
+    pub fn to_column(&self) -> String {
+        let mut s = format!("{}:{}", self.level, self.amr.join(" "));
+        s.truncate(64);
+        s
+    }
+
+    /// Parses the stored form; `None` for anything malformed.
+    pub fn from_column(value: &str) -> Option<Self> {
+        let (level, amr) = value.split_once(':')?;
+        Some(Self {
+            level: level.parse().ok()?,
+            amr: amr.split_whitespace().map(str::to_owned).collect(),
+        })
+    }
+}

@@ -20,7 +20,7 @@ use tower_service::Service;
 
 use crate::core::BoxFuture;
 use crate::core::error::{Result, SentriError};
-use crate::core::principal::AuthUser;
+use crate::core::principal::{Assurance, AuthUser};
 use crate::token::AccessClaims;
 
 /// The authenticated caller, available to handlers behind `protect()`.
@@ -105,10 +105,26 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for CurrentUser {
     }
 }
 
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Assurance {
+    type Rejection = Infallible;
+
+    /// How the caller of a guarded route authenticated (`None`: no sentri layer ran, or
+    /// the token carries no `aal` claim, e.g. one issued before assurance was recorded).
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> std::result::Result<Option<Self>, Infallible> {
+        Ok(parts.extensions.get::<Assurance>().cloned())
+    }
+}
+
 /// The outcome of authenticating one request.
 pub struct Authenticated {
     /// Who the caller is.
     pub user: CurrentUser,
+    /// How the caller authenticated, when the credential says (the access token's `amr`
+    /// and `aal` claims). Put into the request extensions as [`Assurance`].
+    pub assurance: Option<Assurance>,
     /// `Set-Cookie` values to add to the response (silent refresh).
     pub set_cookies: Vec<HeaderValue>,
 }
@@ -168,6 +184,14 @@ macro_rules! guard_methods {
             S: Into<String>,
         {
             $crate::http::GuardLayer::authorize(::std::sync::Arc::new(self.clone()), roles)
+        }
+
+        /// A layer that requires a session signed in with a second factor (assurance
+        /// level 2, see [`Assurance`](crate::core::principal::Assurance)): 403
+        /// `TWO_FACTOR_REQUIRED` otherwise. Authenticates by itself when no `protect()`
+        /// ran before it.
+        pub fn require_2fa(&self) -> $crate::http::GuardLayer {
+            $crate::http::GuardLayer::require_2fa(::std::sync::Arc::new(self.clone()))
         }
 
         /// A layer that runs an async permission check; `options.roles` bypass it.
@@ -250,6 +274,7 @@ enum Rule {
     // In an `Arc`: the layer is cloned for every request.
     Permit(Arc<PermitOptions>),
     Scopes(Arc<[String]>),
+    SecondFactor,
 }
 
 /// The layer returned by `protect()`, `authorize(..)` and `permit(..)`.
@@ -266,6 +291,7 @@ impl fmt::Debug for GuardLayer {
             Rule::AnyRole(r) => format!("authorize({r:?})"),
             Rule::Permit(p) => format!("permit({:?})", p.roles),
             Rule::Scopes(s) => format!("require_scopes({s:?})"),
+            Rule::SecondFactor => "require_2fa".to_owned(),
         };
         f.debug_struct("GuardLayer").field("rule", &rule).finish()
     }
@@ -305,6 +331,14 @@ impl GuardLayer {
         Self {
             auth,
             rule: Rule::AnyRole(roles.into()),
+        }
+    }
+
+    /// Requires a session of assurance level 2 (a second factor).
+    pub fn require_2fa(auth: Arc<dyn Authenticate>) -> Self {
+        Self {
+            auth,
+            rule: Rule::SecondFactor,
         }
     }
 
@@ -397,6 +431,9 @@ where
                         // the `CurrentUser` in place (no per-request clone for it).
                         parts.extensions.insert(done.user.user.clone());
                         parts.extensions.insert(done.user);
+                        if let Some(assurance) = done.assurance {
+                            parts.extensions.insert(assurance);
+                        }
                     }
                     Err(err) => return Ok(err.into_response()),
                 }
@@ -413,6 +450,10 @@ where
                     .credential
                     .as_ref()
                     .is_none_or(|c| c.has_scopes(scopes)),
+                (Rule::SecondFactor, Some(_)) => parts
+                    .extensions
+                    .get::<Assurance>()
+                    .is_some_and(Assurance::has_second_factor),
                 // Inserted just above when missing: unreachable, but never let it through.
                 (_, None) => false,
             };
@@ -420,6 +461,12 @@ where
                 inner.call(Request::from_parts(parts, body)).await?
             } else if matches!(layer.rule, Rule::Scopes(_)) {
                 insufficient_scope().into_response()
+            } else if matches!(layer.rule, Rule::SecondFactor) {
+                SentriError::new(
+                    crate::core::error::ErrorCode::TwoFactorRequired,
+                    "This route requires signing in with a second factor",
+                )
+                .into_response()
             } else {
                 SentriError::forbidden("Insufficient permissions").into_response()
             };

@@ -49,6 +49,7 @@ impl ServerAuth {
                 if let Some(user) = credential.authenticate(self.core(), parts).await? {
                     return Ok(Authenticated {
                         user,
+                        assurance: None,
                         set_cookies: Vec::new(),
                     });
                 }
@@ -78,6 +79,7 @@ impl ServerAuth {
         }
         self.check_app_revocation(&claims.sid).await?;
         Ok(Authenticated {
+            assurance: claims.assurance(),
             user: CurrentUser::from(claims),
             set_cookies: Vec::new(),
         })
@@ -110,7 +112,14 @@ impl ServerAuth {
                     }
                 })?;
             let set_cookies = transport.session_cookies(&res);
+            // The refreshed token carries the family's assurance (never more).
+            let assurance = self
+                .inner
+                .tokens
+                .verify_access(&res.access_token)?
+                .assurance();
             Ok(Authenticated {
+                assurance,
                 user: CurrentUser {
                     user: res.user,
                     session_id: res.session_id,

@@ -341,6 +341,10 @@ pub struct ServerConfig {
     /// Proxies whose `X-Forwarded-For` / `Forwarded` header names the client address
     /// (default none: the socket's peer address is the client).
     pub trusted_proxies: Option<TrustedProxies>,
+    /// When `true`, sensitive account operations (change password; capabilities' own,
+    /// e.g. removing a 2FA device) need a session signed in with a second factor
+    /// (`TWO_FACTOR_REQUIRED`, 403, otherwise). Default `false`.
+    pub sensitive_requires_2fa: bool,
 }
 
 impl ServerConfig {
@@ -385,6 +389,7 @@ impl ServerConfig {
             redis_url: None,
             throttling: None,
             trusted_proxies: None,
+            sensitive_requires_2fa: false,
         }
     }
 
@@ -581,6 +586,13 @@ impl ServerConfig {
         self
     }
 
+    /// Requires a second factor for sensitive operations (see
+    /// [`ServerConfig::sensitive_requires_2fa`]).
+    pub fn sensitive_requires_2fa(mut self, on: bool) -> Self {
+        self.sensitive_requires_2fa = on;
+        self
+    }
+
     /// Sets the Redis URL.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.redis_url = Some(url.into());
@@ -645,6 +657,7 @@ impl fmt::Debug for ServerConfig {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("throttling", &self.throttling)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("sensitive_requires_2fa", &self.sensitive_requires_2fa)
             .finish()
     }
 }

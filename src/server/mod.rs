@@ -23,7 +23,7 @@ pub use config::{Hooks, Overrides, ServerConfig};
 pub use postgres::{CreateServerOptions, PostgresConfig, create_auth_server};
 
 use crate::capability::account::AccountService;
-use crate::capability::{Capability, Core, Credential, FirstFactor};
+use crate::capability::{Capability, Core, Credential, FirstFactor, SignIn};
 use crate::core::error::{Result, SentriError};
 use crate::core::events::{AuthEvent, AuthEventKind, EventBus, EventSink};
 use crate::core::principal::{AuthUser, SessionMeta};
@@ -299,6 +299,7 @@ impl ServerAuth {
                 .filter_map(|c| c.login_step())
                 .collect(),
             throttle,
+            sensitive_requires_2fa: config.sensitive_requires_2fa,
         };
         let capabilities = config.capabilities;
         let inner = Arc::new(Inner {
@@ -488,7 +489,24 @@ impl ServerAuth {
     /// With throttling on, the attempt is counted per normalised identifier and per
     /// client address first, and refused with `429 TOO_MANY_ATTEMPTS` (before any
     /// password hashing) when over the limit.
+    ///
+    /// A login that a step challenges (a user with two-factor authentication) opens no
+    /// session and fails here with `TWO_FACTOR_REQUIRED` (403); use
+    /// [`login_or_challenge`](Self::login_or_challenge) to get the challenge itself.
     pub async fn login(&self, input: LoginInput, meta: SessionMeta) -> Result<AuthResult> {
+        match self.login_or_challenge(input, meta).await? {
+            SignIn::Session(res) => Ok(res),
+            SignIn::Challenge(_) => Err(SentriError::new(
+                crate::ErrorCode::TwoFactorRequired,
+                "A second factor is required: use login_or_challenge",
+            )),
+        }
+    }
+
+    /// What `POST /login` runs: like [`login`](Self::login), but a login that a step
+    /// challenges answers [`SignIn::Challenge`] (e.g. `{twoFactorRequired: true,
+    /// twoFactorToken}`) instead of failing. No session exists until the challenge is met.
+    pub async fn login_or_challenge(&self, input: LoginInput, meta: SessionMeta) -> Result<SignIn> {
         let result = match self.login_attempt(&input, &meta).await {
             Ok(attempt) => {
                 let result = self.login_inner(&input, meta.clone()).await;
@@ -499,13 +517,15 @@ impl ServerAuth {
         };
         let now = self.sessions().now();
         let event = match &result {
-            Ok(res) => {
+            Ok(SignIn::Session(res)) => {
                 let mut e = AuthEvent::new(AuthEventKind::LoginSucceeded, now)
                     .user(&res.user.id)
                     .session(&res.session_id);
                 e.user = Some(res.user.clone());
                 e
             }
+            // Not a login yet: the step that challenged reports what happens next.
+            Ok(SignIn::Challenge(_)) => return result,
             Err(err) => {
                 let mut e = AuthEvent::new(AuthEventKind::LoginFailed, now);
                 e.identifier = Some(input.identifier.clone());
@@ -537,12 +557,16 @@ impl ServerAuth {
         throttle.attempt(&keys).await
     }
 
-    async fn login_inner(&self, input: &LoginInput, meta: SessionMeta) -> Result<AuthResult> {
+    async fn login_inner(&self, input: &LoginInput, meta: SessionMeta) -> Result<SignIn> {
         let (user, verified_hash) = self.identity().check_credentials(input).await?;
-        self.core()
-            .run_login_steps(&user, &meta, FirstFactor::Password)
+        let factor = FirstFactor::Password;
+        if let Some(challenge) = self.core().run_login_steps(&user, &meta, factor).await? {
+            return Ok(SignIn::Challenge(challenge));
+        }
+        let res = self
+            .sessions()
+            .open_family(user, meta, &factor.assurance())
             .await?;
-        let res = self.sessions().open_family(user, meta).await?;
         // A password change that committed between our check and our insert revoked every
         // session before ours existed: do not let the old password keep a session.
         if self
@@ -550,7 +574,7 @@ impl ServerAuth {
             .hash_unchanged(&res.user.id, &verified_hash)
             .await?
         {
-            return Ok(res);
+            return Ok(SignIn::Session(res));
         }
         self.sessions().revoke_session(&res.session_id).await?;
         Err(SentriError::invalid_credentials())

@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::ServerAuth;
+use crate::capability::SignIn;
 use crate::core::crypto::secrets_equal;
 use crate::core::error::{ErrorCode, Result, SentriError};
 use crate::http::{CurrentUser, JsonBody, request_meta, success};
@@ -71,16 +72,24 @@ async fn register(State(auth): State<ServerAuth>, req: Request) -> Result<Respon
 async fn login(State(auth): State<ServerAuth>, req: Request) -> Result<Response> {
     let meta = request_meta(req.headers(), req.extensions());
     let JsonBody(input): JsonBody<LoginInput> = JsonBody::from_request(req, &()).await?;
-    let res = auth
+    let login = &auth.inner.overrides.login;
+    let outcome = if login.is_set() {
+        // An override answers with a session (its `auth.login()` fails for a login that
+        // needs a second factor).
+        let input = (input, meta);
+        let res = login
+            .run(auth.clone(), input, |a, (i, m)| async move {
+                a.login(i, m).await
+            })
+            .await?;
+        SignIn::Session(res)
+    } else {
+        auth.login_or_challenge(input, meta).await?
+    };
+    Ok(auth
         .inner
-        .overrides
-        .login
-        .run(auth.clone(), (input, meta), |a, (i, m)| async move {
-            a.login(i, m).await
-        })
-        .await?;
-    let transport = &auth.inner.core.transport;
-    Ok(transport.token_response(StatusCode::OK, "Login successful", &res))
+        .core
+        .sign_in_response(&outcome, "Login successful"))
 }
 
 #[derive(Deserialize)]

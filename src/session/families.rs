@@ -24,7 +24,7 @@
 use sea_query::{CaseStatement, Expr, ExprTrait, Query};
 
 use super::schema::{
-    CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, IP, LAST_USED_AT, MAX_EXPIRES_AT,
+    ASSURANCE, CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, IP, LAST_USED_AT, MAX_EXPIRES_AT,
     PREVIOUS_HASH, REFRESH_HASH, REVOCATION, REVOKED_AT, ROTATED_FROM, SESSIONS, USER_AGENT,
     USER_ID,
 };
@@ -126,10 +126,22 @@ impl Database {
         first: &NewSession,
         now: i64,
     ) -> Result<SessionRecord, SentriError> {
+        self.open_family_with(family, first, now, None).await
+    }
+
+    /// [`open_family`](Self::open_family) recording how the login was authenticated
+    /// (`Assurance::to_column`).
+    pub async fn open_family_with(
+        &self,
+        family: &NewFamily,
+        first: &NewSession,
+        now: i64,
+        assurance: Option<&str>,
+    ) -> Result<SessionRecord, SentriError> {
         let record = first.to_record(now);
         let insert_family = Query::insert()
             .into_table(FAMILIES)
-            .columns(FAMILY_COLUMNS)
+            .columns(FAMILY_COLUMNS.into_iter().chain([ASSURANCE]))
             .values([
                 Expr::val(family.id.as_str()),
                 Expr::val(family.user_id.as_str()),
@@ -137,6 +149,7 @@ impl Database {
                 Expr::val(std::cmp::min(family.expires_at, family.max_expires_at)),
                 Expr::val(family.max_expires_at),
                 Expr::val(None::<i64>),
+                Expr::val(assurance.map(str::to_owned)),
             ])
             .map_err(SentriError::internal)?
             .to_owned();
@@ -171,6 +184,31 @@ impl Database {
                     .await
                     .map_err(db_err)?;
                 row.as_ref().map(family_from_row).transpose()
+            })
+        })
+        .await
+    }
+
+    /// The stored assurance of a family (`None`: not recorded, or no such family).
+    pub async fn family_assurance(&self, id: &str) -> Result<Option<String>, SentriError> {
+        let (sql, values) = self.build(
+            &Query::select()
+                .column(ASSURANCE)
+                .from(FAMILIES)
+                .and_where(Expr::col(ID).eq(id))
+                .limit(1)
+                .to_owned(),
+        );
+        self.read(|| async {
+            on_pool!(self, pool => {
+                let row = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_err)?;
+                match row {
+                    Some(r) => sqlx::Row::try_get::<Option<String>, _>(&r, 0).map_err(db_err),
+                    None => Ok(None),
+                }
             })
         })
         .await

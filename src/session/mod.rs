@@ -40,8 +40,8 @@ use crate::core::clock::{Clock, duration_ms};
 use crate::core::crypto::{clip, sha256_b64, sha256_hex};
 use crate::core::error::{Result, SentriError};
 use crate::core::events::{AuthEvent, AuthEventKind, EventBus};
+use crate::core::principal::{Assurance, AuthUser, SessionMeta};
 pub use crate::core::principal::{AuthResult, RefreshResult};
-use crate::core::principal::{AuthUser, SessionMeta};
 use crate::db::Database;
 use crate::token::{RefreshClaims, TokenService};
 
@@ -125,6 +125,7 @@ impl Sessions {
         &self,
         user: AuthUser,
         meta: SessionMeta,
+        assurance: &Assurance,
     ) -> Result<AuthResult> {
         let now = self.now();
         let family = NewFamily {
@@ -135,8 +136,12 @@ impl Sessions {
         };
         let jti = TokenService::new_refresh_jti();
         let row = self.new_session_row(&family, &jti, None, meta);
-        self.db.open_family(&family, &row, now).await?;
-        self.finish_session(user, family.id, &jti).await
+        let column = assurance.to_column();
+        self.db
+            .open_family_with(&family, &row, now, Some(&column))
+            .await?;
+        self.finish_session(user, family.id, &jti, Some(assurance))
+            .await
     }
 
     fn new_session_row(
@@ -164,8 +169,9 @@ impl Sessions {
         user: AuthUser,
         family: String,
         jti: &str,
+        assurance: Option<&Assurance>,
     ) -> Result<AuthResult> {
-        let (access_token, _) = self.tokens.sign_access(&user, &family)?;
+        let (access_token, _) = self.tokens.sign_access_with(&user, &family, assurance)?;
         let refresh_token = self.tokens.sign_refresh(&user.id, &family, jti)?;
         self.cache.remember(&family).await;
         Ok(AuthResult {
@@ -230,7 +236,9 @@ impl Sessions {
         match self.db.rotate_session(&row, &next, now).await? {
             Rotation::Rotated(_) => {
                 self.emit(AuthEventKind::Refreshed, &user.id, &family.id);
-                Ok(Some(self.finish_session(user, family.id, &next_jti).await?))
+                let assurance = self.family_assurance(&family.id).await?;
+                let res = self.finish_session(user, family.id, &next_jti, assurance.as_ref());
+                Ok(Some(res.await?))
             }
             Rotation::Superseded => Ok(None),
             Rotation::FamilyEnded => Err(self.ended_error(&row.family_id, now).await),
@@ -271,9 +279,15 @@ impl Sessions {
             return Ok(None);
         }
         let user = self.load_session_user(&next).await?;
-        Ok(Some(
-            self.finish_session(user, next.family_id, &next_jti).await?,
-        ))
+        let assurance = self.family_assurance(&next.family_id).await?;
+        let res = self.finish_session(user, next.family_id, &next_jti, assurance.as_ref());
+        Ok(Some(res.await?))
+    }
+
+    /// The assurance recorded for a family (refreshes carry it over unchanged).
+    async fn family_assurance(&self, family: &str) -> Result<Option<Assurance>> {
+        let stored = self.db.family_assurance(family).await?;
+        Ok(stored.as_deref().and_then(Assurance::from_column))
     }
 
     async fn load_session_user(&self, row: &SessionRecord) -> Result<AuthUser> {

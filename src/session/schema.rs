@@ -25,6 +25,7 @@ pub(crate) const IP: &str = "ip";
 pub(crate) const MAX_EXPIRES_AT: &str = "max_expires_at";
 pub(crate) const REVOKED_AT: &str = "revoked_at";
 pub(crate) const REVOCATION: &str = "revocation";
+pub(crate) const ASSURANCE: &str = "assurance";
 
 /// The migrations of the session tables (after the users table).
 pub(crate) const MIGRATIONS: &[Migration] = &[
@@ -38,7 +39,23 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 2,
         up: families_table,
     },
+    Migration {
+        component: "session-assurance",
+        version: 1,
+        up: family_assurance,
+    },
 ];
+
+/// `session-assurance` version 1: how each family's login was authenticated
+/// (`Assurance::to_column`; `NULL` for families opened before, whose tokens carry no
+/// `amr`/`aal`).
+fn family_assurance(target: Target) -> Vec<String> {
+    let alter = sea_query::Table::alter()
+        .table(FAMILIES)
+        .add_column(ColumnDef::new(ASSURANCE).string_len(64).null())
+        .to_owned();
+    vec![target.ddl(&alter)]
+}
 
 fn user_fk(name: &str, table: &'static str) -> ForeignKeyCreateStatement {
     ForeignKey::create()

@@ -31,7 +31,7 @@ pub use keys::SigningKey;
 pub use verify::{Verifier, peek_kid};
 
 use crate::core::error::{Result, SentriError};
-use crate::core::principal::AuthUser;
+use crate::core::principal::{Assurance, AuthUser};
 use verify::TokenKind;
 
 /// Header `typ` of access tokens (RFC 9068).
@@ -101,6 +101,23 @@ pub struct AccessClaims {
     /// Audience, when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+    /// How the user authenticated (RFC 8176 values such as `pwd`, `otp`, `mfa`), when
+    /// the session records it (absent on tokens of sessions older than that record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+    /// The assurance level of the session (1: one factor, 2: two), when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aal: Option<u8>,
+}
+
+impl AccessClaims {
+    /// The assurance the token carries (`None` when it has no `aal` claim).
+    pub fn assurance(&self) -> Option<Assurance> {
+        Some(Assurance {
+            amr: self.amr.clone().unwrap_or_default(),
+            level: self.aal?,
+        })
+    }
 }
 
 /// The claims of a refresh token.
@@ -260,6 +277,16 @@ impl TokenService {
 
     /// Signs an access token for `user` in session `sid`; returns the token and its claims.
     pub fn sign_access(&self, user: &AuthUser, sid: &str) -> Result<(String, AccessClaims)> {
+        self.sign_access_with(user, sid, None)
+    }
+
+    /// Signs an access token carrying the session's `assurance` (claims `amr`, `aal`).
+    pub fn sign_access_with(
+        &self,
+        user: &AuthUser,
+        sid: &str,
+        assurance: Option<&Assurance>,
+    ) -> Result<(String, AccessClaims)> {
         let iat = now_secs();
         let claims = AccessClaims {
             sub: user.id.clone(),
@@ -271,6 +298,8 @@ impl TokenService {
             jti: uuid::Uuid::new_v4().to_string(),
             iss: self.inner.opts.issuer.clone(),
             aud: self.inner.opts.audience.clone(),
+            amr: assurance.map(|a| a.amr.clone()),
+            aal: assurance.map(|a| a.level),
         };
         let token = self.encode(TYP_ACCESS, &claims)?;
         Ok((token, claims))

@@ -23,3 +23,4 @@ mod secrets;
 mod services;
 mod store_conformance;
 mod support;
+mod two_factor;

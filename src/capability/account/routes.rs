@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::{Account, AccountService};
 use crate::capability::Core;
 use crate::core::error::{Result, SentriError};
+use crate::core::principal::Assurance;
 use crate::http::guard::CurrentUser;
 use crate::http::{JsonBody, success};
 
@@ -46,8 +47,10 @@ struct ChangePasswordBody {
 async fn change_password(
     State(s): State<State_>,
     user: CurrentUser,
+    assurance: Option<Assurance>,
     JsonBody(body): JsonBody<ChangePasswordBody>,
 ) -> Result<Response> {
+    s.core.check_sensitive(assurance.as_ref())?;
     let input = (user.user.id, body.current_password, body.new_password);
     s.account
         .change_password

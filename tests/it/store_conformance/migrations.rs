@@ -30,7 +30,8 @@ async fn idempotent_and_concurrent(t: &TestDb) {
         vec![
             ("identity".to_owned(), 1),
             ("session".to_owned(), 1),
-            ("session".to_owned(), 2)
+            ("session".to_owned(), 2),
+            ("session-assurance".to_owned(), 1)
         ],
         "{}",
         t.name

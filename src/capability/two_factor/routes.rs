@@ -1,0 +1,144 @@
+//! The two-factor routes: parse, call the service, answer.
+
+use axum::Router;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use serde::Deserialize;
+
+use super::TwoFactorService;
+use crate::capability::{Core, SignIn};
+use crate::core::error::{ErrorCode, Result, SentriError};
+use crate::core::principal::Assurance;
+use crate::http::guard::CurrentUser;
+use crate::http::{JsonBody, request_meta, success};
+
+pub(super) fn router(service: TwoFactorService, core: &Core) -> Router {
+    let signed_in = Router::new()
+        .route("/2fa", get(status))
+        .route("/2fa/totp/enroll", post(enroll))
+        .route("/2fa/totp/confirm", post(confirm))
+        .route("/2fa/totp/{id}", delete(remove))
+        .route("/2fa/backup-codes", post(regenerate))
+        .route_layer(core.protect());
+    Router::new()
+        .route("/2fa/verify", post(verify))
+        .merge(signed_in)
+        .with_state(service)
+}
+
+async fn status(State(s): State<TwoFactorService>, user: CurrentUser) -> Result<Response> {
+    let data = s.status(&user.user.id).await?;
+    Ok(success(StatusCode::OK, "Two-factor status", data))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnrollBody {
+    password: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn enroll(
+    State(s): State<TwoFactorService>,
+    user: CurrentUser,
+    assurance: Option<Assurance>,
+    JsonBody(body): JsonBody<EnrollBody>,
+) -> Result<Response> {
+    let enrolment = s
+        .enroll(&user.user, &body.password, body.name, assurance.as_ref())
+        .await?;
+    Ok(success(
+        StatusCode::CREATED,
+        "Confirm the device with a code",
+        enrolment,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfirmBody {
+    device_id: String,
+    code: String,
+}
+
+async fn confirm(
+    State(s): State<TwoFactorService>,
+    user: CurrentUser,
+    JsonBody(body): JsonBody<ConfirmBody>,
+) -> Result<Response> {
+    let codes = s
+        .confirm(&user.user.id, &body.device_id, &body.code)
+        .await?;
+    Ok(success(
+        StatusCode::OK,
+        "Two-factor device confirmed",
+        serde_json::json!({ "backupCodes": codes }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BothFactors {
+    password: String,
+    code: String,
+}
+
+async fn remove(
+    State(s): State<TwoFactorService>,
+    user: CurrentUser,
+    assurance: Option<Assurance>,
+    path: std::result::Result<Path<String>, axum::extract::rejection::PathRejection>,
+    JsonBody(body): JsonBody<BothFactors>,
+) -> Result<Response> {
+    let Ok(Path(id)) = path else {
+        return Err(SentriError::new(ErrorCode::NotFound, "No such device"));
+    };
+    s.core.check_sensitive(assurance.as_ref())?;
+    s.remove_device(&user.user.id, &id, &body.password, &body.code)
+        .await?;
+    Ok(success(
+        StatusCode::OK,
+        "Two-factor device removed",
+        serde_json::Value::Null,
+    ))
+}
+
+async fn regenerate(
+    State(s): State<TwoFactorService>,
+    user: CurrentUser,
+    JsonBody(body): JsonBody<BothFactors>,
+) -> Result<Response> {
+    let codes = s
+        .regenerate_backup_codes(&user.user.id, &body.password, &body.code)
+        .await?;
+    Ok(success(
+        StatusCode::OK,
+        "Backup codes regenerated",
+        serde_json::json!({ "backupCodes": codes }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VerifyBody {
+    two_factor_token: String,
+    code: String,
+}
+
+async fn verify(State(s): State<TwoFactorService>, req: Request) -> Result<Response> {
+    let meta = request_meta(req.headers(), req.extensions());
+    let JsonBody(body) = JsonBody::<VerifyBody>::from_request(req, &()).await?;
+    if body.two_factor_token.len() > 256 || body.code.len() > 64 {
+        return Err(SentriError::validation(
+            "twoFactorToken or code is too long",
+        ));
+    }
+    let res = s
+        .verify_login(&body.two_factor_token, &body.code, meta)
+        .await?;
+    Ok(s.core
+        .sign_in_response(&SignIn::Session(res), "Login successful"))
+}
