@@ -13,11 +13,14 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use sentri::capability::lifecycle::Lifecycle;
 use sentri::db::Database;
+use sentri::identity::ProvisionUser;
+use sentri::mail::LogMailer;
 use sentri::token::{Algorithm, SigningKey};
 use sentri::{
-    AccessCookieConfig, CookieConfig, CurrentUser, IdempotencyOptions, PermitOptions,
-    RegisterInput, SentriError, ServerAuth, ServerConfig, create_auth, http::success,
+    AccessCookieConfig, CookieConfig, CurrentUser, IdempotencyOptions, PermitOptions, SentriError,
+    ServerAuth, ServerConfig, create_auth, http::success,
 };
 
 fn env(name: &str) -> Option<String> {
@@ -139,24 +142,45 @@ async fn ensure_admin(auth: &ServerAuth) -> Result<(), SentriError> {
     else {
         return Ok(());
     };
-    let normalized = auth.normalize_identifier(&identifier)?;
-    if auth
-        .database()
-        .find_user_by_identifier(&normalized)
-        .await?
-        .is_some()
-    {
-        return Ok(());
-    }
-    auth.register(RegisterInput {
-        identifier,
-        password,
-        roles: Some(vec!["admin".into(), "user".into()]),
-    })
-    .await?;
-    tracing::info!("created the admin user");
+    // Idempotent: the same admin on every start; a different user with that identifier
+    // is a conflict, never silently changed.
+    let admin = ProvisionUser::new(identifier, password)
+        .roles(["admin", "user"])
+        .mark_email_verified(true);
+    auth.provision_user(admin).await?;
+    tracing::info!("admin user in place");
     Ok(())
 }
+
+// --- account lifecycle: verification, reset, sign-in links -----------------------------
+/// The lifecycle capability: real mail when `SMTP_URL` is set (feature `smtp`), else the
+/// log mailer — **development only, not for production**: it writes links and codes to
+/// the log.
+fn lifecycle() -> Result<Lifecycle, SentriError> {
+    let lifecycle = match env("SMTP_URL") {
+        #[cfg(feature = "smtp")]
+        Some(url) => Lifecycle::new(sentri::mail::SmtpMailer::from_url(&url)?),
+        #[cfg(not(feature = "smtp"))]
+        Some(_) => {
+            return Err(SentriError::configuration(
+                "SMTP_URL needs the `smtp` feature: cargo run --example server --features smtp",
+            ));
+        }
+        None => {
+            tracing::warn!(
+                "SMTP_URL is not set: using the log mailer (development only, not for production)"
+            );
+            Lifecycle::new(LogMailer)
+        }
+    };
+    let lifecycle =
+        lifecycle.app_url(env("APP_URL").unwrap_or_else(|| "http://localhost:3000".into()));
+    match env("MAIL_FROM") {
+        Some(from) => lifecycle.sender("sentri example", &from),
+        None => Ok(lifecycle),
+    }
+}
+// --- end account lifecycle ---------------------------------------------------------------
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = env("SENTRI_ADDR")
@@ -199,7 +223,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(origins) = env("SENTRI_TRUSTED_ORIGINS") {
         config = config.trusted_origins(origins.split(',').map(str::trim));
     }
-    let auth = create_auth(config)?;
+    let auth = create_auth(config.with(lifecycle()?))?;
     auth.migrate().await?;
     ensure_admin(&auth).await?;
 

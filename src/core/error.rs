@@ -59,6 +59,9 @@ pub enum ErrorCode {
     /// The request with this idempotency key already ran, but its response could not be
     /// stored for replay (larger than `max_body`); it is not run again (409).
     IdempotencyNotReplayable,
+    /// The password was right but the account's email address is not verified yet, and
+    /// the app requires it (403).
+    EmailNotVerified,
     /// An application's own code (the Rust form of subclassing `SentriError`).
     Custom(Cow<'static, str>),
 }
@@ -84,6 +87,7 @@ impl ErrorCode {
             Self::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
             Self::IdempotencyKeyMismatch => "IDEMPOTENCY_KEY_MISMATCH",
             Self::IdempotencyNotReplayable => "IDEMPOTENCY_NOT_REPLAYABLE",
+            Self::EmailNotVerified => "EMAIL_NOT_VERIFIED",
             Self::Custom(code) => code,
         }
     }
@@ -100,6 +104,7 @@ impl ErrorCode {
             | Self::IdempotencyInProgress
             | Self::IdempotencyNotReplayable => StatusCode::CONFLICT,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::EmailNotVerified => StatusCode::FORBIDDEN,
             Self::InvalidRole | Self::ValidationError => StatusCode::BAD_REQUEST,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -324,6 +329,7 @@ mod tests {
             (ErrorCode::IdempotencyInProgress, 409),
             (ErrorCode::IdempotencyKeyMismatch, 422),
             (ErrorCode::IdempotencyNotReplayable, 409),
+            (ErrorCode::EmailNotVerified, 403),
             (ErrorCode::Custom("WHATEVER".into()), 500),
         ];
         for (code, status) in cases {

@@ -40,6 +40,12 @@ pub enum AuthEventKind {
     IdentifierChanged,
     /// Roles were changed.
     RolesChanged,
+    /// An account's email address was verified.
+    EmailVerified,
+    /// A password was reset by an emailed token (every session of the user ended).
+    PasswordReset,
+    /// A message could not be sent after every retry (`error` says why; no content).
+    MailFailed,
 }
 
 impl AuthEventKind {
@@ -56,6 +62,9 @@ impl AuthEventKind {
             Self::PasswordChanged => "password_changed",
             Self::IdentifierChanged => "identifier_changed",
             Self::RolesChanged => "roles_changed",
+            Self::EmailVerified => "email_verified",
+            Self::PasswordReset => "password_reset",
+            Self::MailFailed => "mail_failed",
         }
     }
 }
@@ -134,7 +143,9 @@ impl EventSink for TracingSink {
             event.session_id.as_deref().unwrap_or("-"),
         );
         match event.kind {
-            AuthEventKind::LoginFailed | AuthEventKind::ReuseDetected => {
+            AuthEventKind::LoginFailed
+            | AuthEventKind::ReuseDetected
+            | AuthEventKind::MailFailed => {
                 tracing::warn!(target: "sentri::events", kind, user, session, "auth event");
             }
             _ => tracing::info!(target: "sentri::events", kind, user, session, "auth event"),

@@ -22,6 +22,7 @@ use crate::core::{BoxFuture, Override, RevocationCheck};
 use crate::db::Database;
 use crate::http::transport::{AccessCookieConfig, CookieConfig};
 use crate::identity::{IdentifierCase, LoginInput, RegisterInput};
+use crate::password::PasswordPolicy;
 use crate::session::{AuthResult, RefreshResult};
 use crate::token::SigningKey;
 
@@ -322,6 +323,9 @@ pub struct ServerConfig {
     pub identifier_case: IdentifierCase,
     /// Redis URL: idempotency store and cross-process revocation broadcast.
     pub redis_url: Option<String>,
+    /// The policy of every new password (register, change, reset, provisioning);
+    /// default: 8 characters to 1024 bytes, no application check.
+    pub password_policy: PasswordPolicy,
 }
 
 impl ServerConfig {
@@ -361,7 +365,14 @@ impl ServerConfig {
             clock: Arc::new(SystemClock),
             identifier_case: IdentifierCase::Insensitive,
             redis_url: None,
+            password_policy: PasswordPolicy::default(),
         }
+    }
+
+    /// Sets the password policy of every new password (see [`PasswordPolicy`]).
+    pub fn password_policy(mut self, policy: PasswordPolicy) -> Self {
+        self.password_policy = policy;
+        self
     }
 
     /// Adds a previous key that still verifies (key rotation). The first key signs.
@@ -586,6 +597,7 @@ impl fmt::Debug for ServerConfig {
             .field("clock", &self.clock)
             .field("identifier_case", &self.identifier_case)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("password_policy", &self.password_policy)
             .finish()
     }
 }
