@@ -17,10 +17,13 @@ use sentri::capability::two_factor::TwoFactor;
 use sentri::core::seal::Sealer;
 use sentri::db::Database;
 use sentri::keystore::KeyStoreConfig;
+use sentri::capability::lifecycle::Lifecycle;
+use sentri::identity::ProvisionUser;
+use sentri::mail::LogMailer;
 use sentri::token::{Algorithm, SigningKey};
 use sentri::{
-    AccessCookieConfig, CookieConfig, CurrentUser, IdempotencyOptions, PermitOptions,
-    RegisterInput, SentriError, ServerAuth, ServerConfig, create_auth, http::success,
+    AccessCookieConfig, CookieConfig, CurrentUser, IdempotencyOptions, PermitOptions, SentriError,
+    ServerAuth, ServerConfig, create_auth, http::success,
 };
 
 fn env(name: &str) -> Option<String> {
@@ -177,22 +180,13 @@ async fn ensure_admin(auth: &ServerAuth) -> Result<(), SentriError> {
     else {
         return Ok(());
     };
-    let normalized = auth.normalize_identifier(&identifier)?;
-    if auth
-        .database()
-        .find_user_by_identifier(&normalized)
-        .await?
-        .is_some()
-    {
-        return Ok(());
-    }
-    auth.register(RegisterInput {
-        identifier,
-        password,
-        roles: Some(vec!["admin".into(), "user".into()]),
-    })
-    .await?;
-    tracing::info!("created the admin user");
+    // Idempotent: the same admin on every start; a different user with that identifier
+    // is a conflict, never silently changed.
+    let admin = ProvisionUser::new(identifier, password)
+        .roles(["admin", "user"])
+        .mark_email_verified(true);
+    auth.provision_user(admin).await?;
+    tracing::info!("admin user in place");
     Ok(())
 }
 
@@ -217,6 +211,35 @@ fn key_store() -> Result<Option<KeyStoreConfig>, SentriError> {
     }
     Ok(Some(store))
 }
+// --- account lifecycle: verification, reset, sign-in links -----------------------------
+/// The lifecycle capability: real mail when `SMTP_URL` is set (feature `smtp`), else the
+/// log mailer — **development only, not for production**: it writes links and codes to
+/// the log.
+fn lifecycle() -> Result<Lifecycle, SentriError> {
+    let lifecycle = match env("SMTP_URL") {
+        #[cfg(feature = "smtp")]
+        Some(url) => Lifecycle::new(sentri::mail::SmtpMailer::from_url(&url)?),
+        #[cfg(not(feature = "smtp"))]
+        Some(_) => {
+            return Err(SentriError::configuration(
+                "SMTP_URL needs the `smtp` feature: cargo run --example server --features smtp",
+            ));
+        }
+        None => {
+            tracing::warn!(
+                "SMTP_URL is not set: using the log mailer (development only, not for production)"
+            );
+            Lifecycle::new(LogMailer)
+        }
+    };
+    let lifecycle =
+        lifecycle.app_url(env("APP_URL").unwrap_or_else(|| "http://localhost:3000".into()));
+    match env("MAIL_FROM") {
+        Some(from) => lifecycle.sender("sentri example", &from),
+        None => Ok(lifecycle),
+    }
+}
+// --- end account lifecycle ---------------------------------------------------------------
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = env("SENTRI_ADDR")
@@ -283,7 +306,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     // --- two-factor authentication: TOTP sealed under SENTRI_2FA_KEY (base64, 32 bytes) ---
     config = config.with(two_factor()?);
-    let auth = create_auth(config)?;
+    let auth = create_auth(config.with(lifecycle()?))?;
     auth.migrate().await?;
     ensure_admin(&auth).await?;
 

@@ -33,6 +33,7 @@ pub mod identity;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod keystore;
+pub mod mail;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod password;
@@ -61,7 +62,7 @@ pub use http::transport::{AccessCookieConfig, CookieConfig, SameSite};
 pub use http::{ApiResponse, CurrentUser, GuardLayer, PermitOptions};
 pub use idempotency::{IdempotencyKey, IdempotencyLayer, IdempotencyOptions};
 #[cfg(feature = "server")]
-pub use identity::{IdentifierCase, LoginInput, RegisterInput};
+pub use identity::{IdentifierCase, LoginInput, ProvisionUser, RegisterInput};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use server::{CreateServerOptions, PostgresConfig, create_auth_server};

@@ -28,6 +28,7 @@ pub mod devices;
 #[cfg_attr(docsrs, doc(cfg(feature = "api-keys")))]
 pub mod api_keys;
 pub mod two_factor;
+pub mod lifecycle;
 
 use std::fmt;
 use std::sync::Arc;
@@ -310,5 +311,11 @@ pub trait Capability: Send + Sync + 'static {
     /// Sinks that receive every security event.
     fn event_sinks(&self) -> Vec<Arc<dyn EventSink>> {
         Vec::new()
+    }
+
+    /// `true` when this capability closes public sign-up: the core `POST /register`
+    /// then answers 404 `NOT_FOUND` (trusted server-side creation still works).
+    fn closes_signup(&self) -> bool {
+        false
     }
 }

@@ -79,6 +79,9 @@ pub enum ErrorCode {
     TwoFactorInvalid,
     /// Too many wrong second-factor codes for this user: wait (429, `Retry-After`).
     TwoFactorLocked,
+    /// The password was right but the account's email address is not verified yet, and
+    /// the app requires it (403).
+    EmailNotVerified,
     /// An application's own code (the Rust form of subclassing `SentriError`).
     Custom(Cow<'static, str>),
 }
@@ -113,6 +116,7 @@ impl ErrorCode {
             Self::TwoFactorRequired => "TWO_FACTOR_REQUIRED",
             Self::TwoFactorInvalid => "TWO_FACTOR_INVALID",
             Self::TwoFactorLocked => "TWO_FACTOR_LOCKED",
+            Self::EmailNotVerified => "EMAIL_NOT_VERIFIED",
             Self::Custom(code) => code,
         }
     }
@@ -129,6 +133,7 @@ impl ErrorCode {
             | Self::IdempotencyInProgress
             | Self::IdempotencyNotReplayable => StatusCode::CONFLICT,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::EmailNotVerified => StatusCode::FORBIDDEN,
             Self::InvalidRole | Self::ValidationError => StatusCode::BAD_REQUEST,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -365,6 +370,7 @@ mod tests {
             (ErrorCode::TwoFactorRequired, 403),
             (ErrorCode::TwoFactorInvalid, 401),
             (ErrorCode::TwoFactorLocked, 429),
+            (ErrorCode::EmailNotVerified, 403),
             (ErrorCode::Custom("WHATEVER".into()), 500),
             (ErrorCode::ApiKeyInvalid, 401),
             (ErrorCode::ApiKeyExpired, 401),

@@ -61,6 +61,12 @@ pub enum AuthEventKind {
     BackupCodeUsed,
     /// The backup codes were regenerated (the old set no longer works).
     BackupCodesRegenerated,
+    /// An account's email address was verified.
+    EmailVerified,
+    /// A password was reset by an emailed token (every session of the user ended).
+    PasswordReset,
+    /// A message could not be sent after every retry (`error` says why; no content).
+    MailFailed,
 }
 
 impl AuthEventKind {
@@ -87,6 +93,9 @@ impl AuthEventKind {
             Self::TwoFactorFailed => "two_factor_failed",
             Self::BackupCodeUsed => "backup_code_used",
             Self::BackupCodesRegenerated => "backup_codes_regenerated",
+            Self::EmailVerified => "email_verified",
+            Self::PasswordReset => "password_reset",
+            Self::MailFailed => "mail_failed",
         }
     }
 }
@@ -170,7 +179,8 @@ impl EventSink for TracingSink {
         match event.kind {
             AuthEventKind::LoginFailed
             | AuthEventKind::ReuseDetected
-            | AuthEventKind::ApiKeyRejected => {
+            | AuthEventKind::ApiKeyRejected
+            | AuthEventKind::MailFailed => {
                 tracing::warn!(target: "sentri::events", kind, user, session, "auth event");
             }
             _ => tracing::info!(target: "sentri::events", kind, user, session, "auth event"),

@@ -15,12 +15,12 @@ pub use normalize::{
     IdentifierCase, IdentifierCollision, IdentifierMigrationReport, MAX_IDENTIFIER_BYTES,
     normalize_identifier,
 };
-pub use store::{NewUser, UserRecord};
+pub use store::{EmailState, NewUser, UserRecord};
 
 use crate::core::error::{Result, SentriError};
 use crate::core::principal::AuthUser;
 use crate::db::Database;
-use crate::password::{MAX_PASSWORD_BYTES, PasswordCheck, PasswordHasher, validate_password};
+use crate::password::{MAX_PASSWORD_BYTES, PasswordCheck, PasswordHasher, PasswordPolicy};
 
 /// Input of [`ServerAuth::register`](crate::ServerAuth::register).
 #[derive(Clone, Deserialize)]
@@ -41,6 +41,79 @@ impl fmt::Debug for RegisterInput {
             .field("identifier", &self.identifier)
             .field("password", &"<redacted>")
             .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+/// Input of [`ServerAuth::provision_user`](crate::ServerAuth::provision_user): a user
+/// created by trusted server-side code (an admin bootstrap), not by a request.
+///
+/// ```
+/// use sentri::identity::ProvisionUser;
+/// let admin = ProvisionUser::new("admin@example.com", "a long admin password")
+///     .roles(["admin"])
+///     .mark_email_verified(true);
+/// # let _ = admin;
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ProvisionUser {
+    /// The login identifier (normalised like a registration's).
+    pub identifier: String,
+    /// The password (the configured password policy applies).
+    pub password: String,
+    /// Roles, any of `valid_roles`; default (empty): the first public role.
+    pub roles: Vec<String>,
+    /// The account's address when the identifier is not one (a username).
+    pub email: Option<String>,
+    /// Store the address as verified (default `false`).
+    pub mark_email_verified: bool,
+}
+
+impl ProvisionUser {
+    /// A user with this identifier and password, the default role, no separate address,
+    /// not verified.
+    pub fn new(identifier: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            identifier: identifier.into(),
+            password: password.into(),
+            roles: Vec::new(),
+            email: None,
+            mark_email_verified: false,
+        }
+    }
+
+    /// Sets the roles.
+    pub fn roles<I, S>(mut self, roles: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the address of a username account.
+    pub fn email(mut self, email: impl Into<String>) -> Self {
+        self.email = Some(email.into());
+        self
+    }
+
+    /// Stores the address as verified.
+    pub fn mark_email_verified(mut self, on: bool) -> Self {
+        self.mark_email_verified = on;
+        self
+    }
+}
+
+impl fmt::Debug for ProvisionUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProvisionUser")
+            .field("identifier", &self.identifier)
+            .field("password", &"<redacted>")
+            .field("roles", &self.roles)
+            .field("email", &self.email)
+            .field("mark_email_verified", &self.mark_email_verified)
             .finish()
     }
 }
@@ -128,6 +201,8 @@ pub(crate) struct Identity {
     pub(crate) hasher: PasswordHasher,
     pub(crate) roles: Roles,
     pub(crate) case: IdentifierCase,
+    /// The password policy every new password follows.
+    pub(crate) policy: PasswordPolicy,
 }
 
 impl Identity {
@@ -140,7 +215,7 @@ impl Identity {
     /// an identifier that is taken; the insert still enforces uniqueness under races.
     pub(crate) async fn register(&self, input: RegisterInput) -> Result<AuthUser> {
         let identifier = self.normalize(&input.identifier)?;
-        validate_password(&input.password)?;
+        self.policy.validate(&input.password)?;
         let roles = match input.roles {
             Some(roles) if !roles.is_empty() => dedupe(roles),
             _ => self.roles.public.first().cloned().into_iter().collect(),

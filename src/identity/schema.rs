@@ -11,17 +11,41 @@ pub(crate) const PASSWORD_HASH: &str = "password_hash";
 pub(crate) const ROLES: &str = "roles";
 pub(crate) const CREATED_AT: &str = "created_at";
 pub(crate) const UPDATED_AT: &str = "updated_at";
+/// The account's proven (or provisioned) email address; see [`EMAIL_VERIFIED_AT`].
+pub(crate) const EMAIL: &str = "email";
+/// When [`EMAIL`] was proven to belong to the user (unix ms), or `NULL`.
+pub(crate) const EMAIL_VERIFIED_AT: &str = "email_verified_at";
 
 /// The data migration that moves stored identifiers to the current normal form (run by
 /// `ServerAuth::migrate`, recorded under this component).
 pub(crate) const IDENTIFIER_FORM: (&str, i64) = ("identity-form", 1);
 
 /// The migrations of the users table.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    component: "identity",
-    version: 1,
-    up: users_table,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "identity",
+        version: 1,
+        up: users_table,
+    },
+    Migration {
+        component: "identity-email",
+        version: 1,
+        up: email_columns,
+    },
+];
+
+/// `identity-email` 1: the account's email address and when it was verified.
+fn email_columns(target: Target) -> Vec<String> {
+    let email = Table::alter()
+        .table(USERS)
+        .add_column(ColumnDef::new(EMAIL).string_len(320).null())
+        .to_owned();
+    let verified = Table::alter()
+        .table(USERS)
+        .add_column(ColumnDef::new(EMAIL_VERIFIED_AT).big_integer().null())
+        .to_owned();
+    vec![target.ddl(&email), target.ddl(&verified)]
+}
 
 fn users_table(target: Target) -> Vec<String> {
     let mut users = Table::create();

@@ -5,7 +5,9 @@ use std::fmt;
 use sea_query::{Expr, ExprTrait, Func, Query, SelectStatement};
 use sea_query_sqlx::SqlxValues;
 
-use super::schema::{CREATED_AT, ID, IDENTIFIER, PASSWORD_HASH, ROLES, UPDATED_AT, USERS};
+use super::schema::{
+    CREATED_AT, EMAIL, EMAIL_VERIFIED_AT, ID, IDENTIFIER, PASSWORD_HASH, ROLES, UPDATED_AT, USERS,
+};
 use crate::core::error::SentriError;
 use crate::core::principal::AuthUser;
 use crate::db::{Database, db_err, is_unique_violation, now_ms, on_pool};
@@ -260,5 +262,61 @@ impl Database {
             })
         })
         .await
+    }
+}
+
+/// The email state of a user: the stored address and when it was verified.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EmailState {
+    /// The stored address (set when it was provisioned or verified), if any.
+    pub email: Option<String>,
+    /// When the stored address was verified (unix ms), if it was.
+    pub verified_at: Option<i64>,
+}
+
+impl Database {
+    /// The stored email state of a user; `None` when there is no such user.
+    pub async fn user_email(&self, id: &str) -> Result<Option<EmailState>, SentriError> {
+        let (sql, values) = self.build(
+            &Query::select()
+                .columns([EMAIL, EMAIL_VERIFIED_AT])
+                .from(USERS)
+                .and_where(Expr::col(ID).eq(id))
+                .to_owned(),
+        );
+        self.read(|| async {
+            on_pool!(self, pool => {
+                let row = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_err)?;
+                row.map(|row| {
+                    Ok(EmailState {
+                        email: sqlx::Row::try_get(&row, 0).map_err(db_err)?,
+                        verified_at: sqlx::Row::try_get(&row, 1).map_err(db_err)?,
+                    })
+                })
+                .transpose()
+            })
+        })
+        .await
+    }
+
+    /// Stores `email` for the user, verified at `verified_at` (or unverified with
+    /// `None`); `false` when there is no such user.
+    pub async fn set_user_email(
+        &self,
+        id: &str,
+        email: &str,
+        verified_at: Option<i64>,
+    ) -> Result<bool, SentriError> {
+        let stmt = Query::update()
+            .table(USERS)
+            .value(EMAIL, email)
+            .value(EMAIL_VERIFIED_AT, verified_at)
+            .value(UPDATED_AT, now_ms())
+            .and_where(Expr::col(ID).eq(id))
+            .to_owned();
+        Ok(self.exec(self.build(&stmt)).await? > 0)
     }
 }

@@ -120,19 +120,101 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 /// Longest password accepted, in bytes (longer ones are refused before hashing).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
-/// Checks a new password: at least 8 characters, at most 1024 bytes.
+/// Checks a new password against the default [`PasswordPolicy`]: at least 8
+/// characters, at most 1024 bytes.
 pub fn validate_password(password: &str) -> Result<()> {
-    if password.len() > MAX_PASSWORD_BYTES {
-        return Err(SentriError::validation(
-            "password must be at most 1024 bytes",
-        ));
+    PasswordPolicy::default().validate(password)
+}
+
+/// An application's own password rule: `Err` (usually `VALIDATION_ERROR`) refuses it.
+pub type PasswordCheckFn = Arc<dyn Fn(&str) -> Result<()> + Send + Sync>;
+
+/// The one password policy, applied to every new password: registration, change,
+/// reset and provisioning. Cheap to clone.
+///
+/// ```
+/// use sentri::password::PasswordPolicy;
+/// let policy = PasswordPolicy::default().min_chars(12).check(|pw| {
+///     if pw.contains("password") {
+///         return Err(sentri::SentriError::validation("password is too guessable"));
+///     }
+///     Ok(())
+/// });
+/// assert!(policy.validate("short").is_err());
+/// assert!(policy.validate("my password is long").is_err());
+/// assert!(policy.validate("correct horse battery").is_ok());
+/// ```
+#[derive(Clone)]
+pub struct PasswordPolicy {
+    min_chars: usize,
+    max_bytes: usize,
+    check: Option<PasswordCheckFn>,
+}
+
+impl Default for PasswordPolicy {
+    /// At least [`MIN_PASSWORD_CHARS`] (8) characters, at most [`MAX_PASSWORD_BYTES`]
+    /// (1024) bytes, no application check.
+    fn default() -> Self {
+        Self {
+            min_chars: MIN_PASSWORD_CHARS,
+            max_bytes: MAX_PASSWORD_BYTES,
+            check: None,
+        }
     }
-    if password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(SentriError::validation(
-            "password must be at least 8 characters",
-        ));
+}
+
+impl fmt::Debug for PasswordPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordPolicy")
+            .field("min_chars", &self.min_chars)
+            .field("max_bytes", &self.max_bytes)
+            .field("check", &self.check.is_some())
+            .finish()
     }
-    Ok(())
+}
+
+impl PasswordPolicy {
+    /// Sets the shortest password, in characters (at least 1).
+    pub fn min_chars(mut self, n: usize) -> Self {
+        self.min_chars = n.max(1);
+        self
+    }
+
+    /// Sets the longest password, in bytes (at most [`MAX_PASSWORD_BYTES`]).
+    pub fn max_bytes(mut self, n: usize) -> Self {
+        self.max_bytes = n.clamp(1, MAX_PASSWORD_BYTES);
+        self
+    }
+
+    /// Adds the application's own rule, run after the length checks.
+    pub fn check<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&str) -> Result<()> + Send + Sync + 'static,
+    {
+        self.check = Some(Arc::new(f));
+        self
+    }
+
+    /// `VALIDATION_ERROR` unless `password` follows the policy (the password is never
+    /// echoed).
+    pub fn validate(&self, password: &str) -> Result<()> {
+        if password.len() > self.max_bytes {
+            return Err(SentriError::validation(format!(
+                "password must be at most {} bytes",
+                self.max_bytes
+            )));
+        }
+        if password.chars().count() < self.min_chars {
+            return Err(SentriError::validation(format!(
+                "password must be at least {} characters",
+                self.min_chars
+            )));
+        }
+        match &self.check {
+            Some(check) => check(password),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Hashes and verifies passwords with bcrypt. Cheap to clone; `Debug` shows the cost

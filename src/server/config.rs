@@ -23,6 +23,7 @@ use crate::db::Database;
 use crate::http::TrustedProxies;
 use crate::http::transport::{AccessCookieConfig, CookieConfig};
 use crate::identity::{IdentifierCase, LoginInput, RegisterInput};
+use crate::password::PasswordPolicy;
 use crate::session::{AuthResult, RefreshResult};
 use crate::throttle::Throttling;
 use crate::token::SigningKey;
@@ -345,6 +346,9 @@ pub struct ServerConfig {
     /// e.g. removing a 2FA device) need a session signed in with a second factor
     /// (`TWO_FACTOR_REQUIRED`, 403, otherwise). Default `false`.
     pub sensitive_requires_2fa: bool,
+    /// The policy of every new password (register, change, reset, provisioning);
+    /// default: 8 characters to 1024 bytes, no application check.
+    pub password_policy: PasswordPolicy,
 }
 
 impl ServerConfig {
@@ -390,7 +394,14 @@ impl ServerConfig {
             throttling: None,
             trusted_proxies: None,
             sensitive_requires_2fa: false,
+            password_policy: PasswordPolicy::default(),
         }
+    }
+
+    /// Sets the password policy of every new password (see [`PasswordPolicy`]).
+    pub fn password_policy(mut self, policy: PasswordPolicy) -> Self {
+        self.password_policy = policy;
+        self
     }
 
     /// Adds a previous key that still verifies (key rotation). The first key signs.
@@ -658,6 +669,7 @@ impl fmt::Debug for ServerConfig {
             .field("throttling", &self.throttling)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("sensitive_requires_2fa", &self.sensitive_requires_2fa)
+            .field("password_policy", &self.password_policy)
             .finish()
     }
 }

@@ -32,12 +32,34 @@ use crate::db::{Database, Migration};
 use crate::http::TrustedProxies;
 use crate::http::csrf::TrustedOrigins;
 use crate::http::transport::Transport;
-use crate::identity::{Identity, LoginInput, RegisterInput, Roles, normalize_identifier};
+use crate::identity::{
+    Identity, LoginInput, ProvisionUser, RegisterInput, Roles, normalize_identifier,
+};
 use crate::keystore::{KeyStore, SigningKeyInfo};
 use crate::password::PasswordHasher;
 use crate::session::{AuthResult, RefreshResult, SessionCache, Sessions};
 use crate::throttle::{Throttle, ThrottleKey};
 use crate::token::{AccessClaims, RefreshClaims, TokenOptions, TokenService};
+
+/// The address a provisioned account gets: the identifier when it is one (an `email`
+/// must then be the same), else the given `email` (checked).
+fn provisioned_address(identifier: &str, email: Option<&str>) -> Result<Option<String>> {
+    if crate::mail::is_address(identifier) {
+        if email.is_some_and(|e| e != identifier) {
+            return Err(SentriError::validation(
+                "email must be the identifier when the identifier is an address",
+            ));
+        }
+        return Ok(Some(identifier.to_owned()));
+    }
+    match email {
+        Some(email) => {
+            crate::mail::validate_address(email)?;
+            Ok(Some(email.to_owned()))
+        }
+        None => Ok(None),
+    }
+}
 
 impl AuthConfig for ServerConfig {
     type Auth = ServerAuth;
@@ -72,6 +94,8 @@ pub(crate) struct Inner {
     pub(crate) trusted_proxies: Option<Arc<TrustedProxies>>,
     pub(crate) capabilities: Vec<Arc<dyn Capability>>,
     pub(crate) credentials: Vec<Arc<dyn Credential>>,
+    /// `false` when a capability closed public sign-up (`POST /register` is 404).
+    pub(crate) signup_open: bool,
 }
 
 /// sentri in server mode: owns users and sessions, issues and verifies tokens.
@@ -248,6 +272,7 @@ impl ServerAuth {
             hasher: hasher_of(&config)?,
             roles,
             case: config.identifier_case,
+            policy: config.password_policy.clone(),
         });
         let cache = Arc::new(SessionCache::new(config.session_cache_ttl));
         let sessions = Arc::new(Sessions {
@@ -312,6 +337,7 @@ impl ServerAuth {
             redis_url: config.redis_url,
             trusted_proxies: config.trusted_proxies.map(Arc::new),
             credentials: capabilities.iter().filter_map(|c| c.credential()).collect(),
+            signup_open: !capabilities.iter().any(|c| c.closes_signup()),
             capabilities,
         });
         let _ = guard.0.set(Arc::downgrade(&inner));
@@ -474,6 +500,128 @@ impl ServerAuth {
         let user = self.identity().register(input).await?;
         let event = AuthEvent::new(AuthEventKind::Registered, self.sessions().now()).user(&user.id);
         self.inner.core.events.emit(event);
+        Ok(user)
+    }
+
+    /// Creates a user from trusted server-side code (an admin bootstrap; not a route):
+    /// any valid role, the password policy, an optional address and verification; works
+    /// when public sign-up is closed.
+    ///
+    /// Idempotent for exactly the same target: when a user with this identifier exists
+    /// with the same roles, password and address, it is returned (and marked verified
+    /// if asked); any other existing user with this identifier is `USER_ALREADY_EXISTS`
+    /// (409).
+    pub async fn provision_user(&self, input: ProvisionUser) -> Result<AuthUser> {
+        let identity = self.identity();
+        let identifier = identity.normalize(&input.identifier)?;
+        identity.policy.validate(&input.password)?;
+        let address = provisioned_address(&identifier, input.email.as_deref())?;
+        let roles = match input.roles.as_slice() {
+            [] => identity.roles.public.first().cloned().into_iter().collect(),
+            given => crate::identity::dedupe(given.iter().cloned()),
+        };
+        identity.roles.check(&roles)?;
+        let (user, created) = match self
+            .existing_match(&identifier, &input, &roles, address.as_deref())
+            .await?
+        {
+            Some(user) => (user, false),
+            None => match self
+                .create_provisioned(&identifier, &input.password, &roles)
+                .await
+            {
+                Ok(user) => (user, true),
+                // A concurrent provisioning of the same target won the insert.
+                Err(err) if err.is(&crate::core::error::ErrorCode::UserAlreadyExists) => {
+                    let existing = self
+                        .existing_match(&identifier, &input, &roles, address.as_deref())
+                        .await?;
+                    (existing.ok_or(err)?, false)
+                }
+                Err(err) => return Err(err),
+            },
+        };
+        if let Some(address) = address {
+            self.store_provisioned_address(&user.id, &address, input.mark_email_verified)
+                .await?;
+        }
+        if created {
+            // After the address is stored: capabilities react to it (e.g. verification).
+            let event =
+                AuthEvent::new(AuthEventKind::Registered, self.sessions().now()).user(&user.id);
+            self.inner.core.events.emit(event);
+        }
+        Ok(user)
+    }
+
+    /// Stores the address of a provisioned user, keeping an existing verification of the
+    /// same address and adding one when asked.
+    async fn store_provisioned_address(
+        &self,
+        user_id: &str,
+        address: &str,
+        verify: bool,
+    ) -> Result<()> {
+        let db = &self.identity().db;
+        let state = db.user_email(user_id).await?.unwrap_or_default();
+        let same = state.email.as_deref() == Some(address);
+        let kept = if same { state.verified_at } else { None };
+        let verified_at = kept.or_else(|| verify.then(|| self.sessions().now()));
+        if !same || verified_at != state.verified_at {
+            db.set_user_email(user_id, address, verified_at).await?;
+        }
+        Ok(())
+    }
+
+    /// The existing user with `identifier` when it is exactly the target; `None` when
+    /// there is none; `USER_ALREADY_EXISTS` when it differs.
+    async fn existing_match(
+        &self,
+        identifier: &str,
+        input: &ProvisionUser,
+        roles: &[String],
+        address: Option<&str>,
+    ) -> Result<Option<AuthUser>> {
+        let identity = self.identity();
+        let Some(user) = identity.db.find_user_by_identifier(identifier).await? else {
+            return Ok(None);
+        };
+        let mut have = user.roles.clone();
+        let mut want = roles.to_vec();
+        have.sort();
+        want.sort();
+        let state = identity.db.user_email(&user.id).await?.unwrap_or_default();
+        let same_address =
+            address.is_none() || state.email.is_none() || state.email.as_deref() == address;
+        if have != want
+            || !same_address
+            || !identity
+                .hasher
+                .verify(&input.password, &user.password_hash)
+                .await?
+        {
+            return Err(SentriError::user_already_exists());
+        }
+        Ok(Some(user.to_auth_user()))
+    }
+
+    async fn create_provisioned(
+        &self,
+        identifier: &str,
+        password: &str,
+        roles: &[String],
+    ) -> Result<AuthUser> {
+        let identity = self.identity();
+        let hash = identity.hasher.hash(password).await?;
+        let user = identity
+            .db
+            .create_user(&crate::identity::NewUser {
+                identifier,
+                password_hash: &hash,
+                roles,
+            })
+            .await?
+            .to_auth_user();
         Ok(user)
     }
 

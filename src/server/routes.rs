@@ -49,6 +49,9 @@ fn api_key_trusted(auth: &ServerAuth, req: &Request) -> Result<bool> {
 }
 
 async fn register(State(auth): State<ServerAuth>, req: Request) -> Result<Response> {
+    if !auth.inner.signup_open {
+        return Err(not_found().await);
+    }
     let trusted = api_key_trusted(&auth, &req)?;
     let JsonBody(input): JsonBody<RegisterInput> = JsonBody::from_request(req, &()).await?;
     auth.check_registration_roles(input.roles.as_deref(), trusted)?;

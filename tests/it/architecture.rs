@@ -5,7 +5,8 @@
 //! - `http` never imports `capability`;
 //! - a capability (`src/capability/<a>/`) never imports another one
 //!   (`crate::capability::<b>`);
-//! - `core` imports nothing but `core`.
+//! - `core` imports nothing but `core`;
+//! - `mail` imports nothing but `core`.
 //!
 //! Every `src/**/*.rs` file is read with comments, doc comments and string/char literals
 //! blanked out and `#[cfg(test)]` items (and test-only `mod x;` files) removed. Each
@@ -565,6 +566,9 @@ fn layering_violations(references: &[Reference], capabilities: &BTreeSet<String>
         }
         if from == "core" && to != "core" {
             broken("`core` imports nothing but `core`");
+        }
+        if from == "mail" && to != "mail" && to != "core" {
+            broken("`mail` imports nothing but `core`");
         }
         if from == "capability"
             && to == "capability"

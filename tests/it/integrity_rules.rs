@@ -613,6 +613,9 @@ async fn a_database_of_the_landed_schema_upgrades_in_place() {
         // Back to the landed (version 1) schema, with its users and sessions.
         t.raw("DROP TABLE sentri_session_families").await;
         t.raw("DROP TABLE sentri_schema_versions").await;
+        t.raw("ALTER TABLE sentri_users DROP COLUMN email_verified_at")
+            .await;
+        t.raw("ALTER TABLE sentri_users DROP COLUMN email").await;
         t.raw("CREATE TABLE sentri_migrations (version BIGINT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL)").await;
         t.raw("INSERT INTO sentri_migrations (version, applied_at) VALUES (1, 0)")
             .await;
@@ -628,6 +631,7 @@ async fn a_database_of_the_landed_schema_upgrades_in_place() {
         let applied = t.db.applied_migrations().await.unwrap();
         let expected = [
             ("identity", 1),
+            ("identity-email", 1),
             ("identity-form", 1),
             ("session", 1),
             ("session", 2),

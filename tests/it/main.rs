@@ -13,6 +13,8 @@ mod idempotency;
 mod identifiers;
 mod integrity;
 mod integrity_rules;
+#[cfg(feature = "smtp")]
+mod lifecycle;
 mod no_echo;
 mod password;
 mod props;

@@ -16,7 +16,6 @@ use crate::core::error::{Result, SentriError};
 use crate::core::events::{AuthEvent, AuthEventKind};
 use crate::core::principal::AuthUser;
 use crate::identity::dedupe;
-use crate::password::validate_password;
 use crate::throttle::ThrottleKey;
 
 /// The account operations, as a service handle (what overrides receive). Cheap to clone.
@@ -39,8 +38,8 @@ impl AccountService {
     /// Changes a password after checking the current one, then revokes every session of
     /// the user (whatever rotations are in flight).
     pub async fn change_password(&self, user_id: &str, current: &str, new: &str) -> Result<()> {
-        validate_password(new)?;
         let identity = &self.core.identity;
+        identity.policy.validate(new)?;
         self.check_current_password(user_id, current).await?;
         let hash = identity.hasher.hash(new).await?;
         identity.db.update_user_password(user_id, &hash).await?;

@@ -29,6 +29,7 @@ async fn idempotent_and_concurrent(t: &TestDb) {
         t.db.applied_migrations().await.expect("versions"),
         vec![
             ("identity".to_owned(), 1),
+            ("identity-email".to_owned(), 1),
             ("session".to_owned(), 1),
             ("session".to_owned(), 2),
             ("session-assurance".to_owned(), 1)

@@ -1,0 +1,474 @@
+//! The lifecycle flows as a service: what the routes call.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::Lifecycle;
+use super::store::{NewToken, Purpose, TokenRow, Tokens};
+use crate::capability::{Core, FirstFactor, SignIn};
+use crate::core::crypto::{random_token, secrets_equal, sha256_hex};
+use crate::core::error::{ErrorCode, Result, SentriError};
+use crate::core::events::{AuthEvent, AuthEventKind};
+use crate::core::principal::SessionMeta;
+use crate::identity::{EmailState, UserRecord};
+use crate::mail::{
+    FailureHook, MailQueue, Mailbox, Message, Template, TemplateVars, is_address, validate_address,
+};
+
+/// Link tokens: 32 random bytes (256 bits), base64url.
+const TOKEN_BYTES: usize = 32;
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// The account's address: the identifier when it is an address, else the stored one.
+pub(super) fn address_of(user: &UserRecord, state: &EmailState) -> Option<String> {
+    if is_address(&user.identifier) {
+        return Some(user.identifier.clone());
+    }
+    state.email.clone()
+}
+
+/// Verified: a verification time is stored *for the current address* (changing the
+/// address therefore asks for a new verification).
+pub(super) fn is_verified(user: &UserRecord, state: &EmailState) -> bool {
+    state.verified_at.is_some() && state.email.is_some() && address_of(user, state) == state.email
+}
+
+/// `n` decimal digits, uniform (rejection sampling over the system RNG).
+fn numeric_code(digits: u32) -> Result<String> {
+    let modulus = 10u64.pow(digits);
+    let limit = u64::MAX - (u64::MAX % modulus);
+    loop {
+        let mut bytes = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut bytes)
+            .map_err(|_| SentriError::internal(std::io::Error::other("system RNG unavailable")))?;
+        let n = u64::from_le_bytes(bytes);
+        if n < limit {
+            return Ok(format!("{:0width$}", n % modulus, width = digits as usize));
+        }
+    }
+}
+
+/// The stored hash of a code: bound to its row, so equal codes never collide.
+fn code_hash(row_id: &str, code: &str) -> String {
+    sha256_hex(&format!("{row_id}:{code}"))
+}
+
+fn invalid_token() -> SentriError {
+    SentriError::token_invalid("Invalid or expired token")
+}
+
+fn invalid_code() -> SentriError {
+    SentriError::token_invalid("Invalid or expired code")
+}
+
+/// The lifecycle operations. Cheap to clone.
+#[derive(Clone)]
+pub struct LifecycleService {
+    core: Core,
+    config: Arc<Lifecycle>,
+    queue: MailQueue,
+}
+
+impl fmt::Debug for LifecycleService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LifecycleService").finish_non_exhaustive()
+    }
+}
+
+impl LifecycleService {
+    pub(super) fn new(core: Core, config: Lifecycle) -> Self {
+        let events = core.events.clone();
+        let clock = core.clone();
+        let hook: FailureHook =
+            Arc::new(move |user: Option<String>, err: &crate::mail::MailError| {
+                let mut event = AuthEvent::new(AuthEventKind::MailFailed, clock.now_ms());
+                event.user_id = user;
+                event.error = Some(
+                    SentriError::new(ErrorCode::ServiceUnavailable, "Message not sent")
+                        .with_source(err.clone()),
+                );
+                events.emit(event);
+            });
+        let queue = MailQueue::start(config.mailer.clone(), config.queue, hook);
+        Self {
+            core,
+            config: Arc::new(config),
+            queue,
+        }
+    }
+
+    pub(super) fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn tokens(&self) -> Tokens<'_> {
+        Tokens(&self.core.identity.db)
+    }
+
+    pub(super) fn now(&self) -> i64 {
+        self.core.now_ms()
+    }
+
+    fn emit(&self, kind: AuthEventKind, user_id: &str) {
+        self.core
+            .emit(AuthEvent::new(kind, self.now()).user(user_id));
+    }
+
+    /// Checks a request's identifier without looking anything up: normalised, and a
+    /// well-formed ASCII address when it contains `@`.
+    pub(super) fn check_identifier(&self, identifier: &str) -> Result<String> {
+        let identifier = self.core.identity.normalize(identifier)?;
+        if identifier.contains('@') {
+            validate_address(&identifier)?;
+        }
+        Ok(identifier)
+    }
+
+    async fn user_and_email(&self, user_id: &str) -> Result<Option<(UserRecord, EmailState)>> {
+        let db = &self.core.identity.db;
+        let Some(user) = db.find_user_by_id(user_id).await? else {
+            return Ok(None);
+        };
+        let state = db.user_email(user_id).await?.unwrap_or_default();
+        Ok(Some((user, state)))
+    }
+
+    async fn by_identifier(&self, identifier: &str) -> Result<Option<(UserRecord, EmailState)>> {
+        let db = &self.core.identity.db;
+        let Some(user) = db.find_user_by_identifier(identifier).await? else {
+            return Ok(None);
+        };
+        let state = db.user_email(&user.id).await?.unwrap_or_default();
+        Ok(Some((user, state)))
+    }
+
+    /// `true` when the user's current address is verified.
+    pub async fn email_verified(&self, user_id: &str) -> Result<bool> {
+        Ok(self
+            .user_and_email(user_id)
+            .await?
+            .is_some_and(|(u, s)| is_verified(&u, &s)))
+    }
+
+    /// Stores a new token for `user` at `address`; returns the secret to mail.
+    async fn issue(
+        &self,
+        purpose: Purpose,
+        user_id: &str,
+        address: &str,
+        code: bool,
+        now: i64,
+    ) -> Result<String> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let (secret, hash) = if code {
+            let code = numeric_code(self.config.code_digits)?;
+            let hash = code_hash(&id, &code);
+            (code, hash)
+        } else {
+            let token = random_token(TOKEN_BYTES);
+            let hash = sha256_hex(&token);
+            (token, hash)
+        };
+        let ttl = i64::try_from(self.config.ttl(purpose).as_millis()).unwrap_or(i64::MAX);
+        self.tokens()
+            .insert(&NewToken {
+                id: &id,
+                user_id,
+                purpose,
+                token_hash: &hash,
+                address,
+                now,
+                expires_at: now.saturating_add(ttl),
+            })
+            .await?;
+        Ok(secret)
+    }
+
+    fn send(&self, template: &Template, vars: &TemplateVars, address: &str, user_id: &str) {
+        let built = Mailbox::new(None, address).and_then(|to| {
+            let (subject, text, html) = template.render(vars);
+            Message::new(self.config.from.clone(), to, subject, text, html)
+        });
+        match built {
+            Ok(message) => self.queue.enqueue(message, Some(user_id.to_owned())),
+            Err(err) => {
+                tracing::error!(target: "sentri::mail", error = %err, "sentri: a message could not be built");
+                self.emit(AuthEventKind::MailFailed, user_id);
+            }
+        }
+    }
+
+    fn vars(&self, purpose: Purpose) -> TemplateVars {
+        TemplateVars::new(
+            self.config.app_name.clone(),
+            self.config.ttl(purpose).as_secs() / 60,
+        )
+    }
+
+    fn link(&self, path: &str, token: &str) -> String {
+        format!(
+            "{}{}?token={}",
+            self.config.app_url.trim_end_matches('/'),
+            path,
+            token
+        )
+    }
+
+    /// Sends a verification message to the user's current address unless it is
+    /// verified, it has none, or the resend throttle says no. Never reveals which.
+    pub(super) async fn send_verification(&self, user_id: &str, now: i64) -> Result<()> {
+        let Some((user, state)) = self.user_and_email(user_id).await? else {
+            return Ok(());
+        };
+        let Some(address) = address_of(&user, &state) else {
+            return Ok(());
+        };
+        if is_verified(&user, &state) || self.throttled(user_id, &address, now).await? {
+            return Ok(());
+        }
+        let code = self.config.verification == VerificationMode::Code;
+        let secret = self
+            .issue(Purpose::Verify, user_id, &address, code, now)
+            .await?;
+        let vars = self.vars(Purpose::Verify);
+        if code {
+            self.send(
+                &self.config.templates.verify_code,
+                &vars.code(secret),
+                &address,
+                user_id,
+            );
+        } else {
+            let link = self.link(&self.config.verify_path, &secret);
+            self.send(
+                &self.config.templates.verify_link,
+                &vars.link(link),
+                &address,
+                user_id,
+            );
+        }
+        Ok(())
+    }
+
+    /// The resend throttle, per account and address.
+    async fn throttled(&self, user_id: &str, address: &str, now: i64) -> Result<bool> {
+        let tokens = self.tokens();
+        let minute = tokens
+            .sent_since(Purpose::Verify, user_id, address, now - MINUTE_MS)
+            .await?;
+        if minute >= u64::from(self.config.resend_per_minute) {
+            return Ok(true);
+        }
+        let hour = tokens
+            .sent_since(Purpose::Verify, user_id, address, now - HOUR_MS)
+            .await?;
+        Ok(hour >= u64::from(self.config.resend_per_hour))
+    }
+
+    /// After the account's identifier changed: a notice to the previous address when it
+    /// was verified (the stored one), and a verification message to the new address.
+    pub(super) async fn address_changed(&self, user_id: &str, now: i64) -> Result<()> {
+        let Some((user, state)) = self.user_and_email(user_id).await? else {
+            return Ok(());
+        };
+        let current = address_of(&user, &state);
+        if let (Some(old), Some(_)) = (&state.email, state.verified_at)
+            && current.as_ref() != Some(old)
+        {
+            let vars = TemplateVars::new(self.config.app_name.clone(), 0);
+            self.send(&self.config.templates.address_changed, &vars, old, user_id);
+        }
+        if self.config.email_verification {
+            self.send_verification(user_id, now).await?;
+        }
+        Ok(())
+    }
+
+    /// `POST /verify-email/resend` at `now` (the request's time): the work behind the
+    /// (constant) answer.
+    pub(super) async fn resend_verification(&self, identifier: &str, now: i64) -> Result<()> {
+        if let Some((user, _)) = self.by_identifier(identifier).await? {
+            self.send_verification(&user.id, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Verifies the address a link token was sent to.
+    pub async fn verify_link(&self, token: &str) -> Result<()> {
+        let now = self.now();
+        let row = self
+            .tokens()
+            .live_by_hash(Purpose::Verify, &sha256_hex(token), now)
+            .await?
+            .ok_or_else(invalid_token)?;
+        if !self.tokens().consume(&row.id, now).await? {
+            return Err(invalid_token());
+        }
+        self.mark_verified(&row).await
+    }
+
+    /// Verifies with a code: each try spends one of the newest code's attempts first,
+    /// so `max_code_attempts` wrong codes kill it, however many are sent at once.
+    pub async fn verify_code(&self, identifier: &str, code: &str) -> Result<()> {
+        let digits = self.config.code_digits as usize;
+        if code.len() != digits || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(SentriError::validation(format!(
+                "code must be {digits} digits"
+            )));
+        }
+        let identifier = self.check_identifier(identifier)?;
+        let now = self.now();
+        let Some((user, _)) = self.by_identifier(&identifier).await? else {
+            return Err(invalid_code());
+        };
+        let tokens = self.tokens();
+        let row = tokens
+            .newest_live(Purpose::Verify, &user.id, now)
+            .await?
+            .ok_or_else(invalid_code)?;
+        if !tokens
+            .spend_attempt(&row.id, self.config.max_code_attempts, now)
+            .await?
+        {
+            return Err(invalid_code());
+        }
+        let presented = code_hash(&row.id, code);
+        if !secrets_equal(presented.as_bytes(), row.token_hash.as_bytes()) {
+            return Err(invalid_code());
+        }
+        if !tokens.consume(&row.id, now).await? {
+            return Err(invalid_code());
+        }
+        self.mark_verified(&row).await
+    }
+
+    /// Records `row.address` as verified, if it is still the user's address.
+    async fn mark_verified(&self, row: &TokenRow) -> Result<()> {
+        let Some((user, state)) = self.user_and_email(&row.user_id).await? else {
+            return Err(invalid_token());
+        };
+        if address_of(&user, &state).as_deref() != Some(row.address.as_str()) {
+            return Err(invalid_token());
+        }
+        self.core
+            .identity
+            .db
+            .set_user_email(&user.id, &row.address, Some(self.now()))
+            .await?;
+        self.emit(AuthEventKind::EmailVerified, &user.id);
+        Ok(())
+    }
+
+    /// `POST /forgot-password` at `now`: the work behind the (constant) answer.
+    pub(super) async fn request_reset(&self, identifier: &str, now: i64) -> Result<()> {
+        let Some((user, state)) = self.by_identifier(identifier).await? else {
+            return Ok(());
+        };
+        let Some(address) = address_of(&user, &state) else {
+            return Ok(());
+        };
+        let token = self
+            .issue(Purpose::Reset, &user.id, &address, false, now)
+            .await?;
+        let vars = self
+            .vars(Purpose::Reset)
+            .link(self.link(&self.config.reset_path, &token));
+        self.send(
+            &self.config.templates.reset_password,
+            &vars,
+            &address,
+            &user.id,
+        );
+        Ok(())
+    }
+
+    /// Resets a password with a mailed token: the policy, then in one transaction the
+    /// token is used, the hash stored and every other reset or sign-in token of the
+    /// account ended; then every session is revoked and the address marked verified.
+    pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<()> {
+        let identity = &self.core.identity;
+        identity.policy.validate(new_password)?;
+        let now = self.now();
+        let row = self
+            .tokens()
+            .live_by_hash(Purpose::Reset, &sha256_hex(token), now)
+            .await?
+            .ok_or_else(invalid_token)?;
+        let hash = identity.hasher.hash(new_password).await?;
+        let purposes = [Purpose::Reset, Purpose::Magic];
+        if !self
+            .tokens()
+            .consume_and_set_password(&row, &hash, &purposes, now)
+            .await?
+        {
+            return Err(invalid_token());
+        }
+        self.core.sessions.logout_all(&row.user_id).await?;
+        self.emit(AuthEventKind::PasswordReset, &row.user_id);
+        // The token proved the address; a changed address stays unverified.
+        match self.mark_verified(&row).await {
+            Ok(()) => Ok(()),
+            Err(err) if err.is(&ErrorCode::TokenInvalid) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `POST /magic-link/request` at `now`: the work behind the (constant) answer.
+    pub(super) async fn request_magic_link(&self, identifier: &str, now: i64) -> Result<()> {
+        let Some((user, state)) = self.by_identifier(identifier).await? else {
+            return Ok(());
+        };
+        let Some(address) = address_of(&user, &state) else {
+            return Ok(());
+        };
+        let token = self
+            .issue(Purpose::Magic, &user.id, &address, false, now)
+            .await?;
+        let vars = self
+            .vars(Purpose::Magic)
+            .link(self.link(&self.config.magic_path, &token));
+        self.send(&self.config.templates.magic_link, &vars, &address, &user.id);
+        Ok(())
+    }
+
+    /// Signs in with a mailed link: the token is used (once), the address marked
+    /// verified, then the login pipeline runs as for a password login (so a second
+    /// factor, when the user has one, is asked for: [`SignIn::Challenge`]).
+    pub async fn consume_magic_link(&self, token: &str, meta: SessionMeta) -> Result<SignIn> {
+        let now = self.now();
+        let row = self
+            .tokens()
+            .live_by_hash(Purpose::Magic, &sha256_hex(token), now)
+            .await?
+            .ok_or_else(invalid_token)?;
+        if !self.tokens().consume(&row.id, now).await? {
+            return Err(invalid_token());
+        }
+        self.mark_verified(&row).await?;
+        let user = self.core.identity.get_user(&row.user_id).await?;
+        self.core.sign_in(user, meta, FirstFactor::EmailLink).await
+    }
+
+    /// Runs `work` off the request path; a failure is logged, never answered.
+    pub(super) fn background<F>(&self, what: &'static str, work: F)
+    where
+        F: Future<Output = Result<()>> + Send + 'static,
+    {
+        tokio::spawn(async move {
+            if let Err(err) = work.await {
+                tracing::warn!(target: "sentri::lifecycle", error = %err, what, "sentri: background work failed");
+            }
+        });
+    }
+}
+
+/// How an address is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerificationMode {
+    /// A numeric code (6–10 digits) typed back with the identifier.
+    Code,
+    /// A link with a 256-bit token.
+    Link,
+}

@@ -1,0 +1,310 @@
+//! The lifecycle tokens table (component `lifecycle`): one row per emailed token or
+//! code, stored only as a hash, single use (`used_at`), attempts counted per row.
+
+use sea_query::{
+    ColumnDef, Expr, ExprTrait, ForeignKey, ForeignKeyAction, Func, Order, Query, Table,
+    UpdateStatement,
+};
+use sea_query_sqlx::SqlxValues;
+
+use crate::core::error::{Result, SentriError};
+use crate::db::{Database, Migration, Step, StepsOutcome, Target, db_err, on_pool};
+use crate::identity::schema::{self as users, USERS};
+
+pub(super) const TOKENS: &str = "sentri_lifecycle_tokens";
+const ID: &str = "id";
+const USER_ID: &str = "user_id";
+const PURPOSE: &str = "purpose";
+const TOKEN_HASH: &str = "token_hash";
+const ADDRESS: &str = "address";
+const ATTEMPTS: &str = "attempts";
+const EXPIRES_AT: &str = "expires_at";
+const CREATED_AT: &str = "created_at";
+const USED_AT: &str = "used_at";
+const COLUMNS: [&str; 9] = [
+    ID, USER_ID, PURPOSE, TOKEN_HASH, ADDRESS, ATTEMPTS, EXPIRES_AT, CREATED_AT, USED_AT,
+];
+
+/// The migrations of the lifecycle capability.
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    component: "lifecycle",
+    version: 1,
+    up: tokens_table,
+}];
+
+fn tokens_table(target: Target) -> Vec<String> {
+    let mut table = Table::create();
+    table
+        .table(TOKENS)
+        .col(ColumnDef::new(ID).string_len(36).not_null().primary_key())
+        .col(ColumnDef::new(USER_ID).string_len(36).not_null())
+        .col(ColumnDef::new(PURPOSE).string_len(16).not_null())
+        .col(
+            ColumnDef::new(TOKEN_HASH)
+                .string_len(64)
+                .not_null()
+                .unique_key(),
+        )
+        .col(ColumnDef::new(ADDRESS).string_len(320).not_null())
+        .col(ColumnDef::new(ATTEMPTS).big_integer().not_null())
+        .col(ColumnDef::new(EXPIRES_AT).big_integer().not_null())
+        .col(ColumnDef::new(CREATED_AT).big_integer().not_null())
+        .col(ColumnDef::new(USED_AT).big_integer().null())
+        .foreign_key(
+            &mut ForeignKey::create()
+                .name("fk_sentri_lifecycle_tokens_user")
+                .from(TOKENS, USER_ID)
+                .to(USERS, users::ID)
+                .on_delete(ForeignKeyAction::Cascade)
+                .to_owned(),
+        );
+    target.create_table(table.to_owned(), vec![Target::index(TOKENS, USER_ID)])
+}
+
+/// What a token is for. A token of one purpose is never accepted for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    Verify,
+    Reset,
+    Magic,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Verify => "verify",
+            Self::Reset => "reset",
+            Self::Magic => "magic",
+        }
+    }
+}
+
+/// One stored token (its hash only).
+#[derive(Debug, Clone)]
+pub(super) struct TokenRow {
+    pub(super) id: String,
+    pub(super) user_id: String,
+    pub(super) token_hash: String,
+    pub(super) address: String,
+}
+
+/// A token to store.
+pub(super) struct NewToken<'a> {
+    pub(super) id: &'a str,
+    pub(super) user_id: &'a str,
+    pub(super) purpose: Purpose,
+    pub(super) token_hash: &'a str,
+    pub(super) address: &'a str,
+    pub(super) now: i64,
+    pub(super) expires_at: i64,
+}
+
+fn row_of<R>(row: &R) -> Result<TokenRow>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(TokenRow {
+        id: row.try_get(ID).map_err(db_err)?,
+        user_id: row.try_get(USER_ID).map_err(db_err)?,
+        token_hash: row.try_get(TOKEN_HASH).map_err(db_err)?,
+        address: row.try_get(ADDRESS).map_err(db_err)?,
+    })
+}
+
+/// Live: not used, not expired.
+fn live(now: i64) -> Expr {
+    Expr::col(USED_AT)
+        .is_null()
+        .and(Expr::col(EXPIRES_AT).gt(now))
+}
+
+/// Marks a live token used.
+fn consume_query(id: &str, now: i64) -> UpdateStatement {
+    Query::update()
+        .table(TOKENS)
+        .value(USED_AT, now)
+        .and_where(Expr::col(ID).eq(id))
+        .and_where(live(now))
+        .to_owned()
+}
+
+pub(super) struct Tokens<'a>(pub(super) &'a Database);
+
+impl Tokens<'_> {
+    async fn fetch(&self, (sql, values): (String, SqlxValues)) -> Result<Option<TokenRow>> {
+        let db = self.0;
+        db.read(|| async {
+            on_pool!(db, pool => {
+                let row = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_err)?;
+                row.as_ref().map(row_of).transpose()
+            })
+        })
+        .await
+    }
+
+    async fn count(&self, (sql, values): (String, SqlxValues)) -> Result<u64> {
+        let db = self.0;
+        db.read(|| async {
+            on_pool!(db, pool => {
+                let row = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
+                    .fetch_one(pool)
+                    .await
+                    .map_err(db_err)?;
+                let n: i64 = sqlx::Row::try_get(&row, 0).map_err(db_err)?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            })
+        })
+        .await
+    }
+
+    /// Stores a new token; rows of the user that ended more than a day ago go first.
+    pub(super) async fn insert(&self, t: &NewToken<'_>) -> Result<()> {
+        let purge = Query::delete()
+            .from_table(TOKENS)
+            .and_where(Expr::col(USER_ID).eq(t.user_id))
+            .and_where(Expr::col(EXPIRES_AT).lt(t.now - 86_400_000))
+            .to_owned();
+        self.0.exec(self.0.build(&purge)).await?;
+        let stmt = Query::insert()
+            .into_table(TOKENS)
+            .columns(COLUMNS)
+            .values([
+                Expr::val(t.id),
+                Expr::val(t.user_id),
+                Expr::val(t.purpose.as_str()),
+                Expr::val(t.token_hash),
+                Expr::val(t.address),
+                Expr::val(0i64),
+                Expr::val(t.expires_at),
+                Expr::val(t.now),
+                Expr::val(None::<i64>),
+            ])
+            .map_err(SentriError::internal)?
+            .to_owned();
+        self.0.exec(self.0.build(&stmt)).await?;
+        Ok(())
+    }
+
+    /// The live token of `purpose` with this hash, if any.
+    pub(super) async fn live_by_hash(
+        &self,
+        purpose: Purpose,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<TokenRow>> {
+        let stmt = Query::select()
+            .columns(COLUMNS)
+            .from(TOKENS)
+            .and_where(Expr::col(TOKEN_HASH).eq(hash))
+            .and_where(Expr::col(PURPOSE).eq(purpose.as_str()))
+            .and_where(live(now))
+            .to_owned();
+        self.fetch(self.0.build(&stmt)).await
+    }
+
+    /// The newest live token of `purpose` of the user, if any.
+    pub(super) async fn newest_live(
+        &self,
+        purpose: Purpose,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Option<TokenRow>> {
+        let stmt = Query::select()
+            .columns(COLUMNS)
+            .from(TOKENS)
+            .and_where(Expr::col(USER_ID).eq(user_id))
+            .and_where(Expr::col(PURPOSE).eq(purpose.as_str()))
+            .and_where(live(now))
+            .order_by(CREATED_AT, Order::Desc)
+            .order_by(ID, Order::Desc)
+            .limit(1)
+            .to_owned();
+        self.fetch(self.0.build(&stmt)).await
+    }
+
+    /// Spends one attempt of a live token: `false` when it is used, expired or out of
+    /// attempts (`max`). Atomic, so parallel guesses never get more than `max` tries.
+    pub(super) async fn spend_attempt(&self, id: &str, max: u32, now: i64) -> Result<bool> {
+        let stmt = Query::update()
+            .table(TOKENS)
+            .value(ATTEMPTS, Expr::col(ATTEMPTS).add(1))
+            .and_where(Expr::col(ID).eq(id))
+            .and_where(live(now))
+            .and_where(Expr::col(ATTEMPTS).lt(i64::from(max)))
+            .to_owned();
+        self.0.exec_retrying(self.0.build(&stmt)).await
+    }
+
+    /// Uses a live token: `true` for exactly one caller, whatever the concurrency.
+    pub(super) async fn consume(&self, id: &str, now: i64) -> Result<bool> {
+        self.0
+            .exec_retrying(self.0.build(&consume_query(id, now)))
+            .await
+    }
+
+    /// In one transaction: uses the token `id` (or changes nothing and answers `false`
+    /// when another caller used it first), stores the new password hash and ends every
+    /// other live token of `purposes` of the user.
+    pub(super) async fn consume_and_set_password(
+        &self,
+        row: &TokenRow,
+        password_hash: &str,
+        purposes: &[Purpose],
+        now: i64,
+    ) -> Result<bool> {
+        let db = self.0;
+        let set_password = Query::update()
+            .table(USERS)
+            .value(users::PASSWORD_HASH, password_hash)
+            .value(users::UPDATED_AT, now)
+            .and_where(Expr::col(users::ID).eq(row.user_id.as_str()))
+            .to_owned();
+        let end_others = Query::update()
+            .table(TOKENS)
+            .value(USED_AT, now)
+            .and_where(Expr::col(USER_ID).eq(row.user_id.as_str()))
+            .and_where(Expr::col(PURPOSE).is_in(purposes.iter().map(|p| p.as_str())))
+            .and_where(Expr::col(USED_AT).is_null())
+            .to_owned();
+        let steps = [
+            Step {
+                built: db.build(&consume_query(&row.id, now)),
+                must_affect: true,
+            },
+            Step {
+                built: db.build(&set_password),
+                must_affect: true,
+            },
+            Step {
+                built: db.build(&end_others),
+                must_affect: false,
+            },
+        ];
+        Ok(db.steps(&steps, db_err).await? == StepsOutcome::Committed)
+    }
+
+    /// Tokens of `purpose` the user was sent at `address` since `since` (for the resend
+    /// throttle).
+    pub(super) async fn sent_since(
+        &self,
+        purpose: Purpose,
+        user_id: &str,
+        address: &str,
+        since: i64,
+    ) -> Result<u64> {
+        let stmt = Query::select()
+            .expr(Func::count(Expr::col(ID)))
+            .from(TOKENS)
+            .and_where(Expr::col(USER_ID).eq(user_id))
+            .and_where(Expr::col(PURPOSE).eq(purpose.as_str()))
+            .and_where(Expr::col(ADDRESS).eq(address))
+            .and_where(Expr::col(CREATED_AT).gt(since))
+            .to_owned();
+        self.count(self.0.build(&stmt)).await
+    }
+}

@@ -1,0 +1,259 @@
+//! Bad input and abuse: races on codes and tokens, enumeration, sessions rotating
+//! during a reset, SMTP down, oversized and injected input.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use futures_util::future::join_all;
+use sentri::AuthEventKind;
+use sentri::capability::lifecycle::{Lifecycle, VerificationMode};
+use sentri::mail::{QueueOptions, SmtpMailer};
+use serde_json::json;
+
+use super::{PASSWORD, address, code_in, env, lifecycle, smtp, token_in};
+use crate::support::db::databases;
+use crate::support::http::{expect, refresh_with};
+
+/// Trials per database of the racing tests (`SENTRI_RACE_TRIALS`, default 10 here:
+/// each trial sends real mail).
+fn trials() -> usize {
+    std::env::var("SENTRI_RACE_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(10, |n: usize| n.clamp(1, 30))
+}
+
+#[tokio::test]
+async fn parallel_guesses_never_get_more_than_five_tries() {
+    let Some((url, maildir)) = smtp("lifecycle code attempts") else {
+        return;
+    };
+    for t in databases("lifecycle_attempts").await {
+        let e = env(&t, lifecycle(&url), &maildir).await;
+        let id = address();
+        e.register(&id).await;
+        let code = code_in(&e.mail(&id, 1).await);
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        let guesses =
+            (0..20).map(|_| e.post("/verify-email", json!({"identifier": id, "code": wrong})));
+        for r in join_all(guesses).await {
+            expect(&r, StatusCode::UNAUTHORIZED, "TOKEN_INVALID", t.name);
+        }
+        // Five wrong codes killed it: the right one no longer works.
+        let r = e
+            .post("/verify-email", json!({"identifier": id, "code": code}))
+            .await;
+        expect(&r, StatusCode::UNAUTHORIZED, "TOKEN_INVALID", t.name);
+        let r = e
+            .post("/verify-email", json!({"identifier": id, "code": "12ab56"}))
+            .await;
+        expect(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR", t.name);
+    }
+}
+
+#[tokio::test]
+async fn a_code_and_a_link_are_each_accepted_once_under_races() {
+    let Some((url, maildir)) = smtp("lifecycle single use races") else {
+        return;
+    };
+    for t in databases("lifecycle_once").await {
+        let e = env(&t, lifecycle(&url).email_verification(false), &maildir).await;
+        let code_env = env(&t, lifecycle(&url), &maildir).await;
+        for trial in 0..trials() {
+            let id = address();
+            code_env.register(&id).await;
+            let code = code_in(&code_env.mail(&id, 1).await);
+            let tries = (0..8)
+                .map(|_| code_env.post("/verify-email", json!({"identifier": id, "code": code})));
+            let ok = join_all(tries)
+                .await
+                .iter()
+                .filter(|r| r.status == StatusCode::OK)
+                .count();
+            assert_eq!(ok, 1, "{} trial {trial}: code accepted once", t.name);
+
+            e.post("/magic-link/request", json!({"identifier": id}))
+                .await;
+            let token = token_in(&e.mail(&id, 2).await);
+            let tries = (0..8).map(|_| e.post("/magic-link/consume", json!({"token": token})));
+            let ok = join_all(tries)
+                .await
+                .iter()
+                .filter(|r| r.status == StatusCode::OK)
+                .count();
+            assert_eq!(ok, 1, "{} trial {trial}: link accepted once", t.name);
+        }
+    }
+}
+
+#[tokio::test]
+async fn reset_revokes_a_session_that_was_rotating_meanwhile() {
+    let Some((url, maildir)) = smtp("lifecycle reset vs rotation") else {
+        return;
+    };
+    for t in databases("lifecycle_reset_race").await {
+        let e = env(&t, lifecycle(&url).email_verification(false), &maildir).await;
+        let id = address();
+        e.register(&id).await;
+        for trial in 0..trials() {
+            let login = e
+                .post("/login", json!({"identifier": id, "password": PASSWORD}))
+                .await;
+            let login = if login.status == StatusCode::OK {
+                login
+            } else {
+                let pw = format!("new password {}", trial - 1);
+                e.post("/login", json!({"identifier": id, "password": pw}))
+                    .await
+            };
+            let refresh = login.cookie("refresh_token").expect("a session");
+            e.post("/forgot-password", json!({"identifier": id})).await;
+            let token = token_in(&e.mail(&id, trial + 1).await);
+            let new_password = format!("new password {trial}");
+            let reset = e.post(
+                "/reset-password",
+                json!({"token": token, "newPassword": new_password}),
+            );
+            let (rotated, reset) = tokio::join!(refresh_with(&e.app, &refresh), reset);
+            assert_eq!(reset.status, StatusCode::OK, "{} trial {trial}", t.name);
+            if let Some(next) = rotated.cookie("refresh_token").filter(|c| !c.is_empty()) {
+                let r = refresh_with(&e.app, &next).await;
+                assert_eq!(
+                    r.status,
+                    StatusCode::UNAUTHORIZED,
+                    "{} trial {trial}: a rotation that raced the reset survived",
+                    t.name
+                );
+            }
+            let r = refresh_with(&e.app, &refresh).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{} trial {trial}",
+                t.name
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn requests_for_known_and_unknown_accounts_are_indistinguishable() {
+    let Some((url, maildir)) = smtp("lifecycle enumeration") else {
+        return;
+    };
+    for t in databases("lifecycle_enum").await {
+        let e = env(&t, lifecycle(&url), &maildir).await;
+        let known = address();
+        e.register(&known).await;
+        for path in [
+            "/forgot-password",
+            "/magic-link/request",
+            "/verify-email/resend",
+        ] {
+            let a = e.post(path, json!({"identifier": known})).await;
+            let b = e.post(path, json!({"identifier": address()})).await;
+            assert_eq!(a.status, StatusCode::ACCEPTED, "{} {path}", t.name);
+            assert_eq!(
+                (a.status, &a.body),
+                (b.status, &b.body),
+                "{} {path}",
+                t.name
+            );
+            assert_eq!(a.headers, b.headers, "{} {path}", t.name);
+        }
+    }
+}
+
+#[tokio::test]
+async fn smtp_down_answers_as_usual_and_is_logged_and_emitted() {
+    let Some((_, maildir)) = smtp("lifecycle smtp down") else {
+        return;
+    };
+    for t in databases("lifecycle_down").await {
+        // Nothing listens on port 9 of the loopback.
+        let down = Lifecycle::new(SmtpMailer::from_url("smtp://127.0.0.1:9?tls=none").unwrap())
+            .email_verification(false)
+            .queue(
+                QueueOptions::default()
+                    .attempts(3)
+                    .backoff(Duration::from_millis(10)),
+            );
+        let e = env(&t, down, &maildir).await;
+        let id = address();
+        e.register(&id).await;
+        let r = e.post("/forgot-password", json!({"identifier": id})).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", t.name);
+        let failed = e.events.wait_for(AuthEventKind::MailFailed).await;
+        assert!(failed.user_id.is_some(), "{}", t.name);
+        let error = failed.error.as_ref().expect("why");
+        assert_eq!(error.code().as_str(), "SERVICE_UNAVAILABLE", "{}", t.name);
+    }
+}
+
+#[tokio::test]
+async fn oversized_non_ascii_and_injected_input_is_refused() {
+    let Some((url, maildir)) = smtp("lifecycle bad input") else {
+        return;
+    };
+    let t = databases("lifecycle_input").await.remove(0);
+    let e = env(&t, lifecycle(&url), &maildir).await;
+    let huge = "a".repeat(1 << 20);
+    let r = e
+        .post("/forgot-password", json!({"identifier": huge}))
+        .await;
+    expect(
+        &r,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        "1 MiB body",
+    );
+    let long = format!("{}@example.com", "a".repeat(400));
+    for (path, identifier) in [
+        ("/forgot-password", long.as_str()),
+        ("/forgot-password", "ünïcode@example.com"),
+        (
+            "/magic-link/request",
+            "a@example.com\r\nBcc: evil@example.net",
+        ),
+        ("/magic-link/request", "Eve <a@example.com>"),
+        ("/verify-email/resend", "a@@example.com"),
+    ] {
+        let r = e.post(path, json!({"identifier": identifier})).await;
+        expect(
+            &r,
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            &format!("{path} {identifier:?}"),
+        );
+    }
+    let r = e.post("/reset-password", json!({"token": 5})).await;
+    expect(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        "wrongly typed",
+    );
+    let r = e.post("/verify-email", json!({"token": "x"})).await;
+    expect(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        "token in code mode",
+    );
+    // Header injection in the sender's display name is refused at configuration.
+    let mailer = SmtpMailer::from_url(&url).unwrap();
+    let err =
+        Lifecycle::new(mailer.clone()).sender("Acme\r\nBcc: evil@example.net", "a@acme.example");
+    assert_eq!(err.unwrap_err().code().as_str(), "VALIDATION_ERROR");
+    assert!(
+        Lifecycle::new(mailer.clone())
+            .sender("Acme", "évil@acme.example")
+            .is_err()
+    );
+    assert!(
+        Lifecycle::new(mailer)
+            .verification(VerificationMode::Code)
+            .code_digits(11)
+            .is_err()
+    );
+}
