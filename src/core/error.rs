@@ -59,6 +59,26 @@ pub enum ErrorCode {
     /// The request with this idempotency key already ran, but its response could not be
     /// stored for replay (larger than `max_body`); it is not run again (409).
     IdempotencyNotReplayable,
+    /// Single sign-on: the `state` of a callback is missing, unknown, expired, already
+    /// used or was started in another browser (400).
+    SsoStateInvalid,
+    /// Single sign-on: the identity provider is unreachable or answered something that is
+    /// not usable (discovery, keys, token endpoint) (502).
+    SsoProviderError,
+    /// Single sign-on: the identity provider refused the sign-in or the authorization
+    /// code (401).
+    SsoRejected,
+    /// Single sign-on: the provider's ID token failed verification (signature,
+    /// `iss`, `aud`, `azp`, `exp`, `iat`, `nonce`) (401).
+    SsoIdTokenInvalid,
+    /// Single sign-on: this identity may not sign in here (e-mail domain not allowed,
+    /// no verified e-mail, no account and sign-up off) (403).
+    SsoNotAllowed,
+    /// Single sign-on: the identity is linked to another account, or the account
+    /// already has a link to this provider (409).
+    SsoLinkConflict,
+    /// Single sign-on: unlinking would leave the account without a way to sign in (409).
+    SsoLastSignInMethod,
     /// An application's own code (the Rust form of subclassing `SentriError`).
     Custom(Cow<'static, str>),
 }
@@ -84,6 +104,13 @@ impl ErrorCode {
             Self::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
             Self::IdempotencyKeyMismatch => "IDEMPOTENCY_KEY_MISMATCH",
             Self::IdempotencyNotReplayable => "IDEMPOTENCY_NOT_REPLAYABLE",
+            Self::SsoStateInvalid => "SSO_STATE_INVALID",
+            Self::SsoProviderError => "SSO_PROVIDER_ERROR",
+            Self::SsoRejected => "SSO_REJECTED",
+            Self::SsoIdTokenInvalid => "SSO_ID_TOKEN_INVALID",
+            Self::SsoNotAllowed => "SSO_NOT_ALLOWED",
+            Self::SsoLinkConflict => "SSO_LINK_CONFLICT",
+            Self::SsoLastSignInMethod => "SSO_LAST_SIGN_IN_METHOD",
             Self::Custom(code) => code,
         }
     }
@@ -104,6 +131,11 @@ impl ErrorCode {
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::IdempotencyKeyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::SsoStateInvalid => StatusCode::BAD_REQUEST,
+            Self::SsoProviderError => StatusCode::BAD_GATEWAY,
+            Self::SsoRejected | Self::SsoIdTokenInvalid => StatusCode::UNAUTHORIZED,
+            Self::SsoNotAllowed => StatusCode::FORBIDDEN,
+            Self::SsoLinkConflict | Self::SsoLastSignInMethod => StatusCode::CONFLICT,
             Self::ConfigurationError | Self::InternalError | Self::Custom(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -324,6 +356,13 @@ mod tests {
             (ErrorCode::IdempotencyInProgress, 409),
             (ErrorCode::IdempotencyKeyMismatch, 422),
             (ErrorCode::IdempotencyNotReplayable, 409),
+            (ErrorCode::SsoStateInvalid, 400),
+            (ErrorCode::SsoProviderError, 502),
+            (ErrorCode::SsoRejected, 401),
+            (ErrorCode::SsoIdTokenInvalid, 401),
+            (ErrorCode::SsoNotAllowed, 403),
+            (ErrorCode::SsoLinkConflict, 409),
+            (ErrorCode::SsoLastSignInMethod, 409),
             (ErrorCode::Custom("WHATEVER".into()), 500),
         ];
         for (code, status) in cases {

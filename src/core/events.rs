@@ -40,6 +40,16 @@ pub enum AuthEventKind {
     IdentifierChanged,
     /// Roles were changed.
     RolesChanged,
+    /// A user signed in through an external identity provider (single sign-on).
+    SsoSignedIn,
+    /// Single sign-on created a new account.
+    SsoAccountCreated,
+    /// An external identity was linked to an account.
+    SsoLinked,
+    /// An external identity was unlinked from an account.
+    SsoUnlinked,
+    /// A single sign-on attempt failed (`error` says why).
+    SsoFailed,
 }
 
 impl AuthEventKind {
@@ -56,6 +66,11 @@ impl AuthEventKind {
             Self::PasswordChanged => "password_changed",
             Self::IdentifierChanged => "identifier_changed",
             Self::RolesChanged => "roles_changed",
+            Self::SsoSignedIn => "sso_signed_in",
+            Self::SsoAccountCreated => "sso_account_created",
+            Self::SsoLinked => "sso_linked",
+            Self::SsoUnlinked => "sso_unlinked",
+            Self::SsoFailed => "sso_failed",
         }
     }
 }

@@ -227,7 +227,10 @@ impl Inner {
                 }
             }
             Err(_) => {
-                tracing::warn!("stored password hash is malformed; treating as a mismatch");
+                // `!…` marks a user without a password (single sign-on): not malformed.
+                if !stored.starts_with('!') {
+                    tracing::warn!("stored password hash is malformed; treating as a mismatch");
+                }
                 if bcrypt::verify(&input, &self.dummy).is_ok() {
                     self.count_run();
                 }

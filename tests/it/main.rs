@@ -17,5 +17,7 @@ mod props;
 mod races;
 mod secrets;
 mod services;
+#[cfg(feature = "sso")]
+mod sso;
 mod store_conformance;
 mod support;
