@@ -240,6 +240,40 @@ fn lifecycle() -> Result<Lifecycle, SentriError> {
     }
 }
 // --- end account lifecycle ---------------------------------------------------------------
+/// Single sign-on from the environment: `SSO_ISSUER`, `SSO_CLIENT_ID`,
+/// `SSO_CLIENT_SECRET`, `SSO_PROVIDER` (name in the routes, default `oidc`),
+/// `SSO_BASE_URL` (where `/auth` is served, default `http://{SENTRI_ADDR}/auth`; the
+/// redirect URI to register is `{SSO_BASE_URL}/sso/{SSO_PROVIDER}/callback`),
+/// `SSO_ALLOWED_DOMAINS` (comma-separated), `SSO_LINK_VERIFIED_EMAIL=1`,
+/// `SSO_RETURN_TO_ORIGINS` (comma-separated), `SSO_ALLOW_INSECURE_HTTP=1` (plain-http
+/// issuers, for a local test provider). Start with `GET /auth/sso/{SSO_PROVIDER}/start`.
+#[cfg(feature = "sso")]
+fn sso_from_env(addr: SocketAddr) -> Option<sentri::capability::sso::Sso> {
+    use sentri::capability::sso::{Sso, SsoProvider};
+    let list = |name: &str| -> Vec<String> {
+        env(name)
+            .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    let issuer = env("SSO_ISSUER")?;
+    let name = env("SSO_PROVIDER").unwrap_or_else(|| "oidc".into());
+    let client_id = env("SSO_CLIENT_ID").unwrap_or_else(|| "sentri-example".into());
+    let mut provider = SsoProvider::new(name, issuer, client_id)
+        .allowed_domains(list("SSO_ALLOWED_DOMAINS"))
+        .link_verified_email(env("SSO_LINK_VERIFIED_EMAIL").as_deref() == Some("1"))
+        .allow_insecure_http(env("SSO_ALLOW_INSECURE_HTTP").as_deref() == Some("1"));
+    if let Some(secret) = env("SSO_CLIENT_SECRET") {
+        provider = provider.client_secret(secret);
+    }
+    let base = env("SSO_BASE_URL").unwrap_or_else(|| format!("http://{addr}/auth"));
+    let mut sso = Sso::new(base.clone())
+        .provider(provider)
+        .cookie_secure(base.starts_with("https://"));
+    for origin in list("SSO_RETURN_TO_ORIGINS") {
+        sso = sso.allow_return_to(origin);
+    }
+    Some(sso)
+}
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = env("SENTRI_ADDR")
@@ -306,6 +340,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     // --- two-factor authentication: TOTP sealed under SENTRI_2FA_KEY (base64, 32 bytes) ---
     config = config.with(two_factor()?);
+    // --- sso: `--features sso` and SSO_ISSUER set: sign in with that OpenID provider ---
+    #[cfg(feature = "sso")]
+    if let Some(sso) = sso_from_env(addr) {
+        config = config.with(sso);
+    }
+    // --- end sso ---
     let auth = create_auth(config.with(lifecycle()?))?;
     auth.migrate().await?;
     ensure_admin(&auth).await?;

@@ -29,6 +29,9 @@ pub mod devices;
 pub mod api_keys;
 pub mod two_factor;
 pub mod lifecycle;
+#[cfg(feature = "sso")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sso")))]
+pub mod sso;
 
 use std::fmt;
 use std::sync::Arc;
@@ -281,6 +284,12 @@ pub trait Credential: Send + Sync + 'static {
 pub trait Capability: Send + Sync + 'static {
     /// A unique, stable name (also the component of its migrations).
     fn name(&self) -> &'static str;
+
+    /// Checks its configuration when the auth is built (`CONFIGURATION_ERROR` fails
+    /// `create_auth`).
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Its database migrations, in order.
     fn migrations(&self) -> &'static [Migration] {

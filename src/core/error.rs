@@ -82,6 +82,26 @@ pub enum ErrorCode {
     /// The password was right but the account's email address is not verified yet, and
     /// the app requires it (403).
     EmailNotVerified,
+    /// Single sign-on: the `state` of a callback is missing, unknown, expired, already
+    /// used or was started in another browser (400).
+    SsoStateInvalid,
+    /// Single sign-on: the identity provider is unreachable or answered something that is
+    /// not usable (discovery, keys, token endpoint) (502).
+    SsoProviderError,
+    /// Single sign-on: the identity provider refused the sign-in or the authorization
+    /// code (401).
+    SsoRejected,
+    /// Single sign-on: the provider's ID token failed verification (signature,
+    /// `iss`, `aud`, `azp`, `exp`, `iat`, `nonce`) (401).
+    SsoIdTokenInvalid,
+    /// Single sign-on: this identity may not sign in here (e-mail domain not allowed,
+    /// no verified e-mail, no account and sign-up off) (403).
+    SsoNotAllowed,
+    /// Single sign-on: the identity is linked to another account, or the account
+    /// already has a link to this provider (409).
+    SsoLinkConflict,
+    /// Single sign-on: unlinking would leave the account without a way to sign in (409).
+    SsoLastSignInMethod,
     /// An application's own code (the Rust form of subclassing `SentriError`).
     Custom(Cow<'static, str>),
 }
@@ -117,6 +137,13 @@ impl ErrorCode {
             Self::TwoFactorInvalid => "TWO_FACTOR_INVALID",
             Self::TwoFactorLocked => "TWO_FACTOR_LOCKED",
             Self::EmailNotVerified => "EMAIL_NOT_VERIFIED",
+            Self::SsoStateInvalid => "SSO_STATE_INVALID",
+            Self::SsoProviderError => "SSO_PROVIDER_ERROR",
+            Self::SsoRejected => "SSO_REJECTED",
+            Self::SsoIdTokenInvalid => "SSO_ID_TOKEN_INVALID",
+            Self::SsoNotAllowed => "SSO_NOT_ALLOWED",
+            Self::SsoLinkConflict => "SSO_LINK_CONFLICT",
+            Self::SsoLastSignInMethod => "SSO_LAST_SIGN_IN_METHOD",
             Self::Custom(code) => code,
         }
     }
@@ -142,6 +169,11 @@ impl ErrorCode {
             Self::TwoFactorRequired => StatusCode::FORBIDDEN,
             Self::TwoFactorInvalid => StatusCode::UNAUTHORIZED,
             Self::TwoFactorLocked => StatusCode::TOO_MANY_REQUESTS,
+            Self::SsoStateInvalid => StatusCode::BAD_REQUEST,
+            Self::SsoProviderError => StatusCode::BAD_GATEWAY,
+            Self::SsoRejected | Self::SsoIdTokenInvalid => StatusCode::UNAUTHORIZED,
+            Self::SsoNotAllowed => StatusCode::FORBIDDEN,
+            Self::SsoLinkConflict | Self::SsoLastSignInMethod => StatusCode::CONFLICT,
             Self::ConfigurationError | Self::InternalError | Self::Custom(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -371,6 +403,13 @@ mod tests {
             (ErrorCode::TwoFactorInvalid, 401),
             (ErrorCode::TwoFactorLocked, 429),
             (ErrorCode::EmailNotVerified, 403),
+            (ErrorCode::SsoStateInvalid, 400),
+            (ErrorCode::SsoProviderError, 502),
+            (ErrorCode::SsoRejected, 401),
+            (ErrorCode::SsoIdTokenInvalid, 401),
+            (ErrorCode::SsoNotAllowed, 403),
+            (ErrorCode::SsoLinkConflict, 409),
+            (ErrorCode::SsoLastSignInMethod, 409),
             (ErrorCode::Custom("WHATEVER".into()), 500),
             (ErrorCode::ApiKeyInvalid, 401),
             (ErrorCode::ApiKeyExpired, 401),

@@ -67,6 +67,16 @@ pub enum AuthEventKind {
     PasswordReset,
     /// A message could not be sent after every retry (`error` says why; no content).
     MailFailed,
+    /// A user signed in through an external identity provider (single sign-on).
+    SsoSignedIn,
+    /// Single sign-on created a new account.
+    SsoAccountCreated,
+    /// An external identity was linked to an account.
+    SsoLinked,
+    /// An external identity was unlinked from an account.
+    SsoUnlinked,
+    /// A single sign-on attempt failed (`error` says why).
+    SsoFailed,
 }
 
 impl AuthEventKind {
@@ -96,6 +106,11 @@ impl AuthEventKind {
             Self::EmailVerified => "email_verified",
             Self::PasswordReset => "password_reset",
             Self::MailFailed => "mail_failed",
+            Self::SsoSignedIn => "sso_signed_in",
+            Self::SsoAccountCreated => "sso_account_created",
+            Self::SsoLinked => "sso_linked",
+            Self::SsoUnlinked => "sso_unlinked",
+            Self::SsoFailed => "sso_failed",
         }
     }
 }

@@ -328,6 +328,24 @@ impl Identity {
     }
 }
 
+/// The first character of a stored password hash that no password can match: users
+/// created without a password (e.g. by single sign-on). bcrypt hashes start with `$`.
+pub(crate) const NO_PASSWORD_MARK: char = '!';
+
+/// A password hash no password matches (a login with any password is a plain
+/// `INVALID_CREDENTIALS`, in the time of a real check).
+pub(crate) fn unusable_password_hash() -> String {
+    format!(
+        "{NO_PASSWORD_MARK}no-password-{}",
+        crate::core::crypto::random_token(16)
+    )
+}
+
+/// `false` for a hash made by [`unusable_password_hash`]: the user has no password.
+pub(crate) fn has_password(stored_hash: &str) -> bool {
+    !stored_hash.starts_with(NO_PASSWORD_MARK)
+}
+
 /// Removes duplicates, keeping the first occurrence of each.
 pub(crate) fn dedupe<I: IntoIterator<Item = String>>(items: I) -> Vec<String> {
     let mut seen = HashSet::new();

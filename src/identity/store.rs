@@ -132,6 +132,17 @@ impl Database {
     ///
     /// An identifier that is already taken (byte-exact) gives `USER_ALREADY_EXISTS`.
     pub async fn create_user(&self, new: &NewUser<'_>) -> Result<UserRecord, SentriError> {
+        let (record, built) = self.insert_user(new)?;
+        self.exec_with(built, map_user_conflict).await?;
+        Ok(record)
+    }
+
+    /// The record and the built `INSERT` of a new user, for callers that create the
+    /// user inside a transaction of their own ([`Database::steps`]).
+    pub(crate) fn insert_user(
+        &self,
+        new: &NewUser<'_>,
+    ) -> Result<(UserRecord, (String, SqlxValues)), SentriError> {
         let now = now_ms();
         let record = UserRecord {
             id: uuid::Uuid::now_v7().to_string(),
@@ -154,8 +165,7 @@ impl Database {
             ])
             .map_err(SentriError::internal)?
             .to_owned();
-        self.exec_with(self.build(&stmt), map_user_conflict).await?;
-        Ok(record)
+        Ok((record, self.build(&stmt)))
     }
 
     /// The user with this id, if any.

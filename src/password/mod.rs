@@ -390,7 +390,10 @@ impl Inner {
                 }
             }
             Err(_) => {
-                tracing::warn!("stored password hash is malformed; treating as a mismatch");
+                // `!…` marks a user without a password (single sign-on): not malformed.
+                if !stored.starts_with('!') {
+                    tracing::warn!("stored password hash is malformed; treating as a mismatch");
+                }
                 #[cfg(feature = "argon2")]
                 if self.argon2.is_some() {
                     self.dummy_blocking(password);

@@ -251,6 +251,9 @@ impl ServerAuth {
             trusted_origins: TrustedOrigins::new(&config.trusted_origins)?,
         };
         transport.check()?;
+        for capability in &config.capabilities {
+            capability.check()?;
+        }
         let roles = Roles::new(
             &config.valid_roles,
             config.public_roles.as_deref(),

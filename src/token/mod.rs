@@ -14,6 +14,8 @@
 //! - [`Verifier`]: client mode, verifies access tokens against an auth server's JWKS.
 
 mod keys;
+#[cfg(any(feature = "client", feature = "sso"))]
+pub(crate) mod remote;
 mod verify;
 
 use std::fmt;

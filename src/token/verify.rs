@@ -120,6 +120,9 @@ pub(crate) fn build_validation(alg: Algorithm, opts: &TokenOptions) -> Validatio
 pub(crate) enum TokenKind {
     Access,
     Refresh,
+    /// An OpenID Connect ID token of an external provider: header `typ` absent or `JWT`.
+    #[cfg(feature = "sso")]
+    IdToken,
 }
 
 impl TokenKind {
@@ -127,6 +130,8 @@ impl TokenKind {
         match self {
             Self::Access => TYP_ACCESS,
             Self::Refresh => super::TYP_REFRESH,
+            #[cfg(feature = "sso")]
+            Self::IdToken => "JWT",
         }
     }
 }
@@ -165,6 +170,18 @@ impl Verifier {
         allowed: &[Algorithm],
         opts: &TokenOptions,
     ) -> (Verifier, Vec<String>) {
+        Self::from_jwks_with(jwks, allowed, opts, false)
+    }
+
+    /// [`from_jwks`](Self::from_jwks); with `infer_alg`, a key without `alg` is pinned
+    /// to the one algorithm its type implies for OpenID Connect (RSA → RS256, P-256 →
+    /// ES256, Ed25519 → EdDSA), as identity providers often omit the member.
+    pub(crate) fn from_jwks_with(
+        jwks: &serde_json::Value,
+        allowed: &[Algorithm],
+        opts: &TokenOptions,
+        infer_alg: bool,
+    ) -> (Verifier, Vec<String>) {
         ensure_crypto_provider();
         let mut warnings = Vec::new();
         let mut map = HashMap::new();
@@ -178,7 +195,7 @@ impl Verifier {
             );
         };
         for (i, jwk) in list.iter().enumerate() {
-            match parse_jwk(jwk, allowed) {
+            match parse_jwk(jwk, allowed, infer_alg) {
                 Ok((kid, alg, decoding)) => {
                     if map.contains_key(&kid) {
                         warnings.push(format!("JWK #{i} (kid {kid}): duplicate kid, skipped"));
@@ -212,6 +229,15 @@ impl Verifier {
         self.verify(token, TokenKind::Access)
     }
 
+    /// Verifies an OpenID Connect ID token (header `typ` absent or `JWT`; never an
+    /// access or refresh token of sentri's own) through the same path: pinned algorithm
+    /// per key, signature, `exp` / `nbf`, and the `iss` / `aud` this verifier was built
+    /// with. The caller checks `nonce`, `azp` and `iat`.
+    #[cfg(feature = "sso")]
+    pub(crate) fn verify_id_token<T: DeserializeOwned>(&self, token: &str) -> Result<T> {
+        self.verify(token, TokenKind::IdToken)
+    }
+
     /// `true` when a key with this `kid` is known.
     pub fn has_kid(&self, kid: &str) -> bool {
         self.keys.contains_key(kid)
@@ -229,13 +255,22 @@ impl Verifier {
         if header.crit.is_some() {
             return Err(invalid());
         }
-        let kid = header.kid.as_deref().ok_or_else(invalid)?;
-        let key = self.keys.get(kid).ok_or_else(invalid)?;
+        let key = match header.kid.as_deref() {
+            Some(kid) => self.keys.get(kid),
+            // OpenID Connect Core §10.1: an ID token may omit `kid` when the provider's
+            // JWKS holds a single key; that key (and its pinned algorithm) is the one.
+            #[cfg(feature = "sso")]
+            None if kind == TokenKind::IdToken && self.keys.len() == 1 => self.keys.values().next(),
+            None => None,
+        }
+        .ok_or_else(invalid)?;
         if header.alg != key.alg {
             return Err(invalid());
         }
         match header.typ.as_deref() {
             Some(typ) if typ.eq_ignore_ascii_case(kind.typ()) => {}
+            #[cfg(feature = "sso")]
+            None if kind == TokenKind::IdToken => {}
             _ => return Err(invalid()),
         }
         match jsonwebtoken::decode::<T>(token, &key.decoding, &key.validation) {
@@ -262,13 +297,23 @@ fn b64_member(jwk: &serde_json::Value, name: &str) -> std::result::Result<Vec<u8
 fn parse_jwk(
     jwk: &serde_json::Value,
     allowed: &[Algorithm],
+    infer_alg: bool,
 ) -> std::result::Result<(String, Algorithm, DecodingKey), String> {
     let kid = str_member(jwk, "kid")
         .filter(|k| !k.is_empty())
         .ok_or("missing \"kid\"")?
         .to_owned();
     let kty = str_member(jwk, "kty").ok_or("missing \"kty\"")?;
-    let alg_str = str_member(jwk, "alg").ok_or("missing \"alg\"")?;
+    let implied = match (kty, str_member(jwk, "crv")) {
+        _ if !infer_alg => None,
+        ("RSA", _) => Some("RS256"),
+        ("EC", Some("P-256")) => Some("ES256"),
+        ("OKP", Some("Ed25519")) => Some("EdDSA"),
+        _ => None,
+    };
+    let alg_str = str_member(jwk, "alg")
+        .or(implied)
+        .ok_or("missing \"alg\"")?;
     let alg: Algorithm = alg_str.parse().map_err(|_| "unknown \"alg\"".to_owned())?;
     if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) || kty == "oct" {
         return Err("symmetric keys are never accepted from a JWKS".to_owned());

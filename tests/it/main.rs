@@ -23,6 +23,8 @@ mod secops;
 mod scaleout;
 mod secrets;
 mod services;
+#[cfg(feature = "sso")]
+mod sso;
 mod store_conformance;
 mod support;
 mod two_factor;
