@@ -13,12 +13,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use sentri::capability::lifecycle::Lifecycle;
 use sentri::capability::two_factor::TwoFactor;
 use sentri::core::seal::Sealer;
 use sentri::db::Database;
-use sentri::keystore::KeyStoreConfig;
-use sentri::capability::lifecycle::Lifecycle;
 use sentri::identity::ProvisionUser;
+use sentri::keystore::KeyStoreConfig;
 use sentri::mail::LogMailer;
 use sentri::token::{Algorithm, SigningKey};
 use sentri::{

@@ -23,15 +23,15 @@
 //! ```
 
 pub mod account;
-pub mod devices;
 #[cfg(feature = "api-keys")]
 #[cfg_attr(docsrs, doc(cfg(feature = "api-keys")))]
 pub mod api_keys;
-pub mod two_factor;
+pub mod devices;
 pub mod lifecycle;
 #[cfg(feature = "sso")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sso")))]
 pub mod sso;
+pub mod two_factor;
 
 use std::fmt;
 use std::sync::Arc;

@@ -114,8 +114,8 @@ mod tests {
     #[test]
     fn a_rotation_publishes_ahead_signs_then_retires_the_old_key() {
         let a = key("a", 1, 0, 0);
-        assert_eq!(plan(&[a.clone()], 30 * D - H - 1, S).due, None);
-        let p = plan(&[a.clone()], 30 * D - H, S);
+        assert_eq!(plan(std::slice::from_ref(&a), 30 * D - H - 1, S).due, None);
+        let p = plan(std::slice::from_ref(&a), 30 * D - H, S);
         assert_eq!(p.due, Some((2, 30 * D - H, 30 * D)));
         let b = key("b", 2, 30 * D - H, 30 * D);
         let rows = [a, b];

@@ -19,8 +19,8 @@ mod no_echo;
 mod password;
 mod props;
 mod races;
-mod secops;
 mod scaleout;
+mod secops;
 mod secrets;
 mod services;
 #[cfg(feature = "sso")]

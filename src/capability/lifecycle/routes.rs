@@ -181,5 +181,7 @@ async fn magic_consume(State(s): State<State_>, req: Request) -> Result<Response
     let meta = request_meta(req.headers(), req.extensions());
     let JsonBody(body): JsonBody<TokenBody> = JsonBody::from_request(req, &()).await?;
     let outcome = s.service.consume_magic_link(&body.token, meta).await?;
-    Ok(s.service.core().sign_in_response(&outcome, "Login successful"))
+    Ok(s.service
+        .core()
+        .sign_in_response(&outcome, "Login successful"))
 }

@@ -134,7 +134,9 @@ async fn callback(
             // The second factor is asked for in the body (`POST /2fa/verify`), as after
             // a password login; no session exists yet.
             let outcome = crate::capability::SignIn::Challenge(challenge);
-            let mut res = svc.core().sign_in_response(&outcome, "Second factor required");
+            let mut res = svc
+                .core()
+                .sign_in_response(&outcome, "Second factor required");
             res.headers_mut().append(header::SET_COOKIE, clear);
             res
         }

@@ -37,10 +37,15 @@ pub(super) struct Started {
 
 /// How a callback ended.
 pub(super) enum Completed {
-    SignedIn { res: AuthResult, return_to: String },
+    SignedIn {
+        res: AuthResult,
+        return_to: String,
+    },
     /// A login step (a second factor) must be met first: no session yet.
     Challenged(Challenge),
-    Linked { return_to: String },
+    Linked {
+        return_to: String,
+    },
 }
 
 /// The parameters of a callback.
