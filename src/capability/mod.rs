@@ -23,6 +23,7 @@
 //! ```
 
 pub mod account;
+pub mod audit;
 pub mod devices;
 
 use std::fmt;

@@ -1,5 +1,6 @@
 mod adversarial;
 mod architecture;
+mod audit;
 #[cfg(feature = "client")]
 mod client;
 mod events;
