@@ -281,7 +281,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .parse()?;
     let url = env("DATABASE_URL").unwrap_or_else(|| "sqlite://sentri-example.db?mode=rwc".into());
     let db = Database::connect(&url).await?;
-    let mut config = ServerConfig::new(db, signing_key().await?, ["user", "admin"]);
+    // --- audit log: every auth event in sentri_auth_events; admins read GET /auth/audit/events ---
+    let audit = sentri::capability::audit::Audit::new(db.clone());
+    let mut config = ServerConfig::new(db, signing_key().await?, ["user", "admin"]).with(audit);
     // --- scale-out: signing keys shared and rotated through the database ---
     if let Some(store) = key_store()? {
         config = config.signing_key_store(store);

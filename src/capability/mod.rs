@@ -26,6 +26,7 @@ pub mod account;
 #[cfg(feature = "api-keys")]
 #[cfg_attr(docsrs, doc(cfg(feature = "api-keys")))]
 pub mod api_keys;
+pub mod audit;
 pub mod devices;
 pub mod lifecycle;
 #[cfg(feature = "sso")]

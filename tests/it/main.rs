@@ -2,6 +2,7 @@ mod adversarial;
 #[cfg(feature = "api-keys")]
 mod api_keys;
 mod architecture;
+mod audit;
 #[cfg(feature = "client")]
 mod client;
 mod events;
