@@ -36,6 +36,8 @@ pub mod keystore;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod password;
+#[cfg(feature = "redis")]
+mod redis_conn;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;

@@ -2,6 +2,7 @@ mod adversarial;
 mod architecture;
 #[cfg(feature = "client")]
 mod client;
+mod cluster;
 mod events;
 mod example;
 mod examples_smoke;
@@ -15,8 +16,8 @@ mod no_echo;
 mod password;
 mod props;
 mod races;
-mod secops;
 mod scaleout;
+mod secops;
 mod secrets;
 mod services;
 mod store_conformance;
