@@ -37,6 +37,8 @@ pub mod mail;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod password;
+#[cfg(feature = "redis")]
+mod redis_conn;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;

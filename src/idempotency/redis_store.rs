@@ -6,20 +6,21 @@
 //!   not-replayable record (`N` + fingerprint) when the response could not be kept;
 //! * release: compare-and-delete of our marker.
 //!
-//! The [`ConnectionManager`] is created on first use (so the layer can be built
-//! outside a runtime) and reconnects by itself; a command that fails on a broken
-//! connection is retried once on the fresh one.
+//! The connection (one node or a Redis Cluster, see `crate::redis_conn`) is created on
+//! first use (so the layer can be built outside a runtime) and reconnects by itself; a
+//! command that fails on a broken connection is retried once on the fresh one. Each
+//! script touches one key, so on a cluster it runs on the key's slot.
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd, RedisError};
+use redis::{Cmd, RedisError};
 use tokio::sync::OnceCell;
 
 use super::store::{
     Begin, Completion, Fingerprint, Record, StoreError, Ticket, decode_record, encode_completion,
     encode_marker,
 };
+use crate::redis_conn::{RedisConn, RedisTarget, Timeouts};
 
 const KEY_PREFIX: &str = "sentri:idem:";
 
@@ -46,8 +47,8 @@ return 0
 ";
 
 pub(crate) struct RedisStore {
-    client: Client,
-    conn: OnceCell<ConnectionManager>,
+    target: RedisTarget,
+    conn: OnceCell<RedisConn>,
     ttl_ms: u64,
 }
 
@@ -62,23 +63,19 @@ impl RedisStore {
     /// Parses the URL (no I/O).
     pub(crate) fn new(url: &str, ttl: Duration) -> Result<Self, RedisError> {
         Ok(Self {
-            client: Client::open(url)?,
+            target: RedisTarget::parse(url)?,
             conn: OnceCell::new(),
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
         })
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(200))
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
+    async fn conn(&self) -> Result<RedisConn, StoreError> {
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            response: Duration::from_secs(2),
+        };
         self.conn
-            .get_or_try_init(|| async {
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            })
+            .get_or_try_init(|| self.target.connect(timeouts))
             .await
             .cloned()
             .map_err(|e| StoreError(Box::new(e)))
@@ -88,7 +85,7 @@ impl RedisStore {
     /// has started reconnecting by then).
     async fn with_retry<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(RedisConn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let conn = self.conn().await?;

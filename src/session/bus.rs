@@ -5,7 +5,9 @@
 //! once. With a `redis_url`, the revoking process also publishes the session id on the
 //! Redis channel `sentri:revoked`, and every other process subscribed to it drops the
 //! session from its cache as soon as the message arrives (well under a second on a
-//! healthy network). If Redis is unreachable, revocation falls back to the cache TTL:
+//! healthy network). On a Redis Cluster (`redis+cluster://` URL) the message is a
+//! plain `PUBLISH`, which the cluster forwards to every node; the subscriber listens on
+//! one node and moves to the next listed one when that node fails. If Redis is unreachable, revocation falls back to the cache TTL:
 //! no process trusts a revoked session for longer than `session_cache_ttl`.
 
 #[cfg(feature = "redis")]
@@ -32,8 +34,8 @@ pub(crate) type CredentialRevocations = tokio::sync::broadcast::Receiver<String>
 
 #[cfg(feature = "redis")]
 pub(crate) struct Revocations {
-    client: Option<redis::Client>,
-    publisher: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    target: Option<crate::redis_conn::RedisTarget>,
+    publisher: tokio::sync::OnceCell<crate::redis_conn::RedisConn>,
     credentials: tokio::sync::broadcast::Sender<String>,
 }
 
@@ -81,15 +83,15 @@ impl Revocations {
 #[cfg(feature = "redis")]
 impl Revocations {
     pub(crate) fn new(redis_url: Option<&str>) -> Result<Self> {
-        let client = match redis_url {
-            Some(url) => Some(redis::Client::open(url).map_err(|e| {
+        let target = match redis_url {
+            Some(url) => Some(crate::redis_conn::RedisTarget::parse(url).map_err(|e| {
                 crate::core::error::SentriError::configuration("redis_url is not a valid Redis URL")
                     .with_source(e)
             })?),
             None => None,
         };
         Ok(Self {
-            client,
+            target,
             publisher: tokio::sync::OnceCell::new(),
             credentials: tokio::sync::broadcast::channel(CREDENTIAL_BACKLOG).0,
         })
@@ -97,7 +99,7 @@ impl Revocations {
 
     /// Spawns the subscriber that drops revoked sessions from this process's cache.
     pub(crate) fn start(&self, cache: &std::sync::Arc<SessionCache>) {
-        let Some(client) = self.client.clone() else {
+        let Some(nodes) = self.target.as_ref().map(|t| t.pubsub_clients()) else {
             return;
         };
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
@@ -111,7 +113,8 @@ impl Revocations {
         handle.spawn(async move {
             use futures_util::StreamExt;
             let mut backoff = Duration::from_millis(100);
-            loop {
+            // On a cluster, a node that fails hands over to the next one in the list.
+            for client in nodes.iter().cycle() {
                 match client.get_async_pubsub().await {
                     Ok(mut pubsub) => {
                         let channels = [REVOCATION_CHANNEL, CREDENTIAL_REVOCATION_CHANNEL];
@@ -156,13 +159,16 @@ impl Revocations {
 
     /// Publishes `id` on `channel` (best effort: failures are logged).
     async fn publish_on(&self, channel: &str, id: &str) {
-        let Some(client) = &self.client else {
+        let Some(target) = &self.target else {
             return;
+        };
+        let timeouts = crate::redis_conn::Timeouts {
+            connect: Duration::from_secs(1),
+            response: Duration::from_secs(1),
         };
         let conn = tokio::time::timeout(
             Duration::from_secs(1),
-            self.publisher
-                .get_or_try_init(|| async { client.get_connection_manager().await }),
+            self.publisher.get_or_try_init(|| target.connect(timeouts)),
         )
         .await;
         let mut conn = match conn {

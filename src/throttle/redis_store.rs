@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError};
+use redis::RedisError;
 use tokio::sync::OnceCell;
 
 use super::{LimitMs, Settle, ThrottleKey};
 use crate::core::error::{Result, SentriError};
+use crate::redis_conn::{RedisConn, RedisTarget, Timeouts};
 
 /// `KEYS[1]` the counter hash; `ARGV`: now, max, window, lockout, max lockout (ms).
 /// Returns -1 when admitted, else the lockout left (ms).
@@ -52,8 +52,8 @@ return 0
 const REDIS_DEADLINE: Duration = Duration::from_millis(1000);
 
 pub(crate) struct RedisStore {
-    client: Client,
-    conn: OnceCell<ConnectionManager>,
+    target: RedisTarget,
+    conn: OnceCell<RedisConn>,
     prefix: String,
 }
 
@@ -68,27 +68,23 @@ pub(crate) enum StoreError {
 impl RedisStore {
     /// Parses the URL (no I/O).
     pub(crate) fn new(url: &str, prefix: &str) -> Result<Self> {
-        let client = Client::open(url).map_err(|e| {
+        let target = RedisTarget::parse(url).map_err(|e| {
             SentriError::configuration("redis_url is not a valid Redis URL").with_source(e)
         })?;
         Ok(Self {
-            client,
+            target,
             conn: OnceCell::new(),
             prefix: prefix.to_owned(),
         })
     }
 
-    async fn conn(&self) -> std::result::Result<ConnectionManager, RedisError> {
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(200))
-            .set_connection_timeout(Some(Duration::from_millis(800)))
-            .set_response_timeout(Some(Duration::from_millis(800)));
+    async fn conn(&self) -> std::result::Result<RedisConn, RedisError> {
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(800),
+            response: Duration::from_millis(800),
+        };
         self.conn
-            .get_or_try_init(|| async {
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            })
+            .get_or_try_init(|| self.target.connect(timeouts))
             .await
             .cloned()
     }

@@ -5,6 +5,7 @@ mod architecture;
 mod audit;
 #[cfg(feature = "client")]
 mod client;
+mod cluster;
 mod events;
 mod example;
 mod examples_smoke;

@@ -1,5 +1,5 @@
 //! The conformance suite of the idempotency stores: every behaviour test runs once on
-//! the in-memory store (moka) and once on Redis.
+//! the in-memory store (moka), once on Redis and once on a Redis Cluster.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -447,6 +447,21 @@ macro_rules! suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     let Some(url) = crate::support::common::redis_url(concat!("idempotency::conformance::redis::", stringify!($name))) else {
+                        return;
+                    };
+                    super::$name(super::Backend::Redis(url)).await;
+                }
+            )*
+        }
+
+        /// The same suite on a Redis Cluster (`SENTRI_TEST_REDIS_CLUSTER_URLS`, a
+        /// `redis+cluster://` URL; `.ci/run` starts a 6-node cluster on 7001–7006).
+        #[cfg(feature = "redis")]
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(url) = crate::support::common::service_url("SENTRI_TEST_REDIS_CLUSTER_URLS", concat!("idempotency::conformance::cluster::", stringify!($name))) else {
                         return;
                     };
                     super::$name(super::Backend::Redis(url)).await;

@@ -21,6 +21,8 @@ use tower::ServiceExt;
 
 use crate::support::common::unique;
 
+#[cfg(feature = "redis")]
+mod cluster_failover;
 mod config;
 mod conformance;
 mod memory_store;
