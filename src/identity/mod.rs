@@ -330,10 +330,12 @@ impl Identity {
 
 /// The first character of a stored password hash that no password can match: users
 /// created without a password (e.g. by single sign-on). bcrypt hashes start with `$`.
+#[cfg_attr(not(feature = "sso"), allow(dead_code))]
 pub(crate) const NO_PASSWORD_MARK: char = '!';
 
 /// A password hash no password matches (a login with any password is a plain
 /// `INVALID_CREDENTIALS`, in the time of a real check).
+#[cfg_attr(not(feature = "sso"), allow(dead_code))]
 pub(crate) fn unusable_password_hash() -> String {
     format!(
         "{NO_PASSWORD_MARK}no-password-{}",
@@ -342,6 +344,7 @@ pub(crate) fn unusable_password_hash() -> String {
 }
 
 /// `false` for a hash made by [`unusable_password_hash`]: the user has no password.
+#[cfg_attr(not(feature = "sso"), allow(dead_code))]
 pub(crate) fn has_password(stored_hash: &str) -> bool {
     !stored_hash.starts_with(NO_PASSWORD_MARK)
 }

@@ -98,6 +98,7 @@ impl Mailbox {
     }
 
     /// A mailbox from constants known to be valid (not checked).
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) fn fixed(name: &str, address: &str) -> Self {
         Self {
             name: Some(name.to_owned()),

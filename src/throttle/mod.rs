@@ -121,6 +121,7 @@ impl ThrottleKey {
         self.scope
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn storage_key(&self, prefix: &str) -> String {
         // The whole key is the hash tag: one slot per key on Redis Cluster.
         format!("{{{prefix}:{}:{}}}", self.scope.tag(), self.id)
