@@ -39,11 +39,33 @@ const LEGACY_MAP: &[(i64, &[(&str, i64)])] = &[
 /// The key of the PostgreSQL advisory lock held while migrating ("sentri" in ASCII).
 const PG_MIGRATE_LOCK: i64 = 0x0000_7365_6e74_7269;
 #[cfg(feature = "mysql")]
-/// The name of the MySQL/MariaDB named lock held while migrating.
-const MYSQL_MIGRATE_LOCK: &str = "sentri_migrate";
+/// The prefix of the MySQL/MariaDB named lock held while migrating.
+const MYSQL_MIGRATE_LOCK: &str = "sentri_migrate.";
 #[cfg(feature = "mysql")]
 /// Seconds to wait for the MySQL/MariaDB named lock.
 const MYSQL_LOCK_WAIT_SECS: i64 = 60;
+
+/// The advisory lock key of the current schema: `hashtextextended(current_schema(),
+/// "sentri")`. Migrations of one schema exclude each other; other schemas of the same
+/// database (other apps, parallel tests) do not wait.
+#[cfg(feature = "postgres")]
+fn pg_lock_key() -> sea_query::Expr {
+    sea_query::Func::cust("hashtextextended")
+        .arg(sea_query::Func::cust("current_schema"))
+        .arg(PG_MIGRATE_LOCK)
+        .into()
+}
+
+/// The named lock of the current database: `SHA1(CONCAT('sentri_migrate.', DATABASE()))`
+/// (named locks are server-wide and at most 64 characters long). Migrations of one
+/// database exclude each other; other databases on the server do not wait.
+#[cfg(feature = "mysql")]
+fn mysql_lock_name() -> sea_query::Expr {
+    let name = sea_query::Func::cust("CONCAT")
+        .arg(MYSQL_MIGRATE_LOCK)
+        .arg(sea_query::Func::cust("DATABASE"));
+    sea_query::Func::cust("SHA1").arg(name).into()
+}
 
 /// Serialises SQLite migrations within this process.
 #[cfg(feature = "sqlite")]
@@ -283,8 +305,9 @@ impl Database {
     /// Applies the pending `migrations` (in the order given), recording each.
     ///
     /// Versions are recorded in `sentri_schema_versions`. Idempotent, and safe to call from several tasks or
-    /// processes at once: PostgreSQL holds `pg_advisory_lock` on one dedicated
-    /// connection, MySQL/MariaDB holds `GET_LOCK('sentri_migrate', 60)`, SQLite uses a
+    /// processes at once: PostgreSQL holds an advisory lock of the current schema on one
+    /// dedicated connection, MySQL/MariaDB a named lock of the current database (waiting
+    /// at most 60 s), SQLite uses a
     /// process-wide mutex plus idempotent statements (`IF NOT EXISTS`, the version
     /// insert ignoring conflicts) retried on `SQLITE_BUSY`.
     pub async fn run_migrations(&self, migrations: &[Migration]) -> Result<(), SentriError> {
@@ -302,11 +325,11 @@ impl Database {
     fn lock_call(
         &self,
         func: &'static str,
-        args: &[sea_query::Value],
+        args: Vec<sea_query::Expr>,
     ) -> (String, sea_query_sqlx::SqlxValues) {
         let mut call = sea_query::Func::cust(func);
         for arg in args {
-            call = call.arg(arg.clone());
+            call = call.arg(arg);
         }
         self.build(&Query::select().expr(call).to_owned())
     }
@@ -322,8 +345,7 @@ impl Database {
         // If this future is dropped mid-way the connection is closed, which releases the
         // session-level advisory lock.
         conn.close_on_drop();
-        let key = [sea_query::Value::from(PG_MIGRATE_LOCK)];
-        let (sql, values) = self.lock_call("pg_advisory_lock", &key);
+        let (sql, values) = self.lock_call("pg_advisory_lock", vec![pg_lock_key()]);
         sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
             .execute(&mut *conn)
             .await
@@ -333,7 +355,7 @@ impl Database {
             collation: "",
         };
         let result = run_pending!(self, conn, target, migrations).await;
-        let (sql, values) = self.lock_call("pg_advisory_unlock", &key);
+        let (sql, values) = self.lock_call("pg_advisory_unlock", vec![pg_lock_key()]);
         let unlocked = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
             .execute(&mut *conn)
             .await;
@@ -350,8 +372,8 @@ impl Database {
     ) -> Result<(), SentriError> {
         let mut conn = pool.acquire().await.map_err(db_err)?;
         conn.close_on_drop();
-        let lock = [MYSQL_MIGRATE_LOCK.into(), MYSQL_LOCK_WAIT_SECS.into()];
-        let (sql, values) = self.lock_call("GET_LOCK", &lock);
+        let lock = vec![mysql_lock_name(), MYSQL_LOCK_WAIT_SECS.into()];
+        let (sql, values) = self.lock_call("GET_LOCK", lock);
         let row = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
             .fetch_one(&mut *conn)
             .await
@@ -364,7 +386,7 @@ impl Database {
             )));
         }
         let result = async {
-            let (sql, values) = self.lock_call("VERSION", &[]);
+            let (sql, values) = self.lock_call("VERSION", Vec::new());
             let row = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
                 .fetch_one(&mut *conn)
                 .await?;
@@ -376,7 +398,7 @@ impl Database {
             run_pending!(self, conn, target, migrations).await
         }
         .await;
-        let (sql, values) = self.lock_call("RELEASE_LOCK", &[MYSQL_MIGRATE_LOCK.into()]);
+        let (sql, values) = self.lock_call("RELEASE_LOCK", vec![mysql_lock_name()]);
         let released = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
             .execute(&mut *conn)
             .await;
