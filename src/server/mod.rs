@@ -688,6 +688,25 @@ impl ServerAuth {
         result
     }
 
+    /// Counts a public sign-up against its client address (or refuses it with 429
+    /// before the password is hashed). Registrations trusted by the API key are not
+    /// counted.
+    pub(crate) async fn registration_attempt(
+        &self,
+        meta: &SessionMeta,
+        trusted: bool,
+    ) -> Result<crate::throttle::Attempt> {
+        let throttle = self.core().throttle();
+        let mut keys = Vec::with_capacity(1);
+        if throttle.is_enabled() && !trusted {
+            match &meta.ip {
+                Some(ip) => keys.push(ThrottleKey::registration(ip)),
+                None => warn_no_client_address(),
+            }
+        }
+        throttle.attempt(&keys).await
+    }
+
     /// Counts a login attempt against its identifier and address (or refuses it).
     async fn login_attempt(
         &self,

@@ -53,9 +53,11 @@ async fn register(State(auth): State<ServerAuth>, req: Request) -> Result<Respon
         return Err(not_found().await);
     }
     let trusted = api_key_trusted(&auth, &req)?;
+    let meta = request_meta(req.headers(), req.extensions());
     let JsonBody(input): JsonBody<RegisterInput> = JsonBody::from_request(req, &()).await?;
     auth.check_registration_roles(input.roles.as_deref(), trusted)?;
-    let user = auth
+    let attempt = auth.registration_attempt(&meta, trusted).await?;
+    let result = auth
         .inner
         .overrides
         .register
@@ -64,7 +66,9 @@ async fn register(State(auth): State<ServerAuth>, req: Request) -> Result<Respon
             input,
             |a, i| async move { a.register(i).await },
         )
-        .await?;
+        .await;
+    attempt.spent(&result).await;
+    let user = result?;
     Ok(success(
         StatusCode::CREATED,
         "User registered",

@@ -61,6 +61,9 @@ pub enum Scope {
     Subject,
     /// The client address. A success gives its attempt back (no reset).
     Address,
+    /// Sign-ups from one client address: every registration counts, won or lost (only a
+    /// server failure gives it back).
+    Registration,
 }
 
 impl Scope {
@@ -68,6 +71,7 @@ impl Scope {
         match self {
             Scope::Subject => "s",
             Scope::Address => "a",
+            Scope::Registration => "r",
         }
     }
 }
@@ -113,6 +117,16 @@ impl ThrottleKey {
         Self {
             scope: Scope::Address,
             id: sha256_b64(b"sentri-throttle-address\0", &[bucket.as_bytes()]),
+        }
+    }
+
+    /// The registration key of a client address (its own counter and limit,
+    /// [`Throttling::registration`]; an IPv6 address counts for its /64).
+    pub fn registration(ip: &str) -> Self {
+        let address = Self::address(ip);
+        Self {
+            scope: Scope::Registration,
+            id: address.id,
         }
     }
 
@@ -197,8 +211,8 @@ pub(crate) struct LimitMs {
 /// The throttling policy (`ServerConfig::throttling`).
 ///
 /// Defaults: per subject 5 attempts per 15 minutes, then locked 15 minutes, doubling up
-/// to 24 hours; per address 100 attempts per 15 minutes, then locked 15 minutes; a
-/// bounded in-memory store of 100 000 keys; the server's `redis_url` (feature `redis`)
+/// to 24 hours; per address 100 attempts per 15 minutes, then locked 15 minutes;
+/// registrations per address 20 per hour, then locked an hour; a bounded in-memory store of 100 000 keys; the server's `redis_url` (feature `redis`)
 /// as the shared store when one is configured.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -207,6 +221,9 @@ pub struct Throttling {
     pub subject: Limit,
     /// The per-address limit.
     pub address: Limit,
+    /// The per-address limit of `POST /register` (sign-ups, counted whatever their
+    /// outcome, before the password is hashed).
+    pub registration: Limit,
     /// Keys the in-memory store keeps (least recently used beyond it are forgotten).
     pub memory_capacity: u64,
     /// Use the server's `redis_url` when one is configured (default `true`).
@@ -221,6 +238,7 @@ impl Default for Throttling {
         Self {
             subject: Limit::new(5, quarter).backoff(quarter, Duration::from_secs(86_400)),
             address: Limit::new(100, quarter),
+            registration: Limit::new(20, Duration::from_secs(3_600)),
             memory_capacity: 100_000,
             shared: true,
             key_prefix: "sentri:throttle".into(),
@@ -238,6 +256,12 @@ impl Throttling {
     /// Sets the per-address limit.
     pub fn address(mut self, limit: Limit) -> Self {
         self.address = limit;
+        self
+    }
+
+    /// Sets the per-address registration limit.
+    pub fn registration(mut self, limit: Limit) -> Self {
+        self.registration = limit;
         self
     }
 
@@ -262,6 +286,7 @@ impl Throttling {
     fn check(&self) -> Result<()> {
         self.subject.check("subject")?;
         self.address.check("address")?;
+        self.registration.check("registration")?;
         if self.memory_capacity < 1_000 {
             return Err(SentriError::configuration(
                 "throttling: memory_capacity must be at least 1000",
@@ -457,6 +482,7 @@ impl Inner {
         match scope {
             Scope::Subject => self.policy.subject.ms(),
             Scope::Address => self.policy.address.ms(),
+            Scope::Registration => self.policy.registration.ms(),
         }
     }
 
@@ -542,6 +568,7 @@ impl Attempt {
         self.apply(|scope| match scope {
             Scope::Subject => Some(Settle::Reset),
             Scope::Address => Some(Settle::Refund),
+            Scope::Registration => None,
         })
         .await;
     }
@@ -563,6 +590,15 @@ impl Attempt {
             Ok(_) => self.succeeded().await,
             Err(e) if e.is(&ErrorCode::InvalidCredentials) => self.failed(),
             Err(_) => self.refund().await,
+        }
+    }
+
+    /// Settles an attempt that is spent whatever its verdict (a registration): kept,
+    /// unless the server failed (a 5xx gives every counter its attempt back).
+    pub async fn spent<T>(self, result: &Result<T>) {
+        match result {
+            Err(e) if e.status().is_server_error() => self.refund().await,
+            _ => self.failed(),
         }
     }
 

@@ -522,3 +522,69 @@ async fn redis_outage_falls_back_to_the_per_process_limiter() {
     );
     t.cleanup().await;
 }
+
+/// `POST /auth/register` of `id` from the peer `ip`, with extra `headers`.
+async fn register_from(app: &Router, ip: &str, id: &str, headers: &[(&str, &str)]) -> Reply {
+    let body = json!({"identifier": id, "password": "password1"});
+    from_peer(app, ip, Method::POST, "/auth/register", headers, Some(body)).await
+}
+
+/// Sign-ups are counted per address whatever their outcome (a taken identifier counts
+/// too), refused with 429 before any hashing, exactly the limit under a concurrent
+/// flood; other addresses and registrations trusted by the API key are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registrations_are_throttled_per_address_before_hashing() {
+    for t in databases("secops::throttle_register").await {
+        let n = t.name;
+        let clock = ManualClock::starting_now();
+        let policy = policy().registration(Limit::new(5, MINUTE));
+        let auth = create_auth(throttled_config(&t, &clock, policy.clone())).unwrap();
+        auth.migrate().await.unwrap();
+        let app = app(&auth);
+        for trial in 0..trials() {
+            let ip = format!("192.0.2.{}", trial + 1);
+            let tasks: Vec<_> = (0..20)
+                .map(|i| {
+                    let (app, ip) = (app.clone(), ip.clone());
+                    // Two sign-ups per identifier: a taken one (409) counts too.
+                    let id = format!("t{trial}-user{}", i / 2);
+                    tokio::spawn(async move { register_from(&app, &ip, &id, &[]).await })
+                })
+                .collect();
+            let (mut done, mut limited) = (0, 0);
+            for task in tasks {
+                let r = task.await.unwrap();
+                match r.status {
+                    StatusCode::CREATED | StatusCode::CONFLICT => done += 1,
+                    StatusCode::TOO_MANY_REQUESTS => {
+                        refused(&r, 60, n);
+                        limited += 1;
+                    }
+                    other => panic!("{n}: unexpected {other}: {:?}", r.body),
+                }
+            }
+            assert_eq!((done, limited), (5, 15), "{n} trial {trial}");
+            // Refused before hashing; another address still signs up.
+            let before = auth.bcrypt_runs();
+            let r = register_from(&app, &ip, &format!("t{trial}-late"), &[]).await;
+            refused(&r, 60, n);
+            assert_eq!(auth.bcrypt_runs(), before, "{n}: a refused sign-up hashed");
+            let other = format!("198.51.100.{}", trial + 1);
+            let r = register_from(&app, &other, &format!("t{trial}-other"), &[]).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{n}: {:?}", r.body);
+        }
+        // The window passes: the address signs up again.
+        clock.advance(MINUTE);
+        let r = register_from(&app, "192.0.2.1", "after-the-window", &[]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{n}: {:?}", r.body);
+        // Registrations trusted by the server's API key are not counted.
+        let cfg = throttled_config(&t, &clock, policy).api_key("registration-secret");
+        let trusted = crate::support::http::app(&create_auth(cfg).unwrap());
+        let key = [("x-api-key", "registration-secret")];
+        for i in 0..8 {
+            let r = register_from(&trusted, "192.0.2.77", &format!("trusted{i}"), &key).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{n}: {:?}", r.body);
+        }
+        t.cleanup().await;
+    }
+}
