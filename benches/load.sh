@@ -115,8 +115,9 @@ wrk_run() {
 }
 
 # ---- server ----------------------------------------------------------------------------
-start_server() { # db_url algorithm
+start_server() { # db_url algorithm [throttle 0/1]
   SENTRI_ADDR="127.0.0.1:$PORT" DATABASE_URL="$1" SENTRI_ALGORITHM="$2" SENTRI_COOKIES=0 \
+    SENTRI_THROTTLE="${3:-0}" \
     SENTRI_SECRET="load-benchmark-secret-0123456789abcdef" SENTRI_BCRYPT_COST="$COST" \
     RUST_LOG=warn taskset -c "$SERVER_CORE" "$SERVER_EXE" > "$WORK/server.log" 2>&1 &
   SERVER_PID=$!
@@ -223,6 +224,40 @@ EOF
     local flood_rps; flood_rps=$(sed -n 's/^RESULT //p' "$WORK/flood.out" | cut -d' ' -f1)
     row "$backend" "$alg" "  (login flood alongside)" "$flood_rps" "-" "-" "-" "-" \
       "$(ratio "$flood_rps" "$HASHES")" "bcrypt bound"
+  fi
+
+  if [ "$full" = 1 ]; then
+    # A bad-password flood from one address against a server with throttling on
+    # (SENTRI_THROTTLE=1, default policy): after 5 failures per identifier and 100 per
+    # address every attempt is refused with 429 before hashing, so the flood costs only
+    # request handling. Ratio: profile p99 during the flood / idle p99, same server.
+    stop_server
+    start_server "$url" "$alg" 1
+    local taccess; taccess=$(login_json "$user" | jq -r .data.accessToken)
+    local tbearer="Authorization: Bearer $taccess"
+    measure "$backend" "$alg" "GET /api/profile (throttling on, idle)" "" "baseline" \
+      "$DURATION" "$CONNS" "$PLAIN" "$BASE/api/profile" -H "$tbearer"
+    local idle_p99=$LAST_P99
+    cat > "$WORK/badlogin.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"identifier":"$user","password":"not the password"}'
+EOF
+    cat "$WORK/done.lua" >> "$WORK/badlogin.lua"
+    local secs=${DURATION%s}
+    taskset -c "$LOAD_CORE" wrk -t1 -c"$LOGIN_CONNS" -d"$((secs + 3))s" --timeout 10s \
+      -s "$WORK/badlogin.lua" "$BASE/auth/login" > "$WORK/badflood.out" 2>&1 &
+    local badflood=$!
+    sleep 1
+    measure "$backend" "$alg" "GET /api/profile during bad-password flood (throttled)" "" "p99 vs idle" \
+      "$DURATION" "$CONNS" "$PLAIN" "$BASE/api/profile" -H "$tbearer"
+    wait "$badflood" || true
+    local last; last=$(tail -n1 "$ROWS")
+    sed -i '$d' "$ROWS"
+    local q; q=$(ratio "$LAST_P99" "$idle_p99")
+    echo "$last" | awk -F'\t' -v q="$q" 'BEGIN{OFS="\t"} {$9=q; $10="p99 / idle p99 (throttling on)"; print}' >> "$ROWS"
+    local bad_rps; bad_rps=$(sed -n 's/^RESULT //p' "$WORK/badflood.out" | cut -d' ' -f1)
+    row "$backend" "$alg" "  (bad-password flood alongside, 401/429)" "$bad_rps" "-" "-" "-" "-" "-" "-"
   fi
 
   if [ "$rss" = 1 ]; then
