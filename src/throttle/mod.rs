@@ -452,6 +452,16 @@ impl Throttle {
             .map_or(0, |i| i.refused.load(Ordering::Relaxed))
     }
 
+    /// Counts one attempt against the client address `ip` alone (an endpoint whose
+    /// subject is unknown until the secret is found, e.g. a code or token submitted by
+    /// itself); no key without an address. See [`attempt`](Self::attempt).
+    pub async fn attempt_from(&self, ip: Option<&str>) -> Result<Attempt> {
+        match ip {
+            Some(ip) if self.is_enabled() => self.attempt(&[ThrottleKey::address(ip)]).await,
+            _ => self.attempt(&[]).await,
+        }
+    }
+
     /// Counts one attempt against every key, or refuses with `429 TOO_MANY_ATTEMPTS`
     /// (and `Retry-After`) when any key is over its limit; a refused attempt counts on
     /// no key. Call it before checking the secret.
@@ -541,6 +551,13 @@ impl Inner {
     }
 }
 
+/// The answers that mean "the secret presented was wrong": they keep an attempt counted.
+const WRONG_SECRET: [ErrorCode; 3] = [
+    ErrorCode::InvalidCredentials,
+    ErrorCode::TwoFactorInvalid,
+    ErrorCode::TokenInvalid,
+];
+
 /// One admitted attempt: settle it once the secret was checked.
 #[must_use = "settle the attempt once the secret was checked (dropping it counts as a failure)"]
 pub struct Attempt {
@@ -582,13 +599,13 @@ impl Attempt {
         self.apply(|_| Some(Settle::Refund)).await;
     }
 
-    /// Settles from an endpoint's result: `Ok` → [`succeeded`](Self::succeeded),
-    /// `INVALID_CREDENTIALS` → [`failed`](Self::failed), anything else →
-    /// [`refund`](Self::refund).
+    /// Settles from an endpoint's result: `Ok` → [`succeeded`](Self::succeeded), a wrong
+    /// secret (`INVALID_CREDENTIALS`, `TWO_FACTOR_INVALID`, `TOKEN_INVALID`) →
+    /// [`failed`](Self::failed), anything else → [`refund`](Self::refund).
     pub async fn settle<T>(self, result: &Result<T>) {
         match result {
             Ok(_) => self.succeeded().await,
-            Err(e) if e.is(&ErrorCode::InvalidCredentials) => self.failed(),
+            Err(e) if WRONG_SECRET.iter().any(|code| e.is(code)) => self.failed(),
             Err(_) => self.refund().await,
         }
     }

@@ -358,6 +358,20 @@ impl TwoFactorService {
         code: &str,
         meta: SessionMeta,
     ) -> Result<AuthResult> {
+        let throttle = self.core.throttle();
+        let attempt = throttle.attempt_from(meta.ip.as_deref()).await?;
+        let result = self.verify_challenge(token, code, meta).await;
+        attempt.settle(&result).await;
+        result
+    }
+
+    /// [`verify_login`](Self::verify_login) once the client address was admitted.
+    async fn verify_challenge(
+        &self,
+        token: &str,
+        code: &str,
+        meta: SessionMeta,
+    ) -> Result<AuthResult> {
         let hash = sha256_hex(token);
         let now = self.now();
         let row = self

@@ -588,3 +588,37 @@ async fn registrations_are_throttled_per_address_before_hashing() {
         t.cleanup().await;
     }
 }
+
+/// A second-factor check is counted on the client address too: wrong codes and made-up
+/// challenge tokens alike are refused with 429 once the address is over its limit (before
+/// any lookup), while another address still gets its answer.
+#[tokio::test]
+async fn second_factor_checks_are_counted_per_address() {
+    use sentri::capability::two_factor::TwoFactor;
+    for t in databases("secops::throttle_2fa").await {
+        let n = t.name;
+        let clock = ManualClock::starting_now();
+        let policy = policy().address(Limit::new(4, MINUTE));
+        let two_factor = TwoFactor::new(crate::two_factor::sealer());
+        let cfg = throttled_config(&t, &clock, policy).with(two_factor);
+        let auth = create_auth(cfg).unwrap();
+        auth.migrate().await.unwrap();
+        let app = app(&auth);
+        let verify = |ip: &'static str, i: usize| {
+            let app = app.clone();
+            let body = json!({"twoFactorToken": format!("made-up-{i}"), "code": "123456"});
+            async move { from_peer(&app, ip, Method::POST, "/auth/2fa/verify", &[], Some(body)).await }
+        };
+        for i in 0..4 {
+            let r = verify("192.0.2.1", i).await;
+            expect(&r, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", n);
+        }
+        refused(&verify("192.0.2.1", 4).await, 60, n);
+        let r = verify("192.0.2.2", 5).await;
+        expect(&r, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", n);
+        clock.advance(MINUTE);
+        let r = verify("192.0.2.1", 6).await;
+        expect(&r, StatusCode::UNAUTHORIZED, "TWO_FACTOR_INVALID", n);
+        t.cleanup().await;
+    }
+}
