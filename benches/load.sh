@@ -166,6 +166,36 @@ log "bcrypt bound: one hash at cost $COST on core $SERVER_CORE"
 HASHES=$(SENTRI_BENCH_BCRYPT=$COST taskset -c "$SERVER_CORE" "$BENCH_EXE" | sed -n 's/^hashes_per_sec //p')
 row "-" "-" "bcrypt hash cost $COST (1 core)" "$HASHES" "-" "-" "-" "-" "1.00" "login bound"
 
+# login_script <file> <identifier> <password>: a wrk script posting one login.
+login_script() {
+  cat > "$1" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"identifier":"$2","password":"$3"}'
+EOF
+  cat "$WORK/done.lua" >> "$1"
+}
+
+# during_flood <backend> <alg> <case> <login script> <idle p99> <auth header> <label>:
+# the profile loop while an 8-connection login flood (started first, stopped after)
+# runs on the same server; the row's ratio is its p99 to <idle p99>. Sets FLOOD_RPS.
+during_flood() {
+  local backend=$1 alg=$2 case=$3 lua=$4 idle_p99=$5 auth=$6 label=$7
+  local secs=${DURATION%s}
+  taskset -c "$LOAD_CORE" wrk -t1 -c"$LOGIN_CONNS" -d"$((secs + 3))s" --timeout 10s \
+    -s "$lua" "$BASE/auth/login" > "$WORK/flood.out" 2>&1 &
+  local flood=$!
+  sleep 1
+  measure "$backend" "$alg" "$case" "" "p99 vs idle" \
+    "$DURATION" "$CONNS" "$PLAIN" "$BASE/api/profile" -H "$auth"
+  wait "$flood" || true
+  local last; last=$(tail -n1 "$ROWS")
+  sed -i '$d' "$ROWS"
+  echo "$last" | awk -F'\t' -v q="$(ratio "$LAST_P99" "$idle_p99")" -v l="$label" \
+    'BEGIN{OFS="\t"} {$9=q; $10=l; print}' >> "$ROWS"
+  FLOOD_RPS=$(sed -n 's/^RESULT //p' "$WORK/flood.out" | cut -d' ' -f1)
+}
+
 run_backend() { # backend db_url alg full(1/0) rss(1/0)
   local backend=$1 url=$2 alg=$3 full=$4 rss=$5
   log "server: $backend, $alg"
@@ -198,66 +228,27 @@ run_backend() { # backend db_url alg full(1/0) rss(1/0)
     "$DURATION" "$CONNS" "$REFRESH" "$BASE/auth/refresh" -- "$WORK/refresh-tokens"
 
   if [ "$full" = 1 ]; then
-    local body="{\"identifier\":\"$user\",\"password\":\"$PASSWORD\"}"
-    cat > "$WORK/login.lua" <<EOF
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '$body'
-EOF
-    cat "$WORK/done.lua" >> "$WORK/login.lua"
+    login_script "$WORK/login.lua" "$user" "$PASSWORD"
     measure "$backend" "$alg" "POST /auth/login" "$HASHES" "bcrypt bound" \
       "$DURATION" "$LOGIN_CONNS" "$WORK/login.lua" "$BASE/auth/login"
-    # Profile while a login flood runs (flood started first, stopped after).
-    local secs=${DURATION%s}
-    taskset -c "$LOAD_CORE" wrk -t1 -c"$LOGIN_CONNS" -d"$((secs + 3))s" --timeout 10s \
-      -s "$WORK/login.lua" "$BASE/auth/login" > "$WORK/flood.out" 2>&1 &
-    local flood=$!
-    sleep 1
-    measure "$backend" "$alg" "GET /api/profile during login flood" "" "p99 vs idle" \
-      "$DURATION" "$CONNS" "$PLAIN" "$BASE/api/profile" -H "$bearer"
-    wait "$flood" || true
-    # For this row the ratio that matters is p99 / idle p99.
-    local last; last=$(tail -n1 "$ROWS")
-    sed -i '$d' "$ROWS"
-    local q; q=$(ratio "$LAST_P99" "$profile_p99")
-    echo "$last" | awk -F'\t' -v q="$q" 'BEGIN{OFS="\t"} {$9=q; $10="p99 / idle p99"; print}' >> "$ROWS"
-    local flood_rps; flood_rps=$(sed -n 's/^RESULT //p' "$WORK/flood.out" | cut -d' ' -f1)
-    row "$backend" "$alg" "  (login flood alongside)" "$flood_rps" "-" "-" "-" "-" \
-      "$(ratio "$flood_rps" "$HASHES")" "bcrypt bound"
-  fi
+    during_flood "$backend" "$alg" "GET /api/profile during login flood" "$WORK/login.lua" \
+      "$profile_p99" "$bearer" "p99 / idle p99"
+    row "$backend" "$alg" "  (login flood alongside)" "$FLOOD_RPS" "-" "-" "-" "-" \
+      "$(ratio "$FLOOD_RPS" "$HASHES")" "bcrypt bound"
 
-  if [ "$full" = 1 ]; then
     # A bad-password flood from one address against a server with throttling on
     # (SENTRI_THROTTLE=1, default policy): after 5 failures per identifier and 100 per
     # address every attempt is refused with 429 before hashing, so the flood costs only
     # request handling. Ratio: profile p99 during the flood / idle p99, same server.
     stop_server
     start_server "$url" "$alg" 1
-    local taccess; taccess=$(login_json "$user" | jq -r .data.accessToken)
-    local tbearer="Authorization: Bearer $taccess"
+    local tbearer; tbearer="Authorization: Bearer $(login_json "$user" | jq -r .data.accessToken)"
     measure "$backend" "$alg" "GET /api/profile (throttling on, idle)" "" "baseline" \
       "$DURATION" "$CONNS" "$PLAIN" "$BASE/api/profile" -H "$tbearer"
-    local idle_p99=$LAST_P99
-    cat > "$WORK/badlogin.lua" <<EOF
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"identifier":"$user","password":"not the password"}'
-EOF
-    cat "$WORK/done.lua" >> "$WORK/badlogin.lua"
-    local secs=${DURATION%s}
-    taskset -c "$LOAD_CORE" wrk -t1 -c"$LOGIN_CONNS" -d"$((secs + 3))s" --timeout 10s \
-      -s "$WORK/badlogin.lua" "$BASE/auth/login" > "$WORK/badflood.out" 2>&1 &
-    local badflood=$!
-    sleep 1
-    measure "$backend" "$alg" "GET /api/profile during bad-password flood (throttled)" "" "p99 vs idle" \
-      "$DURATION" "$CONNS" "$PLAIN" "$BASE/api/profile" -H "$tbearer"
-    wait "$badflood" || true
-    local last; last=$(tail -n1 "$ROWS")
-    sed -i '$d' "$ROWS"
-    local q; q=$(ratio "$LAST_P99" "$idle_p99")
-    echo "$last" | awk -F'\t' -v q="$q" 'BEGIN{OFS="\t"} {$9=q; $10="p99 / idle p99 (throttling on)"; print}' >> "$ROWS"
-    local bad_rps; bad_rps=$(sed -n 's/^RESULT //p' "$WORK/badflood.out" | cut -d' ' -f1)
-    row "$backend" "$alg" "  (bad-password flood alongside, 401/429)" "$bad_rps" "-" "-" "-" "-" "-" "-"
+    login_script "$WORK/badlogin.lua" "$user" "not the password"
+    during_flood "$backend" "$alg" "GET /api/profile during bad-password flood (throttled)" \
+      "$WORK/badlogin.lua" "$LAST_P99" "$tbearer" "p99 / idle p99 (throttling on)"
+    row "$backend" "$alg" "  (bad-password flood alongside, 401/429)" "$FLOOD_RPS" "-" "-" "-" "-" "-" "-"
   fi
 
   if [ "$rss" = 1 ]; then
