@@ -348,3 +348,105 @@ async fn keys_rotate_across_processes_without_refusing_a_valid_token() {
     }
     servers.stop().await;
 }
+
+/// Emergency revocation across processes: the test process revokes the key through the
+/// library API on the same database; each server keeps accepting it only until its next
+/// reload (`SENTRI_KEY_REFRESH`, 1 s here), then refuses every token of that kid (401
+/// TOKEN_INVALID), publishes and signs with the fresh key, and accepts the others'
+/// tokens of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_revocation_reaches_every_process_at_its_next_reload() {
+    let Some(servers) = Servers::spawn(
+        "scaleout::revocation_across_processes",
+        3,
+        &[("SENTRI_KEY_REFRESH", "1s".to_owned())],
+    )
+    .await
+    else {
+        return;
+    };
+    let addrs = servers.addrs();
+    register(&addrs[0], "ada@example.com").await;
+    let mut tokens = Vec::new();
+    for addr in &addrs {
+        tokens.push(login(addr, "ada@example.com").await);
+    }
+    let revoked = kid_of(&tokens[0]);
+    assert!(tokens.iter().all(|t| kid_of(t) == revoked));
+    for addr in &addrs {
+        for token in &tokens {
+            assert_eq!(profile(addr, token).await.0, 200);
+        }
+    }
+
+    // The revoking instance: this test process, on the same schema and KEK.
+    let db = sentri::db::Database::connect(&servers.db_url)
+        .await
+        .unwrap();
+    let placeholder = sentri::token::SigningKey::generate(sentri::token::Algorithm::ES256)
+        .await
+        .unwrap();
+    let store = sentri::keystore::KeyStoreConfig::new(
+        sentri::core::seal::Sealer::new("kek-1", KEK).unwrap(),
+    );
+    let admin = sentri::create_auth(
+        sentri::ServerConfig::new(db, placeholder, ["user", "admin"]).signing_key_store(store),
+    )
+    .unwrap();
+    admin.load_signing_keys().await.unwrap();
+    assert!(admin.revoke_signing_key(&revoked).await.unwrap());
+    let revoked_at = std::time::Instant::now();
+    // At once here.
+    let err = admin.tokens().verify_access(&tokens[0]).unwrap_err();
+    assert_eq!(err.code().as_str(), "TOKEN_INVALID");
+    let stored = admin.signing_keys().await.unwrap();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored[0].kid == revoked && stored[0].revoked_at.is_some());
+    let fresh = stored[1].kid.clone();
+    assert!(stored[1].revoked_at.is_none());
+
+    // Every server: refuses the revoked key after its next reload. Only tokens of the
+    // revoked kid are presented meanwhile, so the periodic reload, not an unknown-kid
+    // one, is what brings the revocation.
+    for addr in &addrs {
+        let refused = tokio::time::timeout(GENEROUS, async {
+            loop {
+                let (s, body) = profile(addr, &tokens[0]).await;
+                if s != 200 {
+                    return (s, body);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{addr} never refused the revoked key"));
+        assert_eq!(refused.0, 401, "{}", refused.1);
+        assert_eq!(refused.1["code"], "TOKEN_INVALID", "{}", refused.1);
+        eprintln!(
+            "{addr} refused the revoked key {:?} after the revocation",
+            revoked_at.elapsed()
+        );
+    }
+    for addr in &addrs {
+        for token in &tokens {
+            let (s, body) = profile(addr, token).await;
+            assert_eq!(
+                (s, body["code"].as_str()),
+                (401, Some("TOKEN_INVALID")),
+                "{addr}"
+            );
+        }
+        let kids = published(addr).await;
+        assert_eq!(kids, BTreeSet::from([fresh.clone()]), "{addr}");
+    }
+    // Every server signs with the fresh key, and the others accept those tokens.
+    for addr in &addrs {
+        let token = login(addr, "ada@example.com").await;
+        assert_eq!(kid_of(&token), fresh, "{addr} signs with the fresh key");
+        for other in &addrs {
+            let (s, body) = profile(other, &token).await;
+            assert_eq!(s, 200, "{other}: {body}");
+        }
+    }
+    servers.stop().await;
+}
