@@ -9,7 +9,8 @@
 //! Every instance reads the same rows and derives the same key set from them and the
 //! time (see `plan`): the newest key whose `sign_from` has come signs; every key whose
 //! `publish_from` has come is published and verifies, until its successor has signed for
-//! the longest token lifetime; revoked keys are gone. A new key is created
+//! the longest token lifetime plus one `refresh_interval` (an instance that has not
+//! reloaded yet still signs with it); revoked keys are gone. A new key is created
 //! `publish_ahead` before the current one has signed for `rotation_period`, and signs
 //! only from then on, so client apps that cache the JWKS fetch it before they meet it.
 //! Two instances that decide at once that a key is due both insert the same
@@ -77,8 +78,8 @@ pub const DEFAULT_PUBLISH_AHEAD: Duration = Duration::from_secs(3600);
 /// Default interval at which every instance reloads the key set: 60 seconds.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// Longest `Cache-Control: max-age` of the JWKS (`/keys`): 5 minutes, also without a
-/// key store. With one it is shorter when `publish_ahead` is short (see
-/// [`KeyStoreConfig::publish_ahead`]).
+/// key store. With one it is shorter when `publish_ahead` is short (see the
+/// `publish_ahead` field of [`KeyStoreConfig`]).
 pub const MAX_JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 /// Default shortest time between two reloads caused by unknown kids: 1 second.
 pub const DEFAULT_UNKNOWN_KID_COOLDOWN: Duration = Duration::from_secs(1);
