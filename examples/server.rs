@@ -193,8 +193,12 @@ async fn ensure_admin(auth: &ServerAuth) -> Result<(), SentriError> {
 /// With an asymmetric `SENTRI_ALGORITHM`, no `SENTRI_PRIVATE_KEY_FILE` and a
 /// key-encryption key in `SENTRI_KEK` (base64, 32 bytes; id `SENTRI_KEK_ID`, default
 /// `kek-1`), the signing keys live in the database: every server on the same database
-/// publishes the same JWKS and accepts the others' tokens. `SENTRI_KEY_ROTATION` sets
-/// the rotation period (default 30d).
+/// publishes the same JWKS and accepts the others' tokens. The schedule (durations like
+/// `30d`, `1h`, `60s`): `SENTRI_KEY_ROTATION`, how long each key signs (default 30d);
+/// `SENTRI_KEY_PUBLISH_AHEAD`, how long a new key is published before it signs (default
+/// 1h; longer than `SENTRI_KEY_REFRESH`); `SENTRI_KEY_REFRESH`, how often the server
+/// reloads the keys, which bounds how long it still accepts a key revoked elsewhere
+/// (default 60s).
 fn key_store() -> Result<Option<KeyStoreConfig>, SentriError> {
     let alg = algorithm(&env("SENTRI_ALGORITHM").unwrap_or_else(|| "HS256".into()))?;
     let symmetric = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
@@ -208,6 +212,12 @@ fn key_store() -> Result<Option<KeyStoreConfig>, SentriError> {
     let mut store = KeyStoreConfig::new(Sealer::from_base64(&kid, &kek)?).algorithm(alg);
     if let Some(period) = env("SENTRI_KEY_ROTATION") {
         store = store.rotation_period(sentri::clock::parse_duration(&period)?);
+    }
+    if let Some(ahead) = env("SENTRI_KEY_PUBLISH_AHEAD") {
+        store = store.publish_ahead(sentri::clock::parse_duration(&ahead)?);
+    }
+    if let Some(every) = env("SENTRI_KEY_REFRESH") {
+        store = store.refresh_interval(sentri::clock::parse_duration(&every)?);
     }
     Ok(Some(store))
 }

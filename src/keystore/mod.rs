@@ -9,7 +9,8 @@
 //! Every instance reads the same rows and derives the same key set from them and the
 //! time (see `plan`): the newest key whose `sign_from` has come signs; every key whose
 //! `publish_from` has come is published and verifies, until its successor has signed for
-//! the longest token lifetime; revoked keys are gone. A new key is created
+//! the longest token lifetime plus one `refresh_interval` (an instance that has not
+//! reloaded yet still signs with it); revoked keys are gone. A new key is created
 //! `publish_ahead` before the current one has signed for `rotation_period`, and signs
 //! only from then on, so client apps that cache the JWKS fetch it before they meet it.
 //! Two instances that decide at once that a key is due both insert the same
@@ -76,6 +77,10 @@ pub const DEFAULT_ROTATION_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600
 pub const DEFAULT_PUBLISH_AHEAD: Duration = Duration::from_secs(3600);
 /// Default interval at which every instance reloads the key set: 60 seconds.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest `Cache-Control: max-age` of the JWKS (`/keys`): 5 minutes, also without a
+/// key store. With one it is shorter when `publish_ahead` is short (see the
+/// `publish_ahead` field of [`KeyStoreConfig`]).
+pub const MAX_JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 /// Default shortest time between two reloads caused by unknown kids: 1 second.
 pub const DEFAULT_UNKNOWN_KID_COOLDOWN: Duration = Duration::from_secs(1);
 
@@ -104,10 +109,15 @@ pub struct KeyStoreConfig {
     pub rotation_period: Duration,
     /// How long before it signs a new key is published (default
     /// [`DEFAULT_PUBLISH_AHEAD`], 1 hour; keep it above the JWKS cache lifetime of
-    /// your client apps plus `refresh_interval`).
+    /// your client apps plus `refresh_interval`). `/keys` answers with a
+    /// `Cache-Control: max-age` of half of `publish_ahead − refresh_interval` (at most
+    /// [`MAX_JWKS_MAX_AGE`], 5 min), so clients that honour it fetch a new key before
+    /// they meet it.
     pub publish_ahead: Duration,
     /// How often every instance reloads the keys (default [`DEFAULT_REFRESH_INTERVAL`],
-    /// 60 s): the longest another instance keeps verifying a revoked key.
+    /// 60 s): the longest another instance keeps verifying a revoked key (and keeps
+    /// signing with it, or with a key whose successor's time has come; an old key
+    /// therefore stays published this much longer than its tokens' lifetime).
     pub refresh_interval: Duration,
     /// Shortest time between reloads caused by a token with an unknown kid (default
     /// [`DEFAULT_UNKNOWN_KID_COOLDOWN`], 1 s).
@@ -245,7 +255,10 @@ impl KeyStore {
         let schedule = Schedule {
             period: millis(config.rotation_period),
             publish_ahead: millis(config.publish_ahead),
-            token_lifetime: millis(token_lifetime),
+            // An instance that has not reloaded since the successor's `sign_from` still
+            // signs with the old key, for up to one refresh interval: its tokens live
+            // that much longer than the successor's `sign_from` + their lifetime.
+            token_lifetime: millis(token_lifetime.saturating_add(config.refresh_interval)),
         };
         Ok(Self {
             db,
@@ -450,6 +463,19 @@ impl KeyStore {
         }
         opened.insert(row.kid.clone(), key.clone());
         Ok(key)
+    }
+
+    /// How long a client may cache the JWKS (`Cache-Control: max-age` of `/keys`): half
+    /// of `publish_ahead − refresh_interval`, at most [`MAX_JWKS_MAX_AGE`]. A client that
+    /// honours it and verifies tokens meanwhile has fetched a new key before any instance
+    /// signs with it: the key is on every instance `refresh_interval` after it is
+    /// created, and signs `publish_ahead` after that.
+    pub(crate) fn jwks_max_age(&self) -> Duration {
+        let spare = self
+            .config
+            .publish_ahead
+            .saturating_sub(self.config.refresh_interval);
+        Duration::from_secs((spare / 2).as_secs()).min(MAX_JWKS_MAX_AGE)
     }
 
     /// Every stored key, oldest generation first.

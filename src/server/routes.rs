@@ -189,11 +189,17 @@ async fn keys(State(auth): State<ServerAuth>) -> Response {
         return SentriError::new(ErrorCode::NotFound, "No public keys are published")
             .into_response();
     }
+    let max_age = auth
+        .inner
+        .keystore
+        .as_ref()
+        .map_or(crate::keystore::MAX_JWKS_MAX_AGE, |store| {
+            store.jwks_max_age()
+        });
     let mut res = Json(auth.inner.tokens.jwks()).into_response();
-    res.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
+    if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={}", max_age.as_secs())) {
+        res.headers_mut().insert(header::CACHE_CONTROL, value);
+    }
     res
 }
 
