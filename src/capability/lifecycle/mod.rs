@@ -254,6 +254,24 @@ impl Lifecycle {
         self
     }
 
+    /// Waits until the work that requests answered so far moved off the request path
+    /// (the `202` answers of `/forgot-password`, `/magic-link/request` and
+    /// `/verify-email/resend`) has finished: its tokens are stored and its messages
+    /// queued (not necessarily delivered). For a graceful shutdown, and for tests.
+    /// Returns at once before the capability served its first request.
+    ///
+    /// ```no_run
+    /// # async fn demo(lifecycle: sentri::capability::lifecycle::Lifecycle) {
+    /// // `lifecycle` is a clone of the value given to `ServerConfig::with`.
+    /// lifecycle.settled().await;
+    /// # }
+    /// ```
+    pub async fn settled(&self) {
+        if let Some(service) = self.service.get() {
+            service.settled().await;
+        }
+    }
+
     fn ttl(&self, purpose: Purpose) -> Duration {
         match purpose {
             Purpose::Verify => self.verification_ttl,

@@ -68,6 +68,17 @@ pub struct LifecycleService {
     core: Core,
     config: Arc<Lifecycle>,
     queue: MailQueue,
+    /// Background jobs started and not yet finished.
+    in_flight: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+/// Counts one background job until dropped (also when the job panics).
+struct InFlight(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl fmt::Debug for LifecycleService {
@@ -95,6 +106,7 @@ impl LifecycleService {
             core,
             config: Arc::new(config),
             queue,
+            in_flight: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -160,6 +172,23 @@ impl LifecycleService {
         code: bool,
         now: i64,
     ) -> Result<String> {
+        self.issue_within(purpose, user_id, address, code, now, &[])
+            .await?
+            .ok_or_else(invalid_token)
+    }
+
+    /// [`issue`](Self::issue) under `limits` (`(since, max)` windows of the store's
+    /// [`insert_within`](Tokens::insert_within)): `None` when one is reached. No limits:
+    /// always stored.
+    async fn issue_within(
+        &self,
+        purpose: Purpose,
+        user_id: &str,
+        address: &str,
+        code: bool,
+        now: i64,
+        limits: &[(i64, u32)],
+    ) -> Result<Option<String>> {
         let id = uuid::Uuid::now_v7().to_string();
         let (secret, hash) = if code {
             let code = numeric_code(self.config.code_digits)?;
@@ -171,18 +200,21 @@ impl LifecycleService {
             (token, hash)
         };
         let ttl = i64::try_from(self.config.ttl(purpose).as_millis()).unwrap_or(i64::MAX);
-        self.tokens()
-            .insert(&NewToken {
-                id: &id,
-                user_id,
-                purpose,
-                token_hash: &hash,
-                address,
-                now,
-                expires_at: now.saturating_add(ttl),
-            })
-            .await?;
-        Ok(secret)
+        let row = NewToken {
+            id: &id,
+            user_id,
+            purpose,
+            token_hash: &hash,
+            address,
+            now,
+            expires_at: now.saturating_add(ttl),
+        };
+        if limits.is_empty() {
+            self.tokens().insert(&row).await?;
+        } else if !self.tokens().insert_within(&row, limits).await? {
+            return Ok(None);
+        }
+        Ok(Some(secret))
     }
 
     fn send(&self, template: &Template, vars: &TemplateVars, address: &str, user_id: &str) {
@@ -224,13 +256,22 @@ impl LifecycleService {
         let Some(address) = address_of(&user, &state) else {
             return Ok(());
         };
-        if is_verified(&user, &state) || self.throttled(user_id, &address, now).await? {
+        if is_verified(&user, &state) {
             return Ok(());
         }
         let code = self.config.verification == VerificationMode::Code;
-        let secret = self
-            .issue(Purpose::Verify, user_id, &address, code, now)
-            .await?;
+        // The resend throttle, per account and address: checked and counted in the
+        // same transaction as the insert, so parallel resends never exceed it.
+        let limits = [
+            (now - MINUTE_MS, self.config.resend_per_minute),
+            (now - HOUR_MS, self.config.resend_per_hour),
+        ];
+        let Some(secret) = self
+            .issue_within(Purpose::Verify, user_id, &address, code, now, &limits)
+            .await?
+        else {
+            return Ok(());
+        };
         let vars = self.vars(Purpose::Verify);
         if code {
             self.send(
@@ -249,21 +290,6 @@ impl LifecycleService {
             );
         }
         Ok(())
-    }
-
-    /// The resend throttle, per account and address.
-    async fn throttled(&self, user_id: &str, address: &str, now: i64) -> Result<bool> {
-        let tokens = self.tokens();
-        let minute = tokens
-            .sent_since(Purpose::Verify, user_id, address, now - MINUTE_MS)
-            .await?;
-        if minute >= u64::from(self.config.resend_per_minute) {
-            return Ok(true);
-        }
-        let hour = tokens
-            .sent_since(Purpose::Verify, user_id, address, now - HOUR_MS)
-            .await?;
-        Ok(hour >= u64::from(self.config.resend_per_hour))
     }
 
     /// After the account's identifier changed: a notice to the previous address when it
@@ -455,11 +481,23 @@ impl LifecycleService {
     where
         F: Future<Output = Result<()>> + Send + 'static,
     {
+        self.in_flight.send_modify(|n| *n += 1);
+        let job = InFlight(self.in_flight.clone());
         tokio::spawn(async move {
+            let _job = job;
             if let Err(err) = work.await {
                 tracing::warn!(target: "sentri::lifecycle", error = %err, what, "sentri: background work failed");
             }
         });
+    }
+}
+
+impl LifecycleService {
+    /// Waits until every background job started so far has finished.
+    pub(super) async fn settled(&self) {
+        let mut jobs = self.in_flight.subscribe();
+        // The sender lives in `self`: waiting cannot fail.
+        let _ = jobs.wait_for(|n| *n == 0).await;
     }
 }
 

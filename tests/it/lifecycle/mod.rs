@@ -85,6 +85,8 @@ pub struct Env {
     pub clock: ManualClock,
     pub events: Recorder,
     pub maildir: PathBuf,
+    /// A clone of the capability under test (for [`Lifecycle::settled`]).
+    pub lifecycle: Lifecycle,
 }
 
 /// Builds and migrates the auth with `lifecycle` on `t`.
@@ -95,7 +97,7 @@ pub async fn env(t: &TestDb, lifecycle: Lifecycle, maildir: &std::path::Path) ->
         config(t.db.clone())
             .clock(clock.clone())
             .event_sink(events.clone())
-            .with(lifecycle),
+            .with(lifecycle.clone()),
     )
     .unwrap();
     auth.migrate().await.unwrap();
@@ -105,6 +107,7 @@ pub async fn env(t: &TestDb, lifecycle: Lifecycle, maildir: &std::path::Path) ->
         clock,
         events,
         maildir: maildir.to_owned(),
+        lifecycle,
     }
 }
 
