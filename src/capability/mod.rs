@@ -65,6 +65,9 @@ pub struct Core {
     pub(crate) throttle: Throttle,
     /// `ServerConfig::sensitive_requires_2fa`.
     pub(crate) sensitive_requires_2fa: bool,
+    /// `ServerConfig::api_key` is set: `POST /register` is for trusted callers only, so
+    /// no capability may create accounts for the public (e.g. sign-up by link).
+    pub(crate) registration_key: bool,
 }
 
 impl fmt::Debug for Core {

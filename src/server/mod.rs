@@ -328,6 +328,7 @@ impl ServerAuth {
                 .collect(),
             throttle,
             sensitive_requires_2fa: config.sensitive_requires_2fa,
+            registration_key: config.api_key.is_some(),
         };
         let capabilities = config.capabilities;
         let inner = Arc::new(Inner {
@@ -520,7 +521,7 @@ impl ServerAuth {
         identity.policy.validate(&input.password)?;
         let address = provisioned_address(&identifier, input.email.as_deref())?;
         let roles = match input.roles.as_slice() {
-            [] => identity.roles.public.first().cloned().into_iter().collect(),
+            [] => identity.default_roles(),
             given => crate::identity::dedupe(given.iter().cloned()),
         };
         identity.roles.check(&roles)?;

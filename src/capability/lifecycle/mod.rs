@@ -58,6 +58,7 @@ pub struct Lifecycle {
     pub(crate) email_verification: bool,
     pub(crate) reset_password: bool,
     pub(crate) magic_link: bool,
+    pub(crate) magic_link_signup: bool,
     pub(crate) require_email_verification: bool,
     pub(crate) verification: VerificationMode,
     pub(crate) code_digits: u32,
@@ -86,6 +87,7 @@ impl fmt::Debug for Lifecycle {
             .field("email_verification", &self.email_verification)
             .field("reset_password", &self.reset_password)
             .field("magic_link", &self.magic_link)
+            .field("magic_link_signup", &self.magic_link_signup)
             .field(
                 "require_email_verification",
                 &self.require_email_verification,
@@ -118,6 +120,7 @@ impl Lifecycle {
             email_verification: true,
             reset_password: true,
             magic_link: true,
+            magic_link_signup: false,
             require_email_verification: false,
             verification: VerificationMode::Code,
             code_digits: 6,
@@ -161,6 +164,27 @@ impl Lifecycle {
     /// Sign-in link routes (default on).
     pub fn magic_link(mut self, on: bool) -> Self {
         self.magic_link = on;
+        self
+    }
+
+    /// Sign-up on first use of a sign-in link (default off). When on, and public sign-up
+    /// is open too ([`signup`](Self::signup) on and no `ServerConfig::api_key`), `POST
+    /// /magic-link/request` for a well-formed address without an account sends a sign-in
+    /// link anyway (the answer is the same 202 as ever), and consuming it creates the
+    /// account: the identifier is the address, the default role as `/register` gives
+    /// it, no password (sign in by link, or set one through `/forgot-password`), the
+    /// address verified. Then it signs in like any sign-in link (the login steps run).
+    /// A `register` override of the app is not called for these accounts.
+    ///
+    /// ```
+    /// # fn demo(mailer: sentri::mail::LogMailer) {
+    /// use sentri::capability::lifecycle::Lifecycle;
+    /// let lifecycle = Lifecycle::new(mailer).magic_link_signup(true);
+    /// # let _ = lifecycle;
+    /// # }
+    /// ```
+    pub fn magic_link_signup(mut self, on: bool) -> Self {
+        self.magic_link_signup = on;
         self
     }
 

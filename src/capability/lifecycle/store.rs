@@ -25,12 +25,41 @@ const COLUMNS: [&str; 9] = [
     ID, USER_ID, PURPOSE, TOKEN_HASH, ADDRESS, ATTEMPTS, EXPIRES_AT, CREATED_AT, USED_AT,
 ];
 
+/// Sign-up links (`magic_link_signup`): sent to an address that has no account yet, so
+/// bound to the address, not to a user.
+pub(super) const SIGNUPS: &str = "sentri_lifecycle_signups";
+
 /// The migrations of the lifecycle capability.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    component: "lifecycle",
-    version: 1,
-    up: tokens_table,
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "lifecycle",
+        version: 1,
+        up: tokens_table,
+    },
+    Migration {
+        component: "lifecycle",
+        version: 2,
+        up: signups_table,
+    },
+];
+
+fn signups_table(target: Target) -> Vec<String> {
+    let mut table = Table::create();
+    table
+        .table(SIGNUPS)
+        .col(ColumnDef::new(ID).string_len(36).not_null().primary_key())
+        .col(
+            ColumnDef::new(TOKEN_HASH)
+                .string_len(64)
+                .not_null()
+                .unique_key(),
+        )
+        .col(ColumnDef::new(ADDRESS).string_len(320).not_null())
+        .col(ColumnDef::new(EXPIRES_AT).big_integer().not_null())
+        .col(ColumnDef::new(CREATED_AT).big_integer().not_null())
+        .col(ColumnDef::new(USED_AT).big_integer().null());
+    target.create_table(table.to_owned(), vec![Target::index(SIGNUPS, EXPIRES_AT)])
+}
 
 fn tokens_table(target: Target) -> Vec<String> {
     let mut table = Table::create();
@@ -342,5 +371,89 @@ impl Tokens<'_> {
             },
         ];
         Ok(db.steps(&steps, db_err).await? == StepsOutcome::Committed)
+    }
+}
+
+/// A live sign-up link (its hash only).
+#[derive(Debug, Clone)]
+pub(super) struct SignupRow {
+    pub(super) id: String,
+    pub(super) address: String,
+}
+
+/// The sign-up links table.
+pub(super) struct Signups<'a>(pub(super) &'a Database);
+
+impl Signups<'_> {
+    /// Stores a sign-up link for `address`; rows that ended more than a day ago go
+    /// first.
+    pub(super) async fn insert(
+        &self,
+        id: &str,
+        token_hash: &str,
+        address: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        let purge = Query::delete()
+            .from_table(SIGNUPS)
+            .and_where(Expr::col(EXPIRES_AT).lt(now - 86_400_000))
+            .to_owned();
+        self.0.exec(self.0.build(&purge)).await?;
+        let stmt = Query::insert()
+            .into_table(SIGNUPS)
+            .columns([ID, TOKEN_HASH, ADDRESS, EXPIRES_AT, CREATED_AT, USED_AT])
+            .values([
+                Expr::val(id),
+                Expr::val(token_hash),
+                Expr::val(address),
+                Expr::val(expires_at),
+                Expr::val(now),
+                Expr::val(None::<i64>),
+            ])
+            .map_err(SentriError::internal)?
+            .to_owned();
+        self.0.exec(self.0.build(&stmt)).await?;
+        Ok(())
+    }
+
+    /// Uses the live sign-up link with this hash: its row for exactly one caller,
+    /// whatever the concurrency (a conditional `UPDATE`), `None` for everyone else.
+    pub(super) async fn consume(&self, hash: &str, now: i64) -> Result<Option<SignupRow>> {
+        let db = self.0;
+        let stmt = Query::select()
+            .columns([ID, ADDRESS])
+            .from(SIGNUPS)
+            .and_where(Expr::col(TOKEN_HASH).eq(hash))
+            .and_where(live(now))
+            .to_owned();
+        let (sql, values) = db.build(&stmt);
+        let row = db
+            .read(|| async {
+                on_pool!(db, pool => {
+                    let row = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
+                        .fetch_optional(pool)
+                        .await
+                        .map_err(db_err)?;
+                    row.map(|row| {
+                        Ok(SignupRow {
+                            id: sqlx::Row::try_get(&row, ID).map_err(db_err)?,
+                            address: sqlx::Row::try_get(&row, ADDRESS).map_err(db_err)?,
+                        })
+                    })
+                    .transpose()
+                })
+            })
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let used = Query::update()
+            .table(SIGNUPS)
+            .value(USED_AT, now)
+            .and_where(Expr::col(ID).eq(row.id.as_str()))
+            .and_where(live(now))
+            .to_owned();
+        Ok(db.exec_retrying(db.build(&used)).await?.then_some(row))
     }
 }
