@@ -331,4 +331,10 @@ pub trait Capability: Send + Sync + 'static {
     fn closes_signup(&self) -> bool {
         false
     }
+
+    /// `true` when this capability mails accounts: `POST /register` then accepts an
+    /// optional `email` for an account whose identifier is not an address.
+    fn mails_accounts(&self) -> bool {
+        false
+    }
 }

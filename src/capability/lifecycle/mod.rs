@@ -6,8 +6,10 @@
 //! `POST /magic-link/consume`. A flow that is switched off answers 404 `NOT_FOUND`.
 //!
 //! **The account's address** is its identifier when the identifier is an email address
-//! (an ASCII `local@domain`), else the address stored for it (set by
-//! [`ServerAuth::provision_user`](crate::ServerAuth::provision_user)). An account
+//! (an ASCII `local@domain`), else the address stored for it (the `email` of `POST
+//! /register`, or set by
+//! [`ServerAuth::provision_user`](crate::ServerAuth::provision_user)); addresses are not
+//! unique and never sign anyone in by themselves. An account
 //! without an address gets no mail. The address is *verified* when a verification time
 //! is stored for that very address: changing the identifier of an address account
 //! therefore makes it unverified until the new address is proven.
@@ -351,6 +353,10 @@ impl Capability for Lifecycle {
 
     fn closes_signup(&self) -> bool {
         !self.signup
+    }
+
+    fn mails_accounts(&self) -> bool {
+        true
     }
 }
 

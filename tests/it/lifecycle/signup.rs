@@ -205,8 +205,11 @@ async fn racing_sign_up_links_make_one_account() {
                 .await;
             e.post("/magic-link/request", json!({"identifier": other}))
                 .await;
-            let first = token_in(&e.mail(&other, 1).await);
-            let second = token_in(&e.mail(&other, 2).await);
+            // Both at once: the two messages may be delivered in either order.
+            e.mail(&other, 2).await;
+            let both = super::mails_to(&maildir, &other);
+            let (first, second) = (token_in(&both[0]), token_in(&both[1]));
+            assert_ne!(first, second, "{} trial {trial}", t.name);
             let (a, b) = tokio::join!(
                 e.post("/magic-link/consume", json!({"token": first})),
                 e.post("/magic-link/consume", json!({"token": second})),
@@ -232,5 +235,96 @@ async fn racing_sign_up_links_make_one_account() {
             );
             assert_eq!(accounts(&t, &other).await, 1, "{} trial {trial}", t.name);
         }
+    }
+}
+
+/// `POST /register {identifier, password, email}`: the address of a username account,
+/// checked like provisioning's, mailed the verification message; ignored (sentri 2.1's
+/// body) without the lifecycle capability.
+#[tokio::test]
+async fn register_takes_an_email_for_username_accounts() {
+    let Some((url, maildir)) = smtp("lifecycle register email") else {
+        return;
+    };
+    for t in databases("lifecycle_register_email").await {
+        let e = env(&t, lifecycle(&url), &maildir).await;
+        let name = crate::support::common::unique("ada");
+        let addr = address();
+        let r = e
+            .post(
+                "/register",
+                json!({"identifier": name, "password": PASSWORD, "email": addr}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}: {:?}", t.name, r.body);
+        let code = super::code_in(&e.mail(&addr, 1).await);
+        let r = e
+            .post("/verify-email", json!({"identifier": name, "code": code}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}: {:?}", t.name, r.body);
+        let stored = t
+            .scalar(&format!(
+                "SELECT COUNT(*) FROM sentri_users WHERE identifier = '{name}' \
+                 AND email = '{addr}' AND email_verified_at IS NOT NULL"
+            ))
+            .await;
+        assert_eq!(stored, 1, "{}", t.name);
+
+        // An address identifier: `email` absent or the same address.
+        let id = address();
+        for (email, status) in [
+            (json!(address()), StatusCode::BAD_REQUEST),
+            (json!(id), StatusCode::CREATED),
+        ] {
+            let r = e
+                .post(
+                    "/register",
+                    json!({"identifier": id, "password": PASSWORD, "email": email}),
+                )
+                .await;
+            assert_eq!(r.status, status, "{}: {:?}", t.name, r.body);
+        }
+        // Malformed or injected addresses: 400, and no account.
+        for bad in [
+            json!("Eve <eve@example.com>"),
+            json!("eve@example.com\r\nBcc: evil@example.net"),
+            json!("ünï@example.com"),
+            json!(5),
+        ] {
+            let other = crate::support::common::unique("eve");
+            let r = e
+                .post(
+                    "/register",
+                    json!({"identifier": other, "password": PASSWORD, "email": bad}),
+                )
+                .await;
+            expect(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR", t.name);
+            assert_eq!(accounts(&t, &other).await, 0, "{} {bad}", t.name);
+        }
+        // An address already used by another account may be stored again: it is never
+        // an identifier, so it signs no one in.
+        let twin = crate::support::common::unique("twin");
+        let r = e
+            .post(
+                "/register",
+                json!({"identifier": twin, "password": PASSWORD, "email": addr}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}: {:?}", t.name, r.body);
+        assert_eq!(accounts(&t, &addr).await, 0, "{}", t.name);
+
+        // Without the lifecycle capability the field is ignored, as in sentri 2.1.
+        let plain = crate::support::services::auth(t.db.clone());
+        let app = crate::support::http::app(&plain);
+        let r = crate::support::http::call(
+            &app,
+            axum::http::Method::POST,
+            "/auth/register",
+            &[],
+            Some(json!({"identifier": crate::support::common::unique("bob"),
+                        "password": PASSWORD, "email": "not an address"})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}: {:?}", t.name, r.body);
     }
 }
