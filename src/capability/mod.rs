@@ -65,6 +65,9 @@ pub struct Core {
     pub(crate) throttle: Throttle,
     /// `ServerConfig::sensitive_requires_2fa`.
     pub(crate) sensitive_requires_2fa: bool,
+    /// `ServerConfig::api_key` is set: `POST /register` is for trusted callers only, so
+    /// no capability may create accounts for the public (e.g. sign-up by link).
+    pub(crate) registration_key: bool,
 }
 
 impl fmt::Debug for Core {
@@ -326,6 +329,12 @@ pub trait Capability: Send + Sync + 'static {
     /// `true` when this capability closes public sign-up: the core `POST /register`
     /// then answers 404 `NOT_FOUND` (trusted server-side creation still works).
     fn closes_signup(&self) -> bool {
+        false
+    }
+
+    /// `true` when this capability mails accounts: `POST /register` then accepts an
+    /// optional `email` for an account whose identifier is not an address.
+    fn mails_accounts(&self) -> bool {
         false
     }
 }

@@ -211,6 +211,12 @@ impl Identity {
         normalize_identifier(identifier, self.case)
     }
 
+    /// The roles of a user created without asking for any (registration, provisioning,
+    /// sign-up by link or single sign-on): the first public role, if any.
+    pub(crate) fn default_roles(&self) -> Vec<String> {
+        self.roles.public.first().cloned().into_iter().collect()
+    }
+
     /// Registers a user (roles already allowed by the caller). Spends no bcrypt time on
     /// an identifier that is taken; the insert still enforces uniqueness under races.
     pub(crate) async fn register(&self, input: RegisterInput) -> Result<AuthUser> {
@@ -218,7 +224,7 @@ impl Identity {
         self.policy.validate(&input.password)?;
         let roles = match input.roles {
             Some(roles) if !roles.is_empty() => dedupe(roles),
-            _ => self.roles.public.first().cloned().into_iter().collect(),
+            _ => self.default_roles(),
         };
         self.roles.check(&roles)?;
         if self
@@ -329,13 +335,12 @@ impl Identity {
 }
 
 /// The first character of a stored password hash that no password can match: users
-/// created without a password (e.g. by single sign-on). bcrypt hashes start with `$`.
-#[cfg_attr(not(feature = "sso"), allow(dead_code))]
+/// created without a password (by single sign-on, by a sign-up link). bcrypt hashes
+/// start with `$`.
 pub(crate) const NO_PASSWORD_MARK: char = '!';
 
 /// A password hash no password matches (a login with any password is a plain
 /// `INVALID_CREDENTIALS`, in the time of a real check).
-#[cfg_attr(not(feature = "sso"), allow(dead_code))]
 pub(crate) fn unusable_password_hash() -> String {
     format!(
         "{NO_PASSWORD_MARK}no-password-{}",

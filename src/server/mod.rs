@@ -96,6 +96,8 @@ pub(crate) struct Inner {
     pub(crate) credentials: Vec<Arc<dyn Credential>>,
     /// `false` when a capability closed public sign-up (`POST /register` is 404).
     pub(crate) signup_open: bool,
+    /// A capability mails accounts: `POST /register` takes an optional `email`.
+    pub(crate) register_email: bool,
 }
 
 /// sentri in server mode: owns users and sessions, issues and verifies tokens.
@@ -328,6 +330,7 @@ impl ServerAuth {
                 .collect(),
             throttle,
             sensitive_requires_2fa: config.sensitive_requires_2fa,
+            registration_key: config.api_key.is_some(),
         };
         let capabilities = config.capabilities;
         let inner = Arc::new(Inner {
@@ -341,6 +344,7 @@ impl ServerAuth {
             trusted_proxies: config.trusted_proxies.map(Arc::new),
             credentials: capabilities.iter().filter_map(|c| c.credential()).collect(),
             signup_open: !capabilities.iter().any(|c| c.closes_signup()),
+            register_email: capabilities.iter().any(|c| c.mails_accounts()),
             capabilities,
         });
         let _ = guard.0.set(Arc::downgrade(&inner));
@@ -500,7 +504,43 @@ impl ServerAuth {
     /// here: the router applies the public-roles rule before calling this). No tokens
     /// are issued.
     pub async fn register(&self, input: RegisterInput) -> Result<AuthUser> {
-        let user = self.identity().register(input).await?;
+        self.register_with_email(input, None).await
+    }
+
+    /// [`register`](Self::register) with the account's address when its identifier is
+    /// a username (what `POST /register` runs with an `email` when a capability mails
+    /// accounts). Checked like [`provision_user`](Self::provision_user)'s: for an
+    /// address identifier `email` must be that address, else a well-formed ASCII
+    /// address (`VALIDATION_ERROR`). Stored unverified, before the `registered` event
+    /// (so the verification message goes to it). Addresses are not unique: an address
+    /// is never an identifier of another account, so it signs no one in.
+    ///
+    /// ```no_run
+    /// # async fn demo(auth: sentri::ServerAuth) -> sentri::Result<()> {
+    /// let input: sentri::RegisterInput = serde_json::from_value(serde_json::json!({
+    ///     "identifier": "ada", "password": "correct horse battery"
+    /// })).expect("a register body");
+    /// auth.register_with_email(input, Some("ada@example.com".into())).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn register_with_email(
+        &self,
+        input: RegisterInput,
+        email: Option<String>,
+    ) -> Result<AuthUser> {
+        let identity = self.identity();
+        let address = match email.as_deref() {
+            Some(email) => {
+                let identifier = identity.normalize(&input.identifier)?;
+                provisioned_address(&identifier, Some(email))?
+                    .filter(|address| *address != identifier)
+            }
+            None => None,
+        };
+        let user = identity.register(input).await?;
+        if let Some(address) = address {
+            identity.db.set_user_email(&user.id, &address, None).await?;
+        }
         let event = AuthEvent::new(AuthEventKind::Registered, self.sessions().now()).user(&user.id);
         self.inner.core.events.emit(event);
         Ok(user)
@@ -520,7 +560,7 @@ impl ServerAuth {
         identity.policy.validate(&input.password)?;
         let address = provisioned_address(&identifier, input.email.as_deref())?;
         let roles = match input.roles.as_slice() {
-            [] => identity.roles.public.first().cloned().into_iter().collect(),
+            [] => identity.default_roles(),
             given => crate::identity::dedupe(given.iter().cloned()),
         };
         identity.roles.check(&roles)?;

@@ -48,24 +48,48 @@ fn api_key_trusted(auth: &ServerAuth, req: &Request) -> Result<bool> {
     Ok(true)
 }
 
+/// The body of `POST /register`: sentri 2.1's ([`RegisterInput`]), plus an optional
+/// `email`. Spelled out (not `#[serde(flatten)]`, which would buffer ignored fields).
+#[derive(Deserialize)]
+struct RegisterBody {
+    identifier: String,
+    password: String,
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+    #[serde(default)]
+    email: Option<String>,
+}
+
 async fn register(State(auth): State<ServerAuth>, req: Request) -> Result<Response> {
     if !auth.inner.signup_open {
         return Err(not_found().await);
     }
     let trusted = api_key_trusted(&auth, &req)?;
     let meta = request_meta(req.headers(), req.extensions());
-    let JsonBody(input): JsonBody<RegisterInput> = JsonBody::from_request(req, &()).await?;
+    let JsonBody(body): JsonBody<RegisterBody> = JsonBody::from_request(req, &()).await?;
+    let RegisterBody {
+        identifier,
+        password,
+        roles,
+        email,
+    } = body;
+    let input = RegisterInput {
+        identifier,
+        password,
+        roles,
+    };
     auth.check_registration_roles(input.roles.as_deref(), trusted)?;
+    // Without a capability that mails accounts, `email` is ignored like any unknown
+    // field (the body of sentri 2.1).
+    let email = email.filter(|_| auth.inner.register_email);
     let attempt = auth.registration_attempt(&meta, trusted).await?;
     let result = auth
         .inner
         .overrides
         .register
-        .run(
-            auth.clone(),
-            input,
-            |a, i| async move { a.register(i).await },
-        )
+        .run(auth.clone(), input, |a, i| async move {
+            a.register_with_email(i, email).await
+        })
         .await;
     attempt.spent(&result).await;
     let user = result?;

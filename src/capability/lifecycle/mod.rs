@@ -6,8 +6,10 @@
 //! `POST /magic-link/consume`. A flow that is switched off answers 404 `NOT_FOUND`.
 //!
 //! **The account's address** is its identifier when the identifier is an email address
-//! (an ASCII `local@domain`), else the address stored for it (set by
-//! [`ServerAuth::provision_user`](crate::ServerAuth::provision_user)). An account
+//! (an ASCII `local@domain`), else the address stored for it (the `email` of `POST
+//! /register`, or set by
+//! [`ServerAuth::provision_user`](crate::ServerAuth::provision_user)); addresses are not
+//! unique and never sign anyone in by themselves. An account
 //! without an address gets no mail. The address is *verified* when a verification time
 //! is stored for that very address: changing the identifier of an address account
 //! therefore makes it unverified until the new address is proven.
@@ -58,6 +60,7 @@ pub struct Lifecycle {
     pub(crate) email_verification: bool,
     pub(crate) reset_password: bool,
     pub(crate) magic_link: bool,
+    pub(crate) magic_link_signup: bool,
     pub(crate) require_email_verification: bool,
     pub(crate) verification: VerificationMode,
     pub(crate) code_digits: u32,
@@ -86,6 +89,7 @@ impl fmt::Debug for Lifecycle {
             .field("email_verification", &self.email_verification)
             .field("reset_password", &self.reset_password)
             .field("magic_link", &self.magic_link)
+            .field("magic_link_signup", &self.magic_link_signup)
             .field(
                 "require_email_verification",
                 &self.require_email_verification,
@@ -118,6 +122,7 @@ impl Lifecycle {
             email_verification: true,
             reset_password: true,
             magic_link: true,
+            magic_link_signup: false,
             require_email_verification: false,
             verification: VerificationMode::Code,
             code_digits: 6,
@@ -161,6 +166,27 @@ impl Lifecycle {
     /// Sign-in link routes (default on).
     pub fn magic_link(mut self, on: bool) -> Self {
         self.magic_link = on;
+        self
+    }
+
+    /// Sign-up on first use of a sign-in link (default off). When on, and public sign-up
+    /// is open too ([`signup`](Self::signup) on and no `ServerConfig::api_key`), `POST
+    /// /magic-link/request` for a well-formed address without an account sends a sign-in
+    /// link anyway (the answer is the same 202 as ever), and consuming it creates the
+    /// account: the identifier is the address, the default role as `/register` gives
+    /// it, no password (sign in by link, or set one through `/forgot-password`), the
+    /// address verified. Then it signs in like any sign-in link (the login steps run).
+    /// A `register` override of the app is not called for these accounts.
+    ///
+    /// ```
+    /// # fn demo(mailer: sentri::mail::LogMailer) {
+    /// use sentri::capability::lifecycle::Lifecycle;
+    /// let lifecycle = Lifecycle::new(mailer).magic_link_signup(true);
+    /// # let _ = lifecycle;
+    /// # }
+    /// ```
+    pub fn magic_link_signup(mut self, on: bool) -> Self {
+        self.magic_link_signup = on;
         self
     }
 
@@ -254,6 +280,24 @@ impl Lifecycle {
         self
     }
 
+    /// Waits until the work that requests answered so far moved off the request path
+    /// (the `202` answers of `/forgot-password`, `/magic-link/request` and
+    /// `/verify-email/resend`) has finished: its tokens are stored and its messages
+    /// queued (not necessarily delivered). For a graceful shutdown, and for tests.
+    /// Returns at once before the capability served its first request.
+    ///
+    /// ```no_run
+    /// # async fn demo(lifecycle: sentri::capability::lifecycle::Lifecycle) {
+    /// // `lifecycle` is a clone of the value given to `ServerConfig::with`.
+    /// lifecycle.settled().await;
+    /// # }
+    /// ```
+    pub async fn settled(&self) {
+        if let Some(service) = self.service.get() {
+            service.settled().await;
+        }
+    }
+
     fn ttl(&self, purpose: Purpose) -> Duration {
         match purpose {
             Purpose::Verify => self.verification_ttl,
@@ -309,6 +353,10 @@ impl Capability for Lifecycle {
 
     fn closes_signup(&self) -> bool {
         !self.signup
+    }
+
+    fn mails_accounts(&self) -> bool {
+        true
     }
 }
 

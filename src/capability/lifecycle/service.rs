@@ -4,13 +4,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::Lifecycle;
-use super::store::{NewToken, Purpose, TokenRow, Tokens};
+use super::store::{NewToken, Purpose, Signups, TokenRow, Tokens};
 use crate::capability::{Core, FirstFactor, SignIn};
 use crate::core::crypto::{random_token, secrets_equal, sha256_hex};
 use crate::core::error::{ErrorCode, Result, SentriError};
 use crate::core::events::{AuthEvent, AuthEventKind};
-use crate::core::principal::SessionMeta;
-use crate::identity::{EmailState, UserRecord};
+use crate::core::principal::{AuthUser, SessionMeta};
+use crate::identity::{EmailState, NewUser, UserRecord, unusable_password_hash};
 use crate::mail::{
     FailureHook, MailQueue, Mailbox, Message, Template, TemplateVars, is_address, validate_address,
 };
@@ -68,6 +68,17 @@ pub struct LifecycleService {
     core: Core,
     config: Arc<Lifecycle>,
     queue: MailQueue,
+    /// Background jobs started and not yet finished.
+    in_flight: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+/// Counts one background job until dropped (also when the job panics).
+struct InFlight(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl fmt::Debug for LifecycleService {
@@ -95,6 +106,7 @@ impl LifecycleService {
             core,
             config: Arc::new(config),
             queue,
+            in_flight: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -160,6 +172,23 @@ impl LifecycleService {
         code: bool,
         now: i64,
     ) -> Result<String> {
+        self.issue_within(purpose, user_id, address, code, now, &[])
+            .await?
+            .ok_or_else(invalid_token)
+    }
+
+    /// [`issue`](Self::issue) under `limits` (`(since, max)` windows of the store's
+    /// [`insert_within`](Tokens::insert_within)): `None` when one is reached. No limits:
+    /// always stored.
+    async fn issue_within(
+        &self,
+        purpose: Purpose,
+        user_id: &str,
+        address: &str,
+        code: bool,
+        now: i64,
+        limits: &[(i64, u32)],
+    ) -> Result<Option<String>> {
         let id = uuid::Uuid::now_v7().to_string();
         let (secret, hash) = if code {
             let code = numeric_code(self.config.code_digits)?;
@@ -171,32 +200,48 @@ impl LifecycleService {
             (token, hash)
         };
         let ttl = i64::try_from(self.config.ttl(purpose).as_millis()).unwrap_or(i64::MAX);
-        self.tokens()
-            .insert(&NewToken {
-                id: &id,
-                user_id,
-                purpose,
-                token_hash: &hash,
-                address,
-                now,
-                expires_at: now.saturating_add(ttl),
-            })
-            .await?;
-        Ok(secret)
+        let row = NewToken {
+            id: &id,
+            user_id,
+            purpose,
+            token_hash: &hash,
+            address,
+            now,
+            expires_at: now.saturating_add(ttl),
+        };
+        if limits.is_empty() {
+            self.tokens().insert(&row).await?;
+        } else if !self.tokens().insert_within(&row, limits).await? {
+            return Ok(None);
+        }
+        Ok(Some(secret))
     }
 
-    fn send(&self, template: &Template, vars: &TemplateVars, address: &str, user_id: &str) {
+    /// Queues a message to `address` (about `user_id`, when there is an account).
+    fn send_to(
+        &self,
+        template: &Template,
+        vars: &TemplateVars,
+        address: &str,
+        user_id: Option<&str>,
+    ) {
         let built = Mailbox::new(None, address).and_then(|to| {
             let (subject, text, html) = template.render(vars);
             Message::new(self.config.from.clone(), to, subject, text, html)
         });
         match built {
-            Ok(message) => self.queue.enqueue(message, Some(user_id.to_owned())),
+            Ok(message) => self.queue.enqueue(message, user_id.map(str::to_owned)),
             Err(err) => {
                 tracing::error!(target: "sentri::mail", error = %err, "sentri: a message could not be built");
-                self.emit(AuthEventKind::MailFailed, user_id);
+                let mut event = AuthEvent::new(AuthEventKind::MailFailed, self.now());
+                event.user_id = user_id.map(str::to_owned);
+                self.core.emit(event);
             }
         }
+    }
+
+    fn send(&self, template: &Template, vars: &TemplateVars, address: &str, user_id: &str) {
+        self.send_to(template, vars, address, Some(user_id));
     }
 
     fn vars(&self, purpose: Purpose) -> TemplateVars {
@@ -224,13 +269,22 @@ impl LifecycleService {
         let Some(address) = address_of(&user, &state) else {
             return Ok(());
         };
-        if is_verified(&user, &state) || self.throttled(user_id, &address, now).await? {
+        if is_verified(&user, &state) {
             return Ok(());
         }
         let code = self.config.verification == VerificationMode::Code;
-        let secret = self
-            .issue(Purpose::Verify, user_id, &address, code, now)
-            .await?;
+        // The resend throttle, per account and address: checked and counted in the
+        // same transaction as the insert, so parallel resends never exceed it.
+        let limits = [
+            (now - MINUTE_MS, self.config.resend_per_minute),
+            (now - HOUR_MS, self.config.resend_per_hour),
+        ];
+        let Some(secret) = self
+            .issue_within(Purpose::Verify, user_id, &address, code, now, &limits)
+            .await?
+        else {
+            return Ok(());
+        };
         let vars = self.vars(Purpose::Verify);
         if code {
             self.send(
@@ -249,21 +303,6 @@ impl LifecycleService {
             );
         }
         Ok(())
-    }
-
-    /// The resend throttle, per account and address.
-    async fn throttled(&self, user_id: &str, address: &str, now: i64) -> Result<bool> {
-        let tokens = self.tokens();
-        let minute = tokens
-            .sent_since(Purpose::Verify, user_id, address, now - MINUTE_MS)
-            .await?;
-        if minute >= u64::from(self.config.resend_per_minute) {
-            return Ok(true);
-        }
-        let hour = tokens
-            .sent_since(Purpose::Verify, user_id, address, now - HOUR_MS)
-            .await?;
-        Ok(hour >= u64::from(self.config.resend_per_hour))
     }
 
     /// After the account's identifier changed: a notice to the previous address when it
@@ -414,9 +453,18 @@ impl LifecycleService {
         }
     }
 
+    /// Sign-up by link is on: the flag, public sign-up open, `/register` not behind an
+    /// API key.
+    fn signup_by_link(&self) -> bool {
+        self.config.magic_link_signup && self.config.signup && !self.core.registration_key
+    }
+
     /// `POST /magic-link/request` at `now`: the work behind the (constant) answer.
     pub(super) async fn request_magic_link(&self, identifier: &str, now: i64) -> Result<()> {
         let Some((user, state)) = self.by_identifier(identifier).await? else {
+            if self.signup_by_link() && is_address(identifier) {
+                return self.request_signup_link(identifier, now).await;
+            }
             return Ok(());
         };
         let Some(address) = address_of(&user, &state) else {
@@ -432,16 +480,85 @@ impl LifecycleService {
         Ok(())
     }
 
+    /// A sign-in link to an address without an account (`magic_link_signup`): bound
+    /// to the address; the account is created when it is used.
+    async fn request_signup_link(&self, address: &str, now: i64) -> Result<()> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let token = random_token(TOKEN_BYTES);
+        let ttl = i64::try_from(self.config.magic_link_ttl.as_millis()).unwrap_or(i64::MAX);
+        Signups(&self.core.identity.db)
+            .insert(
+                &id,
+                &sha256_hex(&token),
+                address,
+                now,
+                now.saturating_add(ttl),
+            )
+            .await?;
+        let vars = self
+            .vars(Purpose::Magic)
+            .link(self.link(&self.config.magic_path, &token));
+        self.send_to(&self.config.templates.magic_link, &vars, address, None);
+        Ok(())
+    }
+
+    /// The account a used sign-up link stands for: created (no password, the default
+    /// role, the address verified) unless an account with that identifier exists by
+    /// now (another sign-up link or a registration won the race: the link proved the
+    /// address, which is that account's identifier, as a sign-in link would).
+    async fn sign_up(&self, address: &str) -> Result<AuthUser> {
+        let identity = &self.core.identity;
+        let db = &identity.db;
+        let (user, created) = match db.find_user_by_identifier(address).await? {
+            Some(user) => (user, false),
+            None => {
+                let hash = unusable_password_hash();
+                let roles = identity.default_roles();
+                let new = NewUser {
+                    identifier: address,
+                    password_hash: &hash,
+                    roles: &roles,
+                };
+                match db.create_user(&new).await {
+                    Ok(user) => (user, true),
+                    Err(err) if err.is(&ErrorCode::UserAlreadyExists) => {
+                        let user = db.find_user_by_identifier(address).await?;
+                        (user.ok_or(err)?, false)
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+        };
+        db.set_user_email(&user.id, address, Some(self.now()))
+            .await?;
+        if created {
+            // After the address is verified: no verification message follows.
+            self.emit(AuthEventKind::Registered, &user.id);
+        }
+        self.emit(AuthEventKind::EmailVerified, &user.id);
+        Ok(user.to_auth_user())
+    }
+
     /// Signs in with a mailed link: the token is used (once), the address marked
     /// verified, then the login pipeline runs as for a password login (so a second
-    /// factor, when the user has one, is asked for: [`SignIn::Challenge`]).
+    /// factor, when the user has one, is asked for: [`SignIn::Challenge`]). With
+    /// `magic_link_signup`, a sign-up link first creates its account.
     pub async fn consume_magic_link(&self, token: &str, meta: SessionMeta) -> Result<SignIn> {
         let now = self.now();
-        let row = self
+        let hash = sha256_hex(token);
+        let Some(row) = self
             .tokens()
-            .live_by_hash(Purpose::Magic, &sha256_hex(token), now)
+            .live_by_hash(Purpose::Magic, &hash, now)
             .await?
-            .ok_or_else(invalid_token)?;
+        else {
+            if self.signup_by_link()
+                && let Some(signup) = Signups(&self.core.identity.db).consume(&hash, now).await?
+            {
+                let user = self.sign_up(&signup.address).await?;
+                return self.core.sign_in(user, meta, FirstFactor::EmailLink).await;
+            }
+            return Err(invalid_token());
+        };
         if !self.tokens().consume(&row.id, now).await? {
             return Err(invalid_token());
         }
@@ -455,11 +572,23 @@ impl LifecycleService {
     where
         F: Future<Output = Result<()>> + Send + 'static,
     {
+        self.in_flight.send_modify(|n| *n += 1);
+        let job = InFlight(self.in_flight.clone());
         tokio::spawn(async move {
+            let _job = job;
             if let Err(err) = work.await {
                 tracing::warn!(target: "sentri::lifecycle", error = %err, what, "sentri: background work failed");
             }
         });
+    }
+}
+
+impl LifecycleService {
+    /// Waits until every background job started so far has finished.
+    pub(super) async fn settled(&self) {
+        let mut jobs = self.in_flight.subscribe();
+        // The sender lives in `self`: waiting cannot fail.
+        let _ = jobs.wait_for(|n| *n == 0).await;
     }
 }
 

@@ -2,8 +2,8 @@
 //! code, stored only as a hash, single use (`used_at`), attempts counted per row.
 
 use sea_query::{
-    ColumnDef, Expr, ExprTrait, ForeignKey, ForeignKeyAction, Func, Order, Query, Table,
-    UpdateStatement,
+    ColumnDef, DeleteStatement, Expr, ExprTrait, ForeignKey, ForeignKeyAction, Func, Order, Query,
+    Table, UpdateStatement,
 };
 use sea_query_sqlx::SqlxValues;
 
@@ -25,12 +25,41 @@ const COLUMNS: [&str; 9] = [
     ID, USER_ID, PURPOSE, TOKEN_HASH, ADDRESS, ATTEMPTS, EXPIRES_AT, CREATED_AT, USED_AT,
 ];
 
+/// Sign-up links (`magic_link_signup`): sent to an address that has no account yet, so
+/// bound to the address, not to a user.
+pub(super) const SIGNUPS: &str = "sentri_lifecycle_signups";
+
 /// The migrations of the lifecycle capability.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    component: "lifecycle",
-    version: 1,
-    up: tokens_table,
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "lifecycle",
+        version: 1,
+        up: tokens_table,
+    },
+    Migration {
+        component: "lifecycle",
+        version: 2,
+        up: signups_table,
+    },
+];
+
+fn signups_table(target: Target) -> Vec<String> {
+    let mut table = Table::create();
+    table
+        .table(SIGNUPS)
+        .col(ColumnDef::new(ID).string_len(36).not_null().primary_key())
+        .col(
+            ColumnDef::new(TOKEN_HASH)
+                .string_len(64)
+                .not_null()
+                .unique_key(),
+        )
+        .col(ColumnDef::new(ADDRESS).string_len(320).not_null())
+        .col(ColumnDef::new(EXPIRES_AT).big_integer().not_null())
+        .col(ColumnDef::new(CREATED_AT).big_integer().not_null())
+        .col(ColumnDef::new(USED_AT).big_integer().null());
+    target.create_table(table.to_owned(), vec![Target::index(SIGNUPS, EXPIRES_AT)])
+}
 
 fn tokens_table(target: Target) -> Vec<String> {
     let mut table = Table::create();
@@ -130,6 +159,32 @@ fn consume_query(id: &str, now: i64) -> UpdateStatement {
         .to_owned()
 }
 
+/// Deletes the user's rows that ended more than a day ago.
+fn purge_query(t: &NewToken<'_>) -> DeleteStatement {
+    Query::delete()
+        .from_table(TOKENS)
+        .and_where(Expr::col(USER_ID).eq(t.user_id))
+        .and_where(Expr::col(EXPIRES_AT).lt(t.now - 86_400_000))
+        .to_owned()
+}
+
+impl NewToken<'_> {
+    /// The row's values, in the order of [`COLUMNS`].
+    fn values(&self) -> [Expr; 9] {
+        [
+            Expr::val(self.id),
+            Expr::val(self.user_id),
+            Expr::val(self.purpose.as_str()),
+            Expr::val(self.token_hash),
+            Expr::val(self.address),
+            Expr::val(0i64),
+            Expr::val(self.expires_at),
+            Expr::val(self.now),
+            Expr::val(None::<i64>),
+        ]
+    }
+}
+
 pub(super) struct Tokens<'a>(pub(super) &'a Database);
 
 impl Tokens<'_> {
@@ -147,47 +202,77 @@ impl Tokens<'_> {
         .await
     }
 
-    async fn count(&self, (sql, values): (String, SqlxValues)) -> Result<u64> {
-        let db = self.0;
-        db.read(|| async {
-            on_pool!(db, pool => {
-                let row = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
-                    .fetch_one(pool)
-                    .await
-                    .map_err(db_err)?;
-                let n: i64 = sqlx::Row::try_get(&row, 0).map_err(db_err)?;
-                Ok(u64::try_from(n).unwrap_or(0))
-            })
-        })
-        .await
-    }
-
     /// Stores a new token; rows of the user that ended more than a day ago go first.
     pub(super) async fn insert(&self, t: &NewToken<'_>) -> Result<()> {
-        let purge = Query::delete()
-            .from_table(TOKENS)
-            .and_where(Expr::col(USER_ID).eq(t.user_id))
-            .and_where(Expr::col(EXPIRES_AT).lt(t.now - 86_400_000))
-            .to_owned();
-        self.0.exec(self.0.build(&purge)).await?;
+        self.0.exec(self.0.build(&purge_query(t))).await?;
         let stmt = Query::insert()
             .into_table(TOKENS)
             .columns(COLUMNS)
-            .values([
-                Expr::val(t.id),
-                Expr::val(t.user_id),
-                Expr::val(t.purpose.as_str()),
-                Expr::val(t.token_hash),
-                Expr::val(t.address),
-                Expr::val(0i64),
-                Expr::val(t.expires_at),
-                Expr::val(t.now),
-                Expr::val(None::<i64>),
-            ])
+            .values(t.values())
             .map_err(SentriError::internal)?
             .to_owned();
         self.0.exec(self.0.build(&stmt)).await?;
         Ok(())
+    }
+
+    /// Stores a new token only while, for each `(since, max)` of `limits`, fewer than
+    /// `max` tokens of its purpose were created for the user at that address after
+    /// `since`; `false` (nothing stored) when a limit is reached or the user is gone.
+    ///
+    /// Atomic on every dialect: one transaction first locks the user's row (a no-op
+    /// `UPDATE`), so concurrent callers for one account count and insert one after
+    /// another, and the insert is a single `INSERT … SELECT … WHERE (count) < max` that
+    /// stores nothing over the limit. Under PostgreSQL's read committed each statement
+    /// sees the rows committed before the lock was granted; MySQL and SQLite serialise
+    /// on the same lock.
+    pub(super) async fn insert_within(
+        &self,
+        t: &NewToken<'_>,
+        limits: &[(i64, u32)],
+    ) -> Result<bool> {
+        let db = self.0;
+        let lock = Query::update()
+            .table(USERS)
+            .value(users::UPDATED_AT, Expr::col(users::UPDATED_AT))
+            .and_where(Expr::col(users::ID).eq(t.user_id))
+            .to_owned();
+        let mut select = Query::select();
+        select
+            .exprs(t.values())
+            .from(USERS)
+            .and_where(Expr::col((USERS, users::ID)).eq(t.user_id));
+        for &(since, max) in limits {
+            let sent = Query::select()
+                .expr(Func::count(Expr::col((TOKENS, ID))))
+                .from(TOKENS)
+                .and_where(Expr::col((TOKENS, USER_ID)).eq(t.user_id))
+                .and_where(Expr::col((TOKENS, PURPOSE)).eq(t.purpose.as_str()))
+                .and_where(Expr::col((TOKENS, ADDRESS)).eq(t.address))
+                .and_where(Expr::col((TOKENS, CREATED_AT)).gt(since))
+                .to_owned();
+            select.and_where(Expr::SubQuery(None, Box::new(sent.into())).lt(i64::from(max)));
+        }
+        let insert = Query::insert()
+            .into_table(TOKENS)
+            .columns(COLUMNS)
+            .select_from(select.to_owned())
+            .map_err(SentriError::internal)?
+            .to_owned();
+        let steps = [
+            Step {
+                built: db.build(&lock),
+                must_affect: false,
+            },
+            Step {
+                built: db.build(&purge_query(t)),
+                must_affect: false,
+            },
+            Step {
+                built: db.build(&insert),
+                must_affect: true,
+            },
+        ];
+        Ok(db.steps(&steps, db_err).await? == StepsOutcome::Committed)
     }
 
     /// The live token of `purpose` with this hash, if any.
@@ -287,24 +372,88 @@ impl Tokens<'_> {
         ];
         Ok(db.steps(&steps, db_err).await? == StepsOutcome::Committed)
     }
+}
 
-    /// Tokens of `purpose` the user was sent at `address` since `since` (for the resend
-    /// throttle).
-    pub(super) async fn sent_since(
+/// A live sign-up link (its hash only).
+#[derive(Debug, Clone)]
+pub(super) struct SignupRow {
+    pub(super) id: String,
+    pub(super) address: String,
+}
+
+/// The sign-up links table.
+pub(super) struct Signups<'a>(pub(super) &'a Database);
+
+impl Signups<'_> {
+    /// Stores a sign-up link for `address`; rows that ended more than a day ago go
+    /// first.
+    pub(super) async fn insert(
         &self,
-        purpose: Purpose,
-        user_id: &str,
+        id: &str,
+        token_hash: &str,
         address: &str,
-        since: i64,
-    ) -> Result<u64> {
-        let stmt = Query::select()
-            .expr(Func::count(Expr::col(ID)))
-            .from(TOKENS)
-            .and_where(Expr::col(USER_ID).eq(user_id))
-            .and_where(Expr::col(PURPOSE).eq(purpose.as_str()))
-            .and_where(Expr::col(ADDRESS).eq(address))
-            .and_where(Expr::col(CREATED_AT).gt(since))
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        let purge = Query::delete()
+            .from_table(SIGNUPS)
+            .and_where(Expr::col(EXPIRES_AT).lt(now - 86_400_000))
             .to_owned();
-        self.count(self.0.build(&stmt)).await
+        self.0.exec(self.0.build(&purge)).await?;
+        let stmt = Query::insert()
+            .into_table(SIGNUPS)
+            .columns([ID, TOKEN_HASH, ADDRESS, EXPIRES_AT, CREATED_AT, USED_AT])
+            .values([
+                Expr::val(id),
+                Expr::val(token_hash),
+                Expr::val(address),
+                Expr::val(expires_at),
+                Expr::val(now),
+                Expr::val(None::<i64>),
+            ])
+            .map_err(SentriError::internal)?
+            .to_owned();
+        self.0.exec(self.0.build(&stmt)).await?;
+        Ok(())
+    }
+
+    /// Uses the live sign-up link with this hash: its row for exactly one caller,
+    /// whatever the concurrency (a conditional `UPDATE`), `None` for everyone else.
+    pub(super) async fn consume(&self, hash: &str, now: i64) -> Result<Option<SignupRow>> {
+        let db = self.0;
+        let stmt = Query::select()
+            .columns([ID, ADDRESS])
+            .from(SIGNUPS)
+            .and_where(Expr::col(TOKEN_HASH).eq(hash))
+            .and_where(live(now))
+            .to_owned();
+        let (sql, values) = db.build(&stmt);
+        let row = db
+            .read(|| async {
+                on_pool!(db, pool => {
+                    let row = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
+                        .fetch_optional(pool)
+                        .await
+                        .map_err(db_err)?;
+                    row.map(|row| {
+                        Ok(SignupRow {
+                            id: sqlx::Row::try_get(&row, ID).map_err(db_err)?,
+                            address: sqlx::Row::try_get(&row, ADDRESS).map_err(db_err)?,
+                        })
+                    })
+                    .transpose()
+                })
+            })
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let used = Query::update()
+            .table(SIGNUPS)
+            .value(USED_AT, now)
+            .and_where(Expr::col(ID).eq(row.id.as_str()))
+            .and_where(live(now))
+            .to_owned();
+        Ok(db.exec_retrying(db.build(&used)).await?.then_some(row))
     }
 }

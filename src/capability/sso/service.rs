@@ -373,7 +373,7 @@ impl SsoService {
             ));
         };
         let identifier = identity.normalize(email)?;
-        let roles: Vec<String> = identity.roles.public.first().cloned().into_iter().collect();
+        let roles = identity.default_roles();
         let hash = unusable_password_hash();
         let new = NewUser {
             identifier: &identifier,

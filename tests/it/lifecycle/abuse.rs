@@ -257,3 +257,58 @@ async fn oversized_non_ascii_and_injected_input_is_refused() {
             .is_err()
     );
 }
+
+/// Verification tokens stored for `address` (one per message sent).
+async fn verify_tokens(t: &crate::support::db::TestDb, address: &str) -> i64 {
+    t.scalar(&format!(
+        "SELECT COUNT(*) FROM sentri_lifecycle_tokens WHERE purpose = 'verify' AND address = '{address}'"
+    ))
+    .await
+}
+
+/// Invariant: the resend throttle is atomic. However many resends race for one
+/// account, at most `per_minute` messages go out in a minute and `per_hour` in an hour
+/// (counted and stored in one transaction), and every answer is the same as for an
+/// unknown account.
+#[tokio::test]
+async fn parallel_resends_never_exceed_the_throttle() {
+    let Some((url, maildir)) = smtp("lifecycle resend race") else {
+        return;
+    };
+    for t in databases("lifecycle_resend_race").await {
+        let e = env(&t, lifecycle(&url).resend_limits(2, 3), &maildir).await;
+        let unknown = e
+            .post("/verify-email/resend", json!({"identifier": address()}))
+            .await;
+        assert_eq!(unknown.status, StatusCode::ACCEPTED, "{}", t.name);
+        for trial in 0..trials() {
+            let id = address();
+            e.register(&id).await;
+            e.mail(&id, 1).await; // the message of the registration: 1 of the hour's 3
+            // A new minute: 2 more may go out; one later, the hour's 3 are spent.
+            for burst_no in 0..2 {
+                e.clock.advance(Duration::from_secs(61));
+                let burst =
+                    (0..20).map(|_| e.post("/verify-email/resend", json!({"identifier": id})));
+                for r in join_all(burst).await {
+                    assert_eq!(
+                        (r.status, &r.body, &r.headers),
+                        (unknown.status, &unknown.body, &unknown.headers),
+                        "{} trial {trial}: a resend answered differently",
+                        t.name
+                    );
+                }
+                e.lifecycle.settled().await;
+                assert_eq!(
+                    verify_tokens(&t, &id).await,
+                    3,
+                    "{} trial {trial} burst {burst_no}: codes issued",
+                    t.name
+                );
+            }
+            // Each stored code was mailed (once: a mail needs a stored code).
+            e.mail(&id, 3).await;
+            assert_eq!(super::mails_to(&maildir, &id).len(), 3, "{}", t.name);
+        }
+    }
+}

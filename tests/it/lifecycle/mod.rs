@@ -8,6 +8,7 @@
 
 mod abuse;
 mod flows;
+mod signup;
 mod transport;
 
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ use axum::http::{Method, StatusCode};
 use sentri::capability::lifecycle::Lifecycle;
 use sentri::clock::ManualClock;
 use sentri::mail::{QueueOptions, SmtpMailer};
-use sentri::{AuthEvent, EventSink, ServerAuth, create_auth};
+use sentri::{AuthEvent, EventSink, ServerAuth, ServerConfig, create_auth};
 use serde_json::{Value, json};
 
 use crate::support::common::{service_url, unique};
@@ -85,17 +86,29 @@ pub struct Env {
     pub clock: ManualClock,
     pub events: Recorder,
     pub maildir: PathBuf,
+    /// A clone of the capability under test (for [`Lifecycle::settled`]).
+    pub lifecycle: Lifecycle,
 }
 
 /// Builds and migrates the auth with `lifecycle` on `t`.
 pub async fn env(t: &TestDb, lifecycle: Lifecycle, maildir: &std::path::Path) -> Env {
+    env_with(t, lifecycle, maildir, |c| c).await
+}
+
+/// [`env`] with the server configuration changed by `tweak` first.
+pub async fn env_with(
+    t: &TestDb,
+    lifecycle: Lifecycle,
+    maildir: &std::path::Path,
+    tweak: impl FnOnce(ServerConfig) -> ServerConfig,
+) -> Env {
     let clock = ManualClock::starting_now();
     let events = Recorder::default();
     let auth = create_auth(
-        config(t.db.clone())
+        tweak(config(t.db.clone()))
             .clock(clock.clone())
             .event_sink(events.clone())
-            .with(lifecycle),
+            .with(lifecycle.clone()),
     )
     .unwrap();
     auth.migrate().await.unwrap();
@@ -105,6 +118,7 @@ pub async fn env(t: &TestDb, lifecycle: Lifecycle, maildir: &std::path::Path) ->
         clock,
         events,
         maildir: maildir.to_owned(),
+        lifecycle,
     }
 }
 

@@ -78,6 +78,47 @@ impl TestDb {
         }
     }
 
+    /// The first column of the first row of `sql` (e.g. a `COUNT(*)`), read outside
+    /// sentri.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        match &self.cleanup {
+            Cleanup::SqliteFile(path) => {
+                let url = format!("sqlite://{}", path.display());
+                let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
+            }
+            #[cfg(feature = "postgres")]
+            Cleanup::PgSchema { url, schema } => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::raw_sql(AssertSqlSafe(format!("SET search_path TO \"{schema}\"")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
+            }
+            #[cfg(feature = "mysql")]
+            Cleanup::MySqlDatabase { url, name } => {
+                let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
+                sqlx::raw_sql(AssertSqlSafe(format!("USE `{name}`")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
     /// Best-effort removal of the test's file / schema / database.
     /// Set `SENTRI_TEST_KEEP_DB=1` to keep them for inspection.
     pub async fn cleanup(self) {
