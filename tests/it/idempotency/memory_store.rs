@@ -2,6 +2,7 @@
 
 use axum::Router;
 use axum::http::StatusCode;
+use futures_util::future::select_all;
 use sentri::{IdempotencyLayer, IdempotencyOptions};
 
 use super::{
@@ -120,11 +121,20 @@ async fn memory_full_of_in_flight_requests_refuses_new_keys() {
         assert_in_progress(&app, &gate, key).await;
     }
     let started = held.len();
-    for (key, task) in held {
-        // One at a time (the gate is FIFO): a later completion may evict this response
-        // for space, and a retry after that would run (and wait on the gate) again.
+    let mut held = held;
+    while !held.is_empty() {
+        // One at a time: a later completion may evict this response for space, and a
+        // retry after that would run (and wait on the gate) again. The permit goes to
+        // whichever handler queued on the gate first, which need not be the first one
+        // that signalled `started` (a worker can be preempted between the two), so take
+        // the task that finished.
         gate.open.add_permits(1);
-        assert_eq!(joined(task).await.0, StatusCode::CREATED);
+        let (done, i, _) = select_all(held.iter_mut().map(|(_, task)| task)).await;
+        let (key, _) = held.swap_remove(i);
+        let Ok((s, _, _)) = done else {
+            panic!("task failed")
+        };
+        assert_eq!(s, StatusCode::CREATED);
         // Replayed, or (when the response did not fit beside the other markers) refused
         // as not replayable: never run again.
         let (s, _, body) = retry_gated(&app, &gate, &key).await;
