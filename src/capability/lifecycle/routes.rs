@@ -4,15 +4,16 @@
 //! path.
 
 use axum::Router;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::post;
 use serde::Deserialize;
 
 use super::{Lifecycle, LifecycleService, VerificationMode};
 use crate::core::error::{Result, SentriError};
-use crate::http::{JsonBody, request_meta, success};
+use crate::http::{JsonBody, parts_meta, success};
 
 #[derive(Clone)]
 struct State_ {
@@ -80,30 +81,41 @@ struct ResetBody {
     new_password: String,
 }
 
+/// Runs `check` of a secret presented by itself (a code, a token) as one attempt of the
+/// client address (`Throttle::attempt_from`): 429 once the address is over its limit,
+/// before any lookup; a wrong secret keeps the attempt counted.
+async fn counted<T>(
+    s: &State_,
+    parts: &Parts,
+    check: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let meta = parts_meta(parts);
+    let throttle = s.service.core().throttle();
+    let attempt = throttle.attempt_from(meta.ip.as_deref()).await?;
+    let result = check.await;
+    attempt.settle(&result).await;
+    result
+}
+
+/// Counts a request that sends mail on the client address whatever its outcome, so
+/// one client cannot flood addresses with messages (429 over the limit).
+async fn mail_request(s: &State_, parts: &Parts) -> Result<()> {
+    let meta = parts_meta(parts);
+    let throttle = s.service.core().throttle();
+    throttle
+        .attempt_from(meta.ip.as_deref())
+        .await?
+        .spent(&Ok(()))
+        .await;
+    Ok(())
+}
+
 async fn verify_email(
     State(s): State<State_>,
+    parts: Parts,
     JsonBody(body): JsonBody<VerifyBody>,
 ) -> Result<Response> {
-    match (s.mode, body) {
-        (
-            VerificationMode::Link,
-            VerifyBody {
-                token: Some(token), ..
-            },
-        ) => {
-            s.service.verify_link(&token).await?;
-        }
-        (
-            VerificationMode::Code,
-            VerifyBody {
-                identifier: Some(identifier),
-                code: Some(code),
-                ..
-            },
-        ) => s.service.verify_code(&identifier, &code).await?,
-        (VerificationMode::Link, _) => return Err(SentriError::validation("token is required")),
-        _ => return Err(SentriError::validation("identifier and code are required")),
-    }
+    counted(&s, &parts, verify(&s, body)).await?;
     Ok(success(
         StatusCode::OK,
         "Email verified",
@@ -111,10 +123,32 @@ async fn verify_email(
     ))
 }
 
-/// Checks the identifier, then runs `work` for it off the request path, with the
-/// request's time.
-fn in_background<F, Fut>(
+async fn verify(s: &State_, body: VerifyBody) -> Result<()> {
+    match (s.mode, body) {
+        (
+            VerificationMode::Link,
+            VerifyBody {
+                token: Some(token), ..
+            },
+        ) => s.service.verify_link(&token).await,
+        (
+            VerificationMode::Code,
+            VerifyBody {
+                identifier: Some(identifier),
+                code: Some(code),
+                ..
+            },
+        ) => s.service.verify_code(&identifier, &code).await,
+        (VerificationMode::Link, _) => Err(SentriError::validation("token is required")),
+        _ => Err(SentriError::validation("identifier and code are required")),
+    }
+}
+
+/// Checks the identifier and counts the request on the client address, then runs
+/// `work` for it off the request path, with the request's time.
+async fn in_background<F, Fut>(
     s: &State_,
+    parts: &Parts,
     what: &'static str,
     identifier: &str,
     work: F,
@@ -124,6 +158,7 @@ where
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
     let identifier = s.service.check_identifier(identifier)?;
+    mail_request(s, parts).await?;
     let now = s.service.now();
     s.service
         .background(what, work(s.service.clone(), identifier, now));
@@ -132,55 +167,69 @@ where
 
 async fn resend(
     State(s): State<State_>,
+    parts: Parts,
     JsonBody(body): JsonBody<IdentifierBody>,
 ) -> Result<Response> {
     in_background(
         &s,
+        &parts,
         "resend verification",
         &body.identifier,
         |svc, id, now| async move { svc.resend_verification(&id, now).await },
     )
+    .await
 }
 
 async fn forgot_password(
     State(s): State<State_>,
+    parts: Parts,
     JsonBody(body): JsonBody<IdentifierBody>,
 ) -> Result<Response> {
     in_background(
         &s,
+        &parts,
         "password reset request",
         &body.identifier,
         |svc, id, now| async move { svc.request_reset(&id, now).await },
     )
+    .await
 }
 
 async fn reset_password(
     State(s): State<State_>,
+    parts: Parts,
     JsonBody(body): JsonBody<ResetBody>,
 ) -> Result<Response> {
-    s.service
-        .reset_password(&body.token, &body.new_password)
-        .await?;
+    let reset = s.service.reset_password(&body.token, &body.new_password);
+    counted(&s, &parts, reset).await?;
     let res = success(StatusCode::OK, "Password reset", serde_json::Value::Null);
     Ok(s.service.core().transport.with_cleared_cookies(res))
 }
 
 async fn magic_request(
     State(s): State<State_>,
+    parts: Parts,
     JsonBody(body): JsonBody<IdentifierBody>,
 ) -> Result<Response> {
     in_background(
         &s,
+        &parts,
         "sign-in link request",
         &body.identifier,
         |svc, id, now| async move { svc.request_magic_link(&id, now).await },
     )
+    .await
 }
 
-async fn magic_consume(State(s): State<State_>, req: Request) -> Result<Response> {
-    let meta = request_meta(req.headers(), req.extensions());
-    let JsonBody(body): JsonBody<TokenBody> = JsonBody::from_request(req, &()).await?;
-    let outcome = s.service.consume_magic_link(&body.token, meta).await?;
+async fn magic_consume(
+    State(s): State<State_>,
+    parts: Parts,
+    JsonBody(body): JsonBody<TokenBody>,
+) -> Result<Response> {
+    let consume = s
+        .service
+        .consume_magic_link(&body.token, parts_meta(&parts));
+    let outcome = counted(&s, &parts, consume).await?;
     Ok(s.service
         .core()
         .sign_in_response(&outcome, "Login successful"))

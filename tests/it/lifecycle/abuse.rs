@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use futures_util::future::join_all;
 use sentri::AuthEventKind;
 use sentri::capability::lifecycle::{Lifecycle, VerificationMode};
@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{PASSWORD, address, code_in, env, lifecycle, smtp, token_in};
 use crate::support::db::databases;
-use crate::support::http::{expect, refresh_with};
+use crate::support::http::{expect, from_peer, refresh_with};
 
 /// Trials per database of the racing tests (`SENTRI_RACE_TRIALS`, default 10 here:
 /// each trial sends real mail).
@@ -310,5 +310,85 @@ async fn parallel_resends_never_exceed_the_throttle() {
             e.mail(&id, 3).await;
             assert_eq!(super::mails_to(&maildir, &id).len(), 3, "{}", t.name);
         }
+    }
+}
+
+/// With throttling on, a code or token submitted by itself counts on the client
+/// address (wrong ones stay counted), and so does every request that sends mail: a
+/// client over its limit gets 429 before any lookup or message; others are unaffected.
+#[tokio::test]
+async fn codes_tokens_and_mail_requests_count_on_the_client_address() {
+    use sentri::throttle::{Limit, Throttling};
+    let Some((url, maildir)) = smtp("lifecycle per-address throttle") else {
+        return;
+    };
+    let minute = Duration::from_secs(60);
+    let policy = Throttling::default()
+        .address(Limit::new(3, minute))
+        .key_prefix(crate::support::common::unique("sentri:test:lc"));
+    for t in databases("lifecycle_address_throttle").await {
+        let n = t.name;
+        let config = lifecycle(&url).verification(VerificationMode::Link);
+        let e = super::env_with(&t, config, &maildir, |c| c.throttling(policy.clone())).await;
+        let post = |ip: &'static str, path: &'static str, body: serde_json::Value| {
+            let app = e.app.clone();
+            async move { from_peer(&app, ip, Method::POST, path, &[], Some(body)).await }
+        };
+        let cases: [(&str, serde_json::Value, StatusCode, &str); 4] = [
+            (
+                "/auth/verify-email",
+                json!({"token": "made-up"}),
+                StatusCode::UNAUTHORIZED,
+                "TOKEN_INVALID",
+            ),
+            (
+                "/auth/reset-password",
+                json!({"token": "made-up", "newPassword": "a new password"}),
+                StatusCode::UNAUTHORIZED,
+                "TOKEN_INVALID",
+            ),
+            (
+                "/auth/magic-link/consume",
+                json!({"token": "made-up"}),
+                StatusCode::UNAUTHORIZED,
+                "TOKEN_INVALID",
+            ),
+            (
+                "/auth/forgot-password",
+                json!({"identifier": address()}),
+                StatusCode::ACCEPTED,
+                "",
+            ),
+        ];
+        for (i, (path, body, status, code)) in cases.into_iter().enumerate() {
+            let ip: &'static str = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"][i];
+            let other: &'static str = [
+                "198.51.100.1",
+                "198.51.100.2",
+                "198.51.100.3",
+                "198.51.100.4",
+            ][i];
+            for _ in 0..3 {
+                let r = post(ip, path, body.clone()).await;
+                assert_eq!(r.status, status, "{n} {path}: {:?}", r.body);
+                if !code.is_empty() {
+                    expect(&r, status, code, n);
+                }
+            }
+            let r = post(ip, path, body.clone()).await;
+            expect(
+                &r,
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_ATTEMPTS",
+                &format!("{n} {path}"),
+            );
+            let r = post(other, path, body).await;
+            assert_eq!(
+                r.status, status,
+                "{n} {path} from another address: {:?}",
+                r.body
+            );
+        }
+        t.cleanup().await;
     }
 }

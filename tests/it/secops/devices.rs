@@ -8,9 +8,11 @@ use sentri::capability::devices::Devices;
 use sentri::{RegisterInput, ServerAuth, create_auth};
 use serde_json::{Value, json};
 
-use super::{from_peer, trials};
+use super::trials;
 use crate::support::db::{TestDb, databases};
-use crate::support::http::{Reply, app, bearer, call, expect, invalid, profile_with, register};
+use crate::support::http::{
+    Reply, app, bearer, call, expect, from_peer, invalid, profile_with, register,
+};
 use crate::support::services::config;
 
 fn devices_auth(t: &TestDb) -> ServerAuth {

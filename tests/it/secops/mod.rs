@@ -4,15 +4,11 @@
 mod devices;
 mod throttle;
 
-use std::net::SocketAddr;
-
 use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{Method, Request, header};
-use serde_json::{Value, json};
+use axum::http::Method;
+use serde_json::json;
 
-use crate::support::http::{Reply, send};
+use crate::support::http::{Reply, from_peer};
 
 /// Trials of the race tests (`SENTRI_RACE_TRIALS`, default 10 here: each trial is a
 /// flood of logins).
@@ -21,31 +17,6 @@ fn trials() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(10, |n: usize| n.clamp(1, 30))
-}
-
-/// `method path` from the peer `ip` (as `into_make_service_with_connect_info` gives it).
-pub async fn from_peer(
-    app: &Router,
-    ip: &str,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<Value>,
-) -> Reply {
-    let mut req = Request::builder().method(method).uri(path);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let mut req = match body {
-        Some(b) => req
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let peer = SocketAddr::new(ip.parse().unwrap(), 40_000);
-    req.extensions_mut().insert(ConnectInfo(peer));
-    send(app, req).await
 }
 
 /// `POST /auth/login` from the peer `ip`.

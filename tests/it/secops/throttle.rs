@@ -13,10 +13,10 @@ use sentri::throttle::{Limit, Throttling};
 use sentri::{ServerAuth, ServerConfig, create_auth};
 use serde_json::json;
 
-use super::{from_peer, login_from, trials};
+use super::{login_from, trials};
 use crate::support::common::{redis_url, unique};
 use crate::support::db::{TestDb, databases};
-use crate::support::http::{Reply, app, bearer, expect, register};
+use crate::support::http::{Reply, app, bearer, expect, from_peer, register};
 use crate::support::services::config;
 
 const MINUTE: Duration = Duration::from_secs(60);

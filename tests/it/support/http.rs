@@ -1,8 +1,11 @@
 //! HTTP helpers: one request through the real router (`tower::ServiceExt::oneshot`),
 //! the example server's routes, and the envelope assertions shared by the HTTP suites.
 
+use std::net::SocketAddr;
+
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use axum::routing::{get, put};
 use http_body_util::BodyExt;
@@ -188,4 +191,29 @@ pub fn expect(r: &Reply, status: StatusCode, code: &str, what: &str) {
 #[track_caller]
 pub fn invalid(r: &Reply, what: &str) {
     expect(r, StatusCode::UNAUTHORIZED, "TOKEN_INVALID", what);
+}
+
+/// `method path` from the peer `ip` (as `into_make_service_with_connect_info` gives it).
+pub async fn from_peer(
+    app: &Router,
+    ip: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let peer = SocketAddr::new(ip.parse().unwrap(), 40_000);
+    req.extensions_mut().insert(ConnectInfo(peer));
+    send(app, req).await
 }
