@@ -28,8 +28,10 @@ use sea_query_sqlx::{SqlxBinder, SqlxValues};
 
 use crate::core::error::SentriError;
 
+mod columns;
 mod migrate;
 
+pub(crate) use columns::Columns;
 pub use migrate::{Migration, Target};
 
 /// The current system time as unix epoch milliseconds, the unit of every stored

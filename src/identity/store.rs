@@ -10,7 +10,7 @@ use super::schema::{
 };
 use crate::core::error::SentriError;
 use crate::core::principal::AuthUser;
-use crate::db::{Database, db_err, is_unique_violation, now_ms, on_pool};
+use crate::db::{Columns, Database, db_err, is_unique_violation, now_ms, on_pool};
 
 const USER_COLUMNS: [&str; 6] = [ID, IDENTIFIER, PASSWORD_HASH, ROLES, CREATED_AT, UPDATED_AT];
 
@@ -81,21 +81,15 @@ fn roles_json(roles: &[String]) -> Result<String, SentriError> {
 }
 
 /// Maps one `sentri_users` row (any dialect).
-pub(crate) fn user_from_row<R>(row: &R) -> Result<UserRecord, SentriError>
-where
-    R: sqlx::Row,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let roles: String = row.try_get(ROLES).map_err(db_err)?;
+pub(crate) fn user_from_row(row: &impl Columns) -> Result<UserRecord, SentriError> {
+    let roles: String = row.col(ROLES)?;
     Ok(UserRecord {
-        id: row.try_get(ID).map_err(db_err)?,
-        identifier: row.try_get(IDENTIFIER).map_err(db_err)?,
-        password_hash: row.try_get(PASSWORD_HASH).map_err(db_err)?,
+        id: row.col(ID)?,
+        identifier: row.col(IDENTIFIER)?,
+        password_hash: row.col(PASSWORD_HASH)?,
         roles: serde_json::from_str(&roles).map_err(SentriError::internal)?,
-        created_at: row.try_get(CREATED_AT).map_err(db_err)?,
-        updated_at: row.try_get(UPDATED_AT).map_err(db_err)?,
+        created_at: row.col(CREATED_AT)?,
+        updated_at: row.col(UPDATED_AT)?,
     })
 }
 

@@ -30,7 +30,7 @@ use super::schema::{
 };
 use super::store::{NewSession, SessionRecord, insert_session, map_insert_error};
 use crate::core::error::SentriError;
-use crate::db::{Database, Step, StepsOutcome, db_err, on_pool};
+use crate::db::{Columns, Database, Step, StepsOutcome, db_err, on_pool};
 
 /// A session family: every refresh token rotated from one login shares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,21 +90,14 @@ const FAMILY_COLUMNS: [&str; 6] = [
     REVOKED_AT,
 ];
 
-fn family_from_row<R>(row: &R) -> Result<FamilyRecord, SentriError>
-where
-    R: sqlx::Row,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
+fn family_from_row(row: &impl Columns) -> Result<FamilyRecord, SentriError> {
     Ok(FamilyRecord {
-        id: row.try_get(ID).map_err(db_err)?,
-        user_id: row.try_get(USER_ID).map_err(db_err)?,
-        created_at: row.try_get(CREATED_AT).map_err(db_err)?,
-        expires_at: row.try_get(EXPIRES_AT).map_err(db_err)?,
-        max_expires_at: row.try_get(MAX_EXPIRES_AT).map_err(db_err)?,
-        revoked_at: row.try_get(REVOKED_AT).map_err(db_err)?,
+        id: row.col(ID)?,
+        user_id: row.col(USER_ID)?,
+        created_at: row.col(CREATED_AT)?,
+        expires_at: row.col(EXPIRES_AT)?,
+        max_expires_at: row.col(MAX_EXPIRES_AT)?,
+        revoked_at: row.col(REVOKED_AT)?,
     })
 }
 

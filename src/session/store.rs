@@ -11,7 +11,7 @@ use super::schema::{
 };
 use crate::core::error::SentriError;
 use crate::core::principal::AuthUser;
-use crate::db::{Database, db_err, on_pool};
+use crate::db::{Columns, Database, db_err, on_pool};
 use crate::identity::schema::USERS;
 
 const SESSION_COLUMNS: [&str; 11] = [
@@ -169,45 +169,31 @@ pub(super) fn map_insert_error(err: sqlx::Error) -> SentriError {
 }
 
 /// Maps a session row joined with its user's identifier and roles (any dialect).
-fn session_and_user<R>(row: &R) -> Result<(SessionRecord, AuthUser), SentriError>
-where
-    R: sqlx::Row,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
+fn session_and_user(row: &impl Columns) -> Result<(SessionRecord, AuthUser), SentriError> {
     let session = session_from_row(row)?;
-    let roles: String = row.try_get("u_roles").map_err(db_err)?;
+    let roles: String = row.col("u_roles")?;
     let user = AuthUser {
         id: session.user_id.clone(),
-        identifier: row.try_get("u_identifier").map_err(db_err)?,
+        identifier: row.col("u_identifier")?,
         roles: serde_json::from_str(&roles).map_err(SentriError::internal)?,
     };
     Ok((session, user))
 }
 
 /// Maps one `sentri_sessions` row (any dialect).
-fn session_from_row<R>(row: &R) -> Result<SessionRecord, SentriError>
-where
-    R: sqlx::Row,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
+fn session_from_row(row: &impl Columns) -> Result<SessionRecord, SentriError> {
     Ok(SessionRecord {
-        id: row.try_get(ID).map_err(db_err)?,
-        user_id: row.try_get(USER_ID).map_err(db_err)?,
-        family_id: row.try_get(FAMILY_ID).map_err(db_err)?,
-        refresh_hash: row.try_get(REFRESH_HASH).map_err(db_err)?,
-        previous_hash: row.try_get(PREVIOUS_HASH).map_err(db_err)?,
-        rotated_from: row.try_get(ROTATED_FROM).map_err(db_err)?,
-        expires_at: row.try_get(EXPIRES_AT).map_err(db_err)?,
-        created_at: row.try_get(CREATED_AT).map_err(db_err)?,
-        last_used_at: row.try_get(LAST_USED_AT).map_err(db_err)?,
-        user_agent: row.try_get(USER_AGENT).map_err(db_err)?,
-        ip: row.try_get(IP).map_err(db_err)?,
+        id: row.col(ID)?,
+        user_id: row.col(USER_ID)?,
+        family_id: row.col(FAMILY_ID)?,
+        refresh_hash: row.col(REFRESH_HASH)?,
+        previous_hash: row.col(PREVIOUS_HASH)?,
+        rotated_from: row.col(ROTATED_FROM)?,
+        expires_at: row.col(EXPIRES_AT)?,
+        created_at: row.col(CREATED_AT)?,
+        last_used_at: row.col(LAST_USED_AT)?,
+        user_agent: row.col(USER_AGENT)?,
+        ip: row.col(IP)?,
     })
 }
 

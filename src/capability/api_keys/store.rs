@@ -9,7 +9,7 @@ use sea_query_sqlx::SqlxValues;
 
 use crate::core::error::{Result, SentriError};
 use crate::core::principal::AuthUser;
-use crate::db::{Database, Migration, Target, db_err, on_pool};
+use crate::db::{Columns, Database, Migration, Target, db_err, on_pool};
 use crate::identity::schema::USERS;
 
 pub(super) const KEYS: &str = "sentri_api_keys";
@@ -121,53 +121,37 @@ fn parse_list(text: &str) -> Result<Vec<String>> {
 }
 
 /// Maps one key row, plus the owner's identifier and roles when joined (any dialect).
-fn key_from_row<R>(row: &R) -> Result<KeyRecord>
-where
-    R: sqlx::Row,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let scopes: String = row.try_get(SCOPES).map_err(db_err)?;
-    let roles: String = row.try_get(ROLES).map_err(db_err)?;
-    let metadata: Option<String> = row.try_get(METADATA).map_err(db_err)?;
+fn key_from_row(row: &impl Columns) -> Result<KeyRecord> {
+    let scopes: String = row.col(SCOPES)?;
+    let roles: String = row.col(ROLES)?;
+    let metadata: Option<String> = row.col(METADATA)?;
     Ok(KeyRecord {
-        id: row.try_get(ID).map_err(db_err)?,
-        user_id: row.try_get(USER_ID).map_err(db_err)?,
-        name: row.try_get(NAME).map_err(db_err)?,
-        key_hash: row.try_get(KEY_HASH).map_err(db_err)?,
-        prefix: row.try_get(PREFIX).map_err(db_err)?,
-        last_four: row.try_get(LAST_FOUR).map_err(db_err)?,
+        id: row.col(ID)?,
+        user_id: row.col(USER_ID)?,
+        name: row.col(NAME)?,
+        key_hash: row.col(KEY_HASH)?,
+        prefix: row.col(PREFIX)?,
+        last_four: row.col(LAST_FOUR)?,
         scopes: parse_list(&scopes)?,
         roles: parse_list(&roles)?,
         metadata: metadata
             .map(|m| serde_json::from_str(&m))
             .transpose()
             .map_err(SentriError::internal)?,
-        created_at: row.try_get(CREATED_AT).map_err(db_err)?,
-        expires_at: row.try_get(EXPIRES_AT).map_err(db_err)?,
-        last_used_at: row.try_get(LAST_USED_AT).map_err(db_err)?,
-        revoked_at: row.try_get(REVOKED_AT).map_err(db_err)?,
+        created_at: row.col(CREATED_AT)?,
+        expires_at: row.col(EXPIRES_AT)?,
+        last_used_at: row.col(LAST_USED_AT)?,
+        revoked_at: row.col(REVOKED_AT)?,
     })
 }
 
 /// Maps a key row joined with its owner.
-fn key_and_owner<R>(row: &R) -> Result<(KeyRecord, AuthUser)>
-where
-    R: sqlx::Row,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
+fn key_and_owner(row: &impl Columns) -> Result<(KeyRecord, AuthUser)> {
     let key = key_from_row(row)?;
-    let roles: String = row.try_get("u_roles").map_err(db_err)?;
+    let roles: String = row.col("u_roles")?;
     let owner = AuthUser {
         id: key.user_id.clone(),
-        identifier: row.try_get("u_identifier").map_err(db_err)?,
+        identifier: row.col("u_identifier")?,
         roles: parse_list(&roles)?,
     };
     Ok((key, owner))

@@ -8,7 +8,7 @@ use sea_query::{
 use sea_query_sqlx::SqlxValues;
 
 use crate::core::error::{Result, SentriError};
-use crate::db::{Database, Migration, Step, StepsOutcome, Target, db_err, on_pool};
+use crate::db::{Columns, Database, Migration, Step, StepsOutcome, Target, db_err, on_pool};
 use crate::identity::schema::{self as users, USERS};
 
 pub(super) const TOKENS: &str = "sentri_lifecycle_tokens";
@@ -128,17 +128,12 @@ pub(super) struct NewToken<'a> {
     pub(super) expires_at: i64,
 }
 
-fn row_of<R>(row: &R) -> Result<TokenRow>
-where
-    R: sqlx::Row,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
+fn row_of(row: &impl Columns) -> Result<TokenRow> {
     Ok(TokenRow {
-        id: row.try_get(ID).map_err(db_err)?,
-        user_id: row.try_get(USER_ID).map_err(db_err)?,
-        token_hash: row.try_get(TOKEN_HASH).map_err(db_err)?,
-        address: row.try_get(ADDRESS).map_err(db_err)?,
+        id: row.col(ID)?,
+        user_id: row.col(USER_ID)?,
+        token_hash: row.col(TOKEN_HASH)?,
+        address: row.col(ADDRESS)?,
     })
 }
 

@@ -1,0 +1,52 @@
+//! Reading a row of any dialect by column name: the one set of sqlx bounds the row
+//! mappers of every store would otherwise repeat.
+
+use crate::core::error::SentriError;
+
+use super::db_err;
+
+/// A value every enabled dialect decodes (`String`, `i64` and their `Option`s are the
+/// ones sentri's tables use).
+pub(crate) trait Decodable: Sized + FromPg + FromMySql + FromSqlite {}
+
+impl<T: FromPg + FromMySql + FromSqlite> Decodable for T {}
+
+macro_rules! dialect_decode {
+    ($feature:literal, $name:ident, $db:ty) => {
+        /// Decodes from this dialect when its feature is on (anything, when it is off).
+        #[cfg(feature = $feature)]
+        pub(crate) trait $name: for<'r> sqlx::Decode<'r, $db> + sqlx::Type<$db> {}
+        #[cfg(feature = $feature)]
+        impl<T: for<'r> sqlx::Decode<'r, $db> + sqlx::Type<$db>> $name for T {}
+        /// Decodes from this dialect when its feature is on (anything, when it is off).
+        #[cfg(not(feature = $feature))]
+        pub(crate) trait $name {}
+        #[cfg(not(feature = $feature))]
+        impl<T> $name for T {}
+    };
+}
+
+dialect_decode!("postgres", FromPg, sqlx::Postgres);
+dialect_decode!("mysql", FromMySql, sqlx::MySql);
+dialect_decode!("sqlite", FromSqlite, sqlx::Sqlite);
+
+/// A row of any enabled dialect, read by column name.
+pub(crate) trait Columns {
+    /// Column `name` as `T`; a missing column or a wrong type is `SERVICE_UNAVAILABLE`.
+    fn col<T: Decodable>(&self, name: &str) -> Result<T, SentriError>;
+}
+
+macro_rules! columns_of {
+    ($feature:literal, $row:ty) => {
+        #[cfg(feature = $feature)]
+        impl Columns for $row {
+            fn col<T: Decodable>(&self, name: &str) -> Result<T, SentriError> {
+                sqlx::Row::try_get(self, name).map_err(db_err)
+            }
+        }
+    };
+}
+
+columns_of!("postgres", sqlx::postgres::PgRow);
+columns_of!("mysql", sqlx::mysql::MySqlRow);
+columns_of!("sqlite", sqlx::sqlite::SqliteRow);
