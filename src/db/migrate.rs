@@ -322,6 +322,7 @@ impl Database {
     }
 
     /// A `SELECT <func>(<args>)` for the lock functions.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
     fn lock_call(
         &self,
         func: &'static str,
