@@ -51,18 +51,27 @@ pub async fn call(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> Reply {
+    send(app, request(method, path, headers, body)).await
+}
+
+/// The request `method path` with these headers and an optional JSON body.
+pub fn request(
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Request<Body> {
     let mut req = Request::builder().method(method).uri(path);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = match body {
+    match body {
         Some(b) => req
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(b.to_string())),
         None => req.body(Body::empty()),
     }
-    .unwrap();
-    send(app, req).await
+    .unwrap()
 }
 
 /// Sends `req` through a clone of `app` and reads the whole answer.
@@ -202,17 +211,7 @@ pub async fn from_peer(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> Reply {
-    let mut req = Request::builder().method(method).uri(path);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let mut req = match body {
-        Some(b) => req
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
+    let mut req = request(method, path, headers, body);
     let peer = SocketAddr::new(ip.parse().unwrap(), 40_000);
     req.extensions_mut().insert(ConnectInfo(peer));
     send(app, req).await
