@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{MethodRouter, post};
 use serde::Deserialize;
 
 use super::{Lifecycle, LifecycleService, VerificationMode};
@@ -28,18 +28,31 @@ pub(super) fn router(config: &Lifecycle, service: LifecycleService) -> Router {
     };
     let mut router = Router::new();
     if config.email_verification {
-        router = router
-            .route("/verify-email", post(verify_email))
-            .route("/verify-email/resend", post(resend));
+        router = router.route("/verify-email", post(verify_email)).route(
+            "/verify-email/resend",
+            mail_route("resend verification", |svc, id, now| async move {
+                svc.resend_verification(&id, now).await
+            }),
+        );
     }
     if config.reset_password {
         router = router
-            .route("/forgot-password", post(forgot_password))
+            .route(
+                "/forgot-password",
+                mail_route("password reset request", |svc, id, now| async move {
+                    svc.request_reset(&id, now).await
+                }),
+            )
             .route("/reset-password", post(reset_password));
     }
     if config.magic_link {
         router = router
-            .route("/magic-link/request", post(magic_request))
+            .route(
+                "/magic-link/request",
+                mail_route("sign-in link request", |svc, id, now| async move {
+                    svc.request_magic_link(&id, now).await
+                }),
+            )
             .route("/magic-link/consume", post(magic_consume));
     }
     router.with_state(state)
@@ -144,55 +157,25 @@ async fn verify(s: &State_, body: VerifyBody) -> Result<()> {
     }
 }
 
-/// Checks the identifier and counts the request on the client address, then runs
-/// `work` for it off the request path, with the request's time.
-async fn in_background<F, Fut>(
-    s: &State_,
-    parts: &Parts,
-    what: &'static str,
-    identifier: &str,
-    work: F,
-) -> Result<Response>
+/// The route of a request that sends mail (`{identifier}` → 202, whether or not the
+/// account exists): checks the identifier, counts the request on the client address,
+/// then runs `work` for it off the request path, with the request's time. `what` names
+/// the work in logs.
+fn mail_route<F, Fut>(what: &'static str, work: F) -> MethodRouter<State_>
 where
-    F: FnOnce(LifecycleService, String, i64) -> Fut,
+    F: Fn(LifecycleService, String, i64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
-    let identifier = s.service.check_identifier(identifier)?;
-    mail_request(s, parts).await?;
-    let now = s.service.now();
-    s.service
-        .background(what, work(s.service.clone(), identifier, now));
-    Ok(accepted())
-}
-
-async fn resend(
-    State(s): State<State_>,
-    parts: Parts,
-    JsonBody(body): JsonBody<IdentifierBody>,
-) -> Result<Response> {
-    in_background(
-        &s,
-        &parts,
-        "resend verification",
-        &body.identifier,
-        |svc, id, now| async move { svc.resend_verification(&id, now).await },
+    post(
+        move |State(s): State<State_>, parts: Parts, JsonBody(body): JsonBody<IdentifierBody>| async move {
+            let identifier = s.service.check_identifier(&body.identifier)?;
+            mail_request(&s, &parts).await?;
+            let now = s.service.now();
+            s.service
+                .background(what, work(s.service.clone(), identifier, now));
+            Ok::<_, SentriError>(accepted())
+        },
     )
-    .await
-}
-
-async fn forgot_password(
-    State(s): State<State_>,
-    parts: Parts,
-    JsonBody(body): JsonBody<IdentifierBody>,
-) -> Result<Response> {
-    in_background(
-        &s,
-        &parts,
-        "password reset request",
-        &body.identifier,
-        |svc, id, now| async move { svc.request_reset(&id, now).await },
-    )
-    .await
 }
 
 async fn reset_password(
@@ -204,21 +187,6 @@ async fn reset_password(
     counted(&s, &parts, reset).await?;
     let res = success(StatusCode::OK, "Password reset", serde_json::Value::Null);
     Ok(s.service.core().transport.with_cleared_cookies(res))
-}
-
-async fn magic_request(
-    State(s): State<State_>,
-    parts: Parts,
-    JsonBody(body): JsonBody<IdentifierBody>,
-) -> Result<Response> {
-    in_background(
-        &s,
-        &parts,
-        "sign-in link request",
-        &body.identifier,
-        |svc, id, now| async move { svc.request_magic_link(&id, now).await },
-    )
-    .await
 }
 
 async fn magic_consume(
