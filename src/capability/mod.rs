@@ -33,6 +33,7 @@ pub mod lifecycle;
 #[cfg_attr(docsrs, doc(cfg(feature = "sso")))]
 pub mod sso;
 pub mod two_factor;
+mod user_roles;
 
 use std::fmt;
 use std::sync::Arc;

@@ -32,6 +32,7 @@ use crate::db::{Database, Migration};
 use crate::http::TrustedProxies;
 use crate::http::csrf::TrustedOrigins;
 use crate::http::transport::Transport;
+use crate::identity::roles::RoleCatalogue;
 use crate::identity::{
     Identity, LoginInput, ProvisionUser, RegisterInput, Roles, normalize_identifier,
 };
@@ -72,6 +73,7 @@ impl AuthConfig for ServerConfig {
 pub(crate) fn core_migrations() -> impl Iterator<Item = &'static Migration> {
     crate::identity::schema::MIGRATIONS
         .iter()
+        .chain(crate::identity::roles::schema::MIGRATIONS)
         .chain(crate::session::schema::MIGRATIONS)
 }
 
@@ -211,6 +213,17 @@ fn events_of(config: &ServerConfig) -> Arc<EventBus> {
     Arc::new(EventBus::new(sinks, config.event_queue))
 }
 
+/// The role catalogue of `config`: grants may name the valid roles and the admin role.
+fn catalogue_of(config: &ServerConfig, roles: &Roles) -> Result<RoleCatalogue> {
+    RoleCatalogue::new(
+        config.database.clone(),
+        &config.permissions,
+        &config.grants,
+        &roles.catalogue_seed(),
+        config.session_cache_ttl,
+    )
+}
+
 /// Throttling is on but requests carry no peer address (the app was not served with
 /// `into_make_service_with_connect_info`): said once.
 fn warn_no_client_address() {
@@ -272,12 +285,14 @@ impl ServerAuth {
             },
         )?;
         let events = events_of(&config);
+        let catalogue = catalogue_of(&config, &roles)?;
         let identity = Arc::new(Identity {
             db: config.database.clone(),
             hasher: hasher_of(&config)?,
             roles,
             case: config.identifier_case,
             policy: config.password_policy.clone(),
+            catalogue,
         });
         let cache = Arc::new(SessionCache::new(config.session_cache_ttl));
         let sessions = Arc::new(Sessions {
@@ -436,6 +451,10 @@ impl ServerAuth {
             .chain(capabilities.flat_map(|c| c.migrations().iter().copied()))
             .collect();
         self.database().run_migrations(&all).await?;
+        let seed = self.identity().roles.catalogue_seed();
+        self.database()
+            .seed_roles(&seed, self.sessions().now())
+            .await?;
         self.load_signing_keys().await?;
         self.database()
             .normalize_identifiers_once(self.identity().case)

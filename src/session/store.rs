@@ -169,7 +169,9 @@ pub(super) fn map_insert_error(err: sqlx::Error) -> SentriError {
 }
 
 /// Maps a session row joined with its user's identifier and roles (any dialect).
-fn session_and_user(row: &impl Columns) -> Result<(SessionRecord, AuthUser), SentriError> {
+type StampedUser = (AuthUser, i64);
+
+fn session_and_user(row: &impl Columns) -> Result<(SessionRecord, StampedUser), SentriError> {
     let session = session_from_row(row)?;
     let roles: String = row.col("u_roles")?;
     let user = AuthUser {
@@ -177,7 +179,7 @@ fn session_and_user(row: &impl Columns) -> Result<(SessionRecord, AuthUser), Sen
         identifier: row.col("u_identifier")?,
         roles: serde_json::from_str(&roles).map_err(SentriError::internal)?,
     };
-    Ok((session, user))
+    Ok((session, (user, row.col("u_av")?)))
 }
 
 /// Maps one `sentri_sessions` row (any dialect).
@@ -262,10 +264,27 @@ impl Database {
         &self,
         hash: &str,
     ) -> Result<Option<(SessionRecord, AuthUser)>, SentriError> {
+        Ok(self
+            .find_session_with_stamped_user(hash)
+            .await?
+            .map(|(session, (user, _))| (session, user)))
+    }
+
+    /// [`find_session_with_user`](Self::find_session_with_user) with the user's
+    /// authorization version, read in the same statement as the roles.
+    pub(crate) async fn find_session_with_stamped_user(
+        &self,
+        hash: &str,
+    ) -> Result<Option<(SessionRecord, (AuthUser, i64))>, SentriError> {
+        let roles = crate::identity::roles::schema::roles_json_sql(self.dialect());
         let stmt = Query::select()
             .columns(SESSION_COLUMNS.map(|c| (SESSIONS, c)))
             .expr_as(Expr::col((USERS, "identifier")), "u_identifier")
-            .expr_as(Expr::col((USERS, "roles")), "u_roles")
+            .expr_as(Expr::cust(roles), "u_roles")
+            .expr_as(
+                Expr::col((USERS, crate::identity::roles::schema::AUTHZ_VERSION)),
+                "u_av",
+            )
             .from(SESSIONS)
             .inner_join(USERS, Expr::col((USERS, "id")).equals((SESSIONS, USER_ID)))
             .and_where(Expr::col((SESSIONS, REFRESH_HASH)).eq(hash))

@@ -1,0 +1,188 @@
+//! The role catalogue and the roles users hold.
+//!
+//! Roles live in `sentri_roles` (seeded from `valid_roles` and the admin role at
+//! migration), their stored permissions in `sentri_role_permissions`, and who holds
+//! which role in `sentri_user_roles` — the one record of a user's roles (the landed
+//! JSON column is migrated into it and dropped). Permissions may also be granted in
+//! code (`ServerConfig::grant`); a role's permissions are both, resolved through a
+//! bounded cache ([`RoleCatalogue::permissions_of`]).
+
+pub(crate) mod schema;
+mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) use store::{ChangeOutcome, DeleteMode, RoleChange};
+pub use store::{RoleHolder, RoleRecord};
+
+use crate::core::error::{ErrorCode, Result, SentriError};
+use crate::core::principal::Permissions;
+use crate::db::Database;
+use schema::{MAX_DESCRIPTION_BYTES, MAX_PERMISSION_BYTES, MAX_ROLE_BYTES};
+
+/// The permission every admin route of the roles capability accepts (besides the admin
+/// role itself).
+pub const ROLES_MANAGE: &str = "roles:manage";
+
+/// How many roles' permission sets the cache keeps.
+const CACHE_CAPACITY: u64 = 10_000;
+
+/// The role catalogue: permission names declared in code, grants in code, and the
+/// bounded cache of each role's permissions.
+pub(crate) struct RoleCatalogue {
+    db: Database,
+    /// Every permission name the app may use.
+    known: BTreeSet<String>,
+    /// Permissions granted per role in code.
+    grants: BTreeMap<String, BTreeSet<String>>,
+    /// role → its permissions (code ∪ stored), for `ttl`.
+    cache: moka::future::Cache<String, Arc<BTreeSet<String>>>,
+}
+
+impl std::fmt::Debug for RoleCatalogue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleCatalogue")
+            .field("known", &self.known)
+            .field("grants", &self.grants)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RoleCatalogue {
+    /// Checks the declared names and grants: `grants` roles must be `roles`.
+    pub(crate) fn new(
+        db: Database,
+        declared: &[String],
+        grants: &[(String, String)],
+        roles: &[String],
+        ttl: Duration,
+    ) -> Result<Self> {
+        let mut known: BTreeSet<String> = declared.iter().cloned().collect();
+        known.insert(ROLES_MANAGE.to_owned());
+        let mut by_role: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (role, permission) in grants {
+            if !roles.contains(role) {
+                return Err(SentriError::configuration(format!(
+                    "grant: role {role:?} is not one of valid_roles or the admin role"
+                )));
+            }
+            known.insert(permission.clone());
+            by_role
+                .entry(role.clone())
+                .or_default()
+                .insert(permission.clone());
+        }
+        for name in &known {
+            check_permission_name(name).map_err(|_| {
+                SentriError::configuration(format!("invalid permission name {name:?}"))
+            })?;
+        }
+        Ok(Self {
+            db,
+            known,
+            grants: by_role,
+            cache: moka::future::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build(),
+        })
+    }
+
+    /// Every declared permission name.
+    pub(crate) fn known(&self) -> &BTreeSet<String> {
+        &self.known
+    }
+
+    /// `INVALID_PERMISSION` unless every name is declared.
+    pub(crate) fn check_known(&self, permissions: &[String]) -> Result<()> {
+        if permissions.iter().any(|p| !self.known.contains(p)) {
+            return Err(SentriError::new(
+                ErrorCode::InvalidPermission,
+                "Unknown permission",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The permissions granted in code to `role`.
+    pub(crate) fn code_grants(&self, role: &str) -> impl Iterator<Item = &String> {
+        self.grants.get(role).into_iter().flatten()
+    }
+
+    /// The permissions of a caller holding `roles`: code grants and stored ones, each
+    /// role's set cached for the cache lifetime (a warm cache reads no database).
+    pub(crate) async fn permissions_of(&self, roles: &[String]) -> Result<Permissions> {
+        let mut all = BTreeSet::new();
+        let mut missing = Vec::new();
+        for role in roles {
+            match self.cache.get(role).await {
+                Some(set) => all.extend(set.iter().cloned()),
+                None => missing.push(role.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            let stored = self.db.stored_permissions(&missing).await?;
+            for role in missing {
+                let mut set: BTreeSet<String> = self.code_grants(&role).cloned().collect();
+                set.extend(
+                    stored
+                        .iter()
+                        .filter(|(r, _)| *r == role)
+                        .map(|(_, p)| p.clone()),
+                );
+                all.extend(set.iter().cloned());
+                self.cache.insert(role, Arc::new(set)).await;
+            }
+        }
+        Ok(Permissions::new(all))
+    }
+
+    /// Drops `role`'s cached permissions (this process; other processes learn it
+    /// through the revocation bus).
+    pub(crate) async fn forget(&self, role: &str) {
+        self.cache.invalidate(role).await;
+    }
+}
+
+/// `VALIDATION_ERROR` unless `name` is a usable role name: 1 to 64 bytes of letters,
+/// digits and `_ - . :`.
+pub(crate) fn check_role_name(name: &str) -> Result<()> {
+    if !is_name(name, MAX_ROLE_BYTES) {
+        return Err(SentriError::validation(
+            "role names are 1 to 64 letters, digits, '_', '-', '.' or ':'",
+        ));
+    }
+    Ok(())
+}
+
+/// `VALIDATION_ERROR` unless `name` is a usable permission name: 1 to 128 bytes of
+/// letters, digits and `_ - . : *`.
+pub(crate) fn check_permission_name(name: &str) -> Result<()> {
+    if !is_name(name, MAX_PERMISSION_BYTES) {
+        return Err(SentriError::validation(
+            "permission names are 1 to 128 letters, digits, '_', '-', '.', ':' or '*'",
+        ));
+    }
+    Ok(())
+}
+
+/// `VALIDATION_ERROR` for a description longer than 512 bytes or with control
+/// characters.
+pub(crate) fn check_description(text: &str) -> Result<()> {
+    if text.len() > MAX_DESCRIPTION_BYTES || text.chars().any(char::is_control) {
+        return Err(SentriError::validation(
+            "description must be at most 512 bytes without control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn is_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'*'))
+}
