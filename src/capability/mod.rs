@@ -29,6 +29,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod devices;
 pub mod lifecycle;
+pub mod roles;
 #[cfg(feature = "sso")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sso")))]
 pub mod sso;

@@ -137,9 +137,9 @@ fn copy_json_roles(dialect: Dialect) -> &'static str {
         }
         Dialect::MySql => {
             "INSERT IGNORE INTO sentri_user_roles (user_id, role, seq) \
-             SELECT u.id, j.role, MIN(j.ord) FROM sentri_users u, \
+             SELECT u.id, MIN(j.role), MIN(j.ord) FROM sentri_users u, \
              JSON_TABLE(u.roles, '$[*]' COLUMNS (ord FOR ORDINALITY, role VARCHAR(255) PATH '$')) AS j \
-             GROUP BY u.id, j.role"
+             GROUP BY u.id, CAST(j.role AS BINARY)"
         }
         Dialect::Sqlite => {
             "INSERT OR IGNORE INTO sentri_user_roles (user_id, role, seq) \

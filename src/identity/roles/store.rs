@@ -515,7 +515,16 @@ impl Database {
                     let remove = self.build(&self.remove_admin(user_id, admin));
                     steps.push(step(remove, holds_admin));
                 }
-                steps.extend(self.user_role_steps(user_id, roles, now)?);
+                // In the order given: kept roles take their new position too.
+                for (i, role) in roles.iter().enumerate() {
+                    let mut insert = user_role_insert(user_id, role, seq_of(now, i))?;
+                    insert.on_conflict(
+                        OnConflict::columns([USER_ID, ROLE])
+                            .update_column(SEQ)
+                            .to_owned(),
+                    );
+                    steps.push(step(self.build(&insert), false));
+                }
             }
         }
         let first_change = usize::from(removes_admin) + 1;
@@ -530,8 +539,14 @@ impl Database {
     fn remove_admin(&self, user_id: &str, admin: &str) -> sea_query::DeleteStatement {
         // The count reads a derived table: MySQL refuses a subquery on the table a
         // DELETE writes unless it is materialised.
+        let placeholder = match self.dialect() {
+            crate::db::Dialect::Postgres => "$1",
+            _ => "?",
+        };
         let others = Expr::cust_with_values(
-            "(SELECT COUNT(*) FROM (SELECT user_id FROM sentri_user_roles WHERE role = ?) AS h) > 1",
+            format!(
+                "(SELECT COUNT(*) FROM (SELECT user_id FROM sentri_user_roles WHERE role = {placeholder}) AS h) > 1"
+            ),
             [admin],
         );
         Query::delete()
