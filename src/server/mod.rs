@@ -566,7 +566,7 @@ impl ServerAuth {
     }
 
     /// Creates a user from trusted server-side code (an admin bootstrap; not a route):
-    /// any valid role, the password policy, an optional address and verification; works
+    /// any role of `valid_roles` or the role catalogue, the password policy, an optional address and verification; works
     /// when public sign-up is closed.
     ///
     /// Idempotent for exactly the same target: when a user with this identifier exists
@@ -582,7 +582,7 @@ impl ServerAuth {
             [] => identity.default_roles(),
             given => crate::identity::dedupe(given.iter().cloned()),
         };
-        identity.roles.check(&roles)?;
+        identity.check_assignable(&roles).await?;
         let (user, created) = match self
             .existing_match(&identifier, &input, &roles, address.as_deref())
             .await?

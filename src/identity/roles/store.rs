@@ -355,31 +355,21 @@ impl Database {
             .and_where(Expr::col(users::ID).in_subquery(holders))
             .to_owned();
         let mut steps = Vec::new();
-        if let DeleteMode::Reassign(to) = mode {
-            // Holders of both keep one row of `to`; the others move over.
-            let insert = Query::insert()
-                .into_table(USER_ROLES)
-                .columns([USER_ID, ROLE, SEQ])
-                .select_from(
-                    Query::select()
-                        .column(USER_ID)
-                        .expr(Expr::val(to.as_str()))
-                        .expr(Expr::col(SEQ))
-                        .from(USER_ROLES)
-                        .and_where(Expr::col(ROLE).eq(name))
-                        .to_owned(),
-                )
-                .map_err(SentriError::internal)?
-                .on_conflict(
-                    OnConflict::columns([USER_ID, ROLE])
-                        .do_nothing_on([USER_ID, ROLE])
-                        .to_owned(),
-                )
-                .to_owned();
-            steps.push(step(self.build(&insert), false));
-        }
         if *mode != DeleteMode::Refuse {
             steps.push(step(self.build(&bump), false));
+        }
+        if let DeleteMode::Reassign(to) = mode {
+            // Holders of `name` only move over; holders of both keep their row of `to`
+            // (their row of `name` goes with the strip below).
+            let move_over = Query::update()
+                .table(USER_ROLES)
+                .value(ROLE, to.as_str())
+                .and_where(Expr::col(ROLE).eq(name))
+                .and_where(self.holders_of(to).not())
+                .to_owned();
+            steps.push(step(self.build(&move_over), false));
+        }
+        if *mode != DeleteMode::Refuse {
             let strip = Query::delete()
                 .from_table(USER_ROLES)
                 .and_where(Expr::col(ROLE).eq(name))
@@ -535,17 +525,32 @@ impl Database {
         })
     }
 
-    /// `DELETE` of the user's `admin` row, only while another user holds `admin`.
-    fn remove_admin(&self, user_id: &str, admin: &str) -> sea_query::DeleteStatement {
-        // The count reads a derived table: MySQL refuses a subquery on the table a
-        // DELETE writes unless it is materialised.
-        let placeholder = match self.dialect() {
+    /// `user_id IN (the holders of role)`, read through a derived table: MySQL refuses
+    /// a subquery on the table an `UPDATE`/`DELETE` writes unless it is materialised.
+    fn holders_of(&self, role: &str) -> Expr {
+        Expr::cust_with_values(
+            format!(
+                "user_id IN (SELECT h.user_id FROM (SELECT user_id FROM sentri_user_roles WHERE role = {}) AS h)",
+                self.placeholder()
+            ),
+            [role],
+        )
+    }
+
+    /// The first bind placeholder of a custom expression in this dialect.
+    fn placeholder(&self) -> &'static str {
+        match self.dialect() {
             crate::db::Dialect::Postgres => "$1",
             _ => "?",
-        };
+        }
+    }
+
+    /// `DELETE` of the user's `admin` row, only while another user holds `admin`.
+    fn remove_admin(&self, user_id: &str, admin: &str) -> sea_query::DeleteStatement {
         let others = Expr::cust_with_values(
             format!(
-                "(SELECT COUNT(*) FROM (SELECT user_id FROM sentri_user_roles WHERE role = {placeholder}) AS h) > 1"
+                "(SELECT COUNT(*) FROM (SELECT user_id FROM sentri_user_roles WHERE role = {}) AS h) > 1",
+                self.placeholder()
             ),
             [admin],
         );
