@@ -179,8 +179,7 @@ impl RolesService {
         Ok(())
     }
 
-    /// A page of `role`'s holders after the user id `after` (at most
-    /// [`MAX_PAGE`]).
+    /// A page of `role`'s holders after the user id `after` (at most 200).
     pub async fn holders(
         &self,
         role: &str,
