@@ -473,7 +473,9 @@ impl ServerAuth {
         self.identity().hasher.verify(password, hash).await
     }
 
-    /// Signs an access token for `user` bound to session `session_id`.
+    /// Signs an access token for `user` bound to session `session_id`. It carries no
+    /// authorization version (`av`): once the user's roles have changed, `protect()`
+    /// treats it as stale (sessions opened by login or refresh carry the current one).
     pub fn sign_access_token(&self, user: &AuthUser, session_id: &str) -> Result<String> {
         Ok(self.inner.tokens.sign_access(user, session_id)?.0)
     }
