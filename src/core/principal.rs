@@ -141,6 +141,11 @@ impl Permissions {
         Self(std::sync::Arc::new(set))
     }
 
+    /// A shared set (no copy).
+    pub fn from_shared(set: std::sync::Arc<std::collections::BTreeSet<String>>) -> Self {
+        Self(set)
+    }
+
     /// `true` when `permission` is held.
     pub fn has(&self, permission: &str) -> bool {
         self.0.contains(permission)

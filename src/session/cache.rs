@@ -1,6 +1,6 @@
 //! The live-session cache of `protect()`.
 
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::time::Duration;
 
 /// The live-session cache of `protect()`, safe against a revocation racing an insert.
@@ -20,6 +20,9 @@ pub(crate) struct SessionCache {
     live: moka::future::Cache<String, i64>,
     revoked: moka::future::Cache<String, ()>,
     floors: moka::future::Cache<String, i64>,
+    /// Set by the first [`raise`](Self::raise): until then no floor exists and
+    /// `protect()` skips the lookup.
+    any_floor: AtomicBool,
 }
 
 impl SessionCache {
@@ -38,6 +41,7 @@ impl SessionCache {
                 .max_capacity(100_000)
                 .time_to_live(ttl.saturating_add(Duration::from_secs(120)))
                 .build(),
+            any_floor: AtomicBool::new(false),
         }
     }
 
@@ -54,6 +58,9 @@ impl SessionCache {
 
     /// `version`, raised to the floor recorded for `user`.
     pub(crate) async fn floor(&self, user: &str, version: i64) -> i64 {
+        if !self.any_floor.load(Ordering::SeqCst) {
+            return version;
+        }
         match self.floors.get(user).await {
             Some(floor) => floor.max(version),
             None => version,
@@ -62,6 +69,7 @@ impl SessionCache {
 
     /// Records that `user`'s roles changed: versions below `version` are stale.
     pub(crate) async fn raise(&self, user: &str, version: i64) {
+        self.any_floor.store(true, Ordering::SeqCst);
         self.floors
             .entry(user.to_owned())
             .and_upsert_with(
