@@ -267,8 +267,20 @@ impl RemoteJwks {
     /// when that fails), refetched (within the cooldown) when the token names a `kid`
     /// that is not cached, refreshed in the background once expired.
     pub(crate) async fn verifier_for(&self, token: &str) -> Result<Verifier> {
-        let verifier = self.inner.verifier().await?;
-        Ok(match peek_kid(token) {
+        let verifier = self.verifier().await?;
+        Ok(self.knowing_kid_of(verifier, token).await)
+    }
+
+    /// The keys held now: fetched on first use (`SERVICE_UNAVAILABLE` when that fails),
+    /// refreshed in the background once expired.
+    pub(crate) async fn verifier(&self) -> Result<Verifier> {
+        self.inner.verifier().await
+    }
+
+    /// `verifier`, or the keys refetched (within the cooldown) when `token` names a
+    /// `kid` it does not know.
+    pub(crate) async fn knowing_kid_of(&self, verifier: Verifier, token: &str) -> Verifier {
+        match peek_kid(token) {
             Some(kid) if !verifier.has_kid(&kid) => {
                 tracing::debug!("sentri: token names an unknown key id");
                 // A failure is logged inside; the old keys stay in use.
@@ -276,7 +288,7 @@ impl RemoteJwks {
                 self.inner.current().unwrap_or(verifier)
             }
             _ => verifier,
-        })
+        }
     }
 }
 

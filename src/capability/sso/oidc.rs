@@ -220,6 +220,8 @@ impl Provider {
                 issuer: Some(c.issuer.clone()),
                 audience: Some(c.client_id.clone()),
                 leeway: LEEWAY,
+                // ID tokens are verified once each: nothing to cache.
+                verified_cache_bytes: 0,
                 ..TokenOptions::default()
             },
             cache_ttl: Duration::from_secs(10 * 60),
