@@ -6,7 +6,7 @@ use sea_query::{Expr, ExprTrait, InsertStatement, Order, Query, SelectStatement}
 use sea_query_sqlx::SqlxValues;
 
 use super::schema::{
-    CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, IP, LAST_USED_AT, PREVIOUS_HASH, REFRESH_HASH,
+    ASSURANCE, CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, IP, LAST_USED_AT, PREVIOUS_HASH, REFRESH_HASH,
     ROTATED_FROM, SESSIONS, USER_AGENT, USER_ID,
 };
 use crate::core::error::SentriError;
@@ -168,8 +168,13 @@ pub(super) fn map_insert_error(err: sqlx::Error) -> SentriError {
     }
 }
 
-/// Maps a session row joined with its user's identifier and roles (any dialect).
-fn session_and_user(row: &impl Columns) -> Result<(SessionRecord, AuthUser), SentriError> {
+/// A session row with its user and its family's stored assurance: everything a refresh
+/// needs before it rotates, read in one query.
+pub type SessionContext = (SessionRecord, AuthUser, Option<String>);
+
+/// Maps a session row joined with its user's identifier and roles and its family's
+/// assurance (any dialect).
+fn session_and_user(row: &impl Columns) -> Result<SessionContext, SentriError> {
     let session = session_from_row(row)?;
     let roles: String = row.col("u_roles")?;
     let user = AuthUser {
@@ -177,7 +182,8 @@ fn session_and_user(row: &impl Columns) -> Result<(SessionRecord, AuthUser), Sen
         identifier: row.col("u_identifier")?,
         roles: serde_json::from_str(&roles).map_err(SentriError::internal)?,
     };
-    Ok((session, user))
+    let assurance: Option<String> = row.col("f_assurance")?;
+    Ok((session, user, assurance))
 }
 
 /// Maps one `sentri_sessions` row (any dialect).
@@ -256,18 +262,21 @@ impl Database {
         .await
     }
 
-    /// The session whose current refresh token hashes to `hash`, with its user, in one
-    /// query (the first read of every refresh).
+    /// The session whose current refresh token hashes to `hash`, with its user and its
+    /// family's stored assurance, in one query (the only read of a refresh before it
+    /// rotates).
     pub async fn find_session_with_user(
         &self,
         hash: &str,
-    ) -> Result<Option<(SessionRecord, AuthUser)>, SentriError> {
+    ) -> Result<Option<SessionContext>, SentriError> {
         let stmt = Query::select()
             .columns(SESSION_COLUMNS.map(|c| (SESSIONS, c)))
             .expr_as(Expr::col((USERS, "identifier")), "u_identifier")
             .expr_as(Expr::col((USERS, "roles")), "u_roles")
+            .expr_as(Expr::col((FAMILIES, ASSURANCE)), "f_assurance")
             .from(SESSIONS)
             .inner_join(USERS, Expr::col((USERS, "id")).equals((SESSIONS, USER_ID)))
+            .left_join(FAMILIES, Expr::col((FAMILIES, ID)).equals((SESSIONS, FAMILY_ID)))
             .and_where(Expr::col((SESSIONS, REFRESH_HASH)).eq(hash))
             .limit(1)
             .to_owned();

@@ -360,6 +360,13 @@ impl TokenService {
             .verify(token, TokenKind::Refresh)
     }
 
+    /// Bytes the verified-token cache of the current key set holds (estimated; for
+    /// benchmarks and tests).
+    #[doc(hidden)]
+    pub fn verified_cache_bytes(&self) -> u64 {
+        self.inner.keyring.load().verifier.cached_bytes()
+    }
+
     /// Access token lifetime.
     pub fn access_ttl(&self) -> Duration {
         self.inner.opts.access_ttl

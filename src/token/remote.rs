@@ -263,14 +263,6 @@ impl RemoteJwks {
         self.inner.refresh(Trigger::Forced).await
     }
 
-    /// The keys to verify `token` with: fetched on first use (`SERVICE_UNAVAILABLE`
-    /// when that fails), refetched (within the cooldown) when the token names a `kid`
-    /// that is not cached, refreshed in the background once expired.
-    pub(crate) async fn verifier_for(&self, token: &str) -> Result<Verifier> {
-        let verifier = self.verifier().await?;
-        Ok(self.knowing_kid_of(verifier, token).await)
-    }
-
     /// The keys held now: fetched on first use (`SERVICE_UNAVAILABLE` when that fails),
     /// refreshed in the background once expired.
     pub(crate) async fn verifier(&self) -> Result<Verifier> {
