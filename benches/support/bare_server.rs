@@ -64,7 +64,10 @@ async fn token(State(bare): State<Arc<Bare>>) -> Response {
         identifier: "bench-hs256@example.com".into(),
         roles: vec!["user".into()],
     };
-    match bare.minter.sign_access(&user, &uuid::Uuid::now_v7().to_string()) {
+    match bare
+        .minter
+        .sign_access(&user, &uuid::Uuid::now_v7().to_string())
+    {
         Ok((token, _)) => token.into_response(),
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
     }

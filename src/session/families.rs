@@ -347,18 +347,20 @@ impl Database {
         });
         let attempt = || async {
             self.bounded(async {
-                Ok(sqlx::query_as::<_, (i64, i64)>(sqlx::AssertSqlSafe(SQL.as_str()))
-                    .bind(next.expires_at)
-                    .bind(&old.family_id)
-                    .bind(now)
-                    .bind(&old.id)
-                    .bind(&old.refresh_hash)
-                    .bind(&next.refresh_hash)
-                    .bind(next.expires_at)
-                    .bind(&next.user_agent)
-                    .bind(&next.ip)
-                    .fetch_one(pool)
-                    .await)
+                Ok(
+                    sqlx::query_as::<_, (i64, i64)>(sqlx::AssertSqlSafe(SQL.as_str()))
+                        .bind(next.expires_at)
+                        .bind(&old.family_id)
+                        .bind(now)
+                        .bind(&old.id)
+                        .bind(&old.refresh_hash)
+                        .bind(&next.refresh_hash)
+                        .bind(next.expires_at)
+                        .bind(&next.user_agent)
+                        .bind(&next.ip)
+                        .fetch_one(pool)
+                        .await,
+                )
             })
             .await
         };

@@ -6,8 +6,8 @@ use sea_query::{Expr, ExprTrait, InsertStatement, Order, Query, SelectStatement}
 use sea_query_sqlx::SqlxValues;
 
 use super::schema::{
-    ASSURANCE, CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, IP, LAST_USED_AT, PREVIOUS_HASH, REFRESH_HASH,
-    ROTATED_FROM, SESSIONS, USER_AGENT, USER_ID,
+    ASSURANCE, CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, IP, LAST_USED_AT, PREVIOUS_HASH,
+    REFRESH_HASH, ROTATED_FROM, SESSIONS, USER_AGENT, USER_ID,
 };
 use crate::core::error::SentriError;
 use crate::core::principal::AuthUser;
@@ -276,7 +276,10 @@ impl Database {
             .expr_as(Expr::col((FAMILIES, ASSURANCE)), "f_assurance")
             .from(SESSIONS)
             .inner_join(USERS, Expr::col((USERS, "id")).equals((SESSIONS, USER_ID)))
-            .left_join(FAMILIES, Expr::col((FAMILIES, ID)).equals((SESSIONS, FAMILY_ID)))
+            .left_join(
+                FAMILIES,
+                Expr::col((FAMILIES, ID)).equals((SESSIONS, FAMILY_ID)),
+            )
             .and_where(Expr::col((SESSIONS, REFRESH_HASH)).eq(hash))
             .limit(1)
             .to_owned();

@@ -14,9 +14,11 @@
 //!
 //! The session check and the revocation hook run after it on every request, cached or not.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use moka::Equivalent;
 use moka::Expiry;
 
 use super::AccessClaims;
@@ -28,6 +30,42 @@ pub const DEFAULT_VERIFIED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// (an estimate on the high side, so the byte bound holds for RSS too).
 const ENTRY_OVERHEAD: usize = 256;
 
+/// How many trailing bytes of a token are hashed: its signature's last bytes, which are
+/// as good as random for every algorithm (hashing the whole token costs more than the
+/// rest of a cache hit). Equality still compares every byte, and only tokens that
+/// verified are ever inserted, so chosen collisions can only slow a lookup down.
+const HASHED_TAIL: usize = 16;
+
+fn hash_tail<H: Hasher>(token: &str, state: &mut H) {
+    let bytes = token.as_bytes();
+    state.write(&bytes[bytes.len().saturating_sub(HASHED_TAIL)..]);
+}
+
+/// A cached token: compared in full, hashed by its tail.
+#[derive(Clone, PartialEq, Eq)]
+struct TokenKey(Arc<str>);
+
+impl Hash for TokenKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_tail(&self.0, state);
+    }
+}
+
+/// A token looked up (no allocation): hashes and compares like [`TokenKey`].
+struct Lookup<'a>(&'a str);
+
+impl Hash for Lookup<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_tail(self.0, state);
+    }
+}
+
+impl Equivalent<TokenKey> for Lookup<'_> {
+    fn equivalent(&self, key: &TokenKey) -> bool {
+        *self.0 == *key.0
+    }
+}
+
 /// One cached verification: the claims and when they stop being acceptable.
 struct Entry {
     claims: AccessClaims,
@@ -38,10 +76,10 @@ struct Entry {
 /// Evicts an entry when its token expires.
 struct UntilExp;
 
-impl Expiry<Arc<str>, Arc<Entry>> for UntilExp {
+impl Expiry<TokenKey, Arc<Entry>> for UntilExp {
     fn expire_after_create(
         &self,
-        _key: &Arc<str>,
+        _key: &TokenKey,
         value: &Arc<Entry>,
         _created_at: Instant,
     ) -> Option<Duration> {
@@ -52,7 +90,7 @@ impl Expiry<Arc<str>, Arc<Entry>> for UntilExp {
 
 /// A bounded map from verified access tokens to their claims.
 pub(crate) struct VerifiedCache {
-    map: moka::sync::Cache<Arc<str>, Arc<Entry>>,
+    map: moka::sync::Cache<TokenKey, Arc<Entry>>,
     leeway: i64,
 }
 
@@ -77,7 +115,7 @@ impl VerifiedCache {
         }
         let map = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|token: &Arc<str>, e: &Arc<Entry>| weight(token, &e.claims))
+            .weigher(|token: &TokenKey, e: &Arc<Entry>| weight(&token.0, &e.claims))
             .expire_after(UntilExp)
             .build();
         Some(Self {
@@ -90,9 +128,9 @@ impl VerifiedCache {
     /// (seconds). `Err(())`: cached but expired (the caller answers TOKEN_EXPIRED, as a
     /// full verification would).
     pub(crate) fn get(&self, token: &str, now: i64) -> Option<Result<AccessClaims, ()>> {
-        let entry = self.map.get(token)?;
+        let entry = self.map.get(&Lookup(token))?;
         if now > entry.valid_until {
-            self.map.invalidate(token);
+            self.map.invalidate(&Lookup(token));
             return Some(Err(()));
         }
         Some(Ok(entry.claims.clone()))
@@ -104,7 +142,7 @@ impl VerifiedCache {
             claims: claims.clone(),
             valid_until: claims.exp.saturating_add(self.leeway),
         };
-        self.map.insert(token.into(), Arc::new(entry));
+        self.map.insert(TokenKey(token.into()), Arc::new(entry));
     }
 
     /// The sum of the weights of the entries (bytes, estimated); for tests and benches.
@@ -142,6 +180,12 @@ mod tests {
         assert!(cache.get("a.b.d", 900).is_none());
         assert!(cache.get("a.b.c ", 900).is_none());
         assert!(cache.get("A.b.c", 900).is_none());
+        // Same tail (same hash), another token: compared in full, a miss.
+        let long = format!("{}.b.c", "x".repeat(40));
+        let other = format!("{}.b.c", "y".repeat(40));
+        cache.insert(&long, &claims("j2", 1_000));
+        assert_eq!(cache.get(&long, 900), Some(Ok(claims("j2", 1_000))));
+        assert!(cache.get(&other, 900).is_none());
     }
 
     #[test]
