@@ -403,20 +403,27 @@ impl Database {
     /// errors go through `on_err` (so callers can recognise constraint violations).
     pub(crate) async fn exec_with(
         &self,
-        (sql, values): (String, SqlxValues),
+        built: (String, SqlxValues),
         on_err: impl FnOnce(sqlx::Error) -> SentriError,
     ) -> Result<u64, SentriError> {
-        let result = self
-            .bounded(async {
-                Ok(
-                    on_pool!(self, pool => sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
-                    .execute(pool)
-                    .await
-                    .map(|done| done.rows_affected())),
-                )
-            })
-            .await?;
-        result.map_err(on_err)
+        self.try_exec(built).await?.map_err(on_err)
+    }
+
+    /// Executes one built statement within the operation timeout; the inner error is the
+    /// statement's own (for callers that tell errors apart or retry them).
+    pub(crate) async fn try_exec(
+        &self,
+        (sql, values): (String, SqlxValues),
+    ) -> Result<Result<u64, sqlx::Error>, SentriError> {
+        self.bounded(async {
+            Ok(
+                on_pool!(self, pool => sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())),
+            )
+        })
+        .await
     }
 
     /// Executes one built statement; any database error is `SERVICE_UNAVAILABLE`.
