@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # Load benchmark of the example server over loopback with wrk.
 #
+# The protected route is compared with the practical ceiling of a stateless check: a bare
+# axum server that verifies an HS256 JWT with jsonwebtoken (no database, no session check,
+# same runtime, allocator, token transport and response size; `benches/support/
+# bare_server.rs`), running all along on the same core and measured right before each
+# protected-route figure. Client mode (`examples/client`, remote JWKS) is compared with it
+# too. PostgreSQL's processes are pinned to the load core for the PostgreSQL runs (as a
+# separate database host would be) and unpinned on exit.
+#
 #   benches/load.sh                 # SQLite + PostgreSQL, ~9 minutes
 #   DURATION=5s BACKENDS=sqlite benches/load.sh
 #
@@ -32,7 +40,10 @@ SERVER_CORE=${SERVER_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 PORT=${PORT:-39517}
 BASE="http://127.0.0.1:$PORT"
-FEATURES=sqlite,postgres,api-keys
+FEATURES=sqlite,postgres,api-keys,client
+BARE_PORT=$((PORT + 1))
+CLIENT_PORT=$((PORT + 2))
+BARE="http://127.0.0.1:$BARE_PORT"
 
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install -y wrk)" >&2; exit 1; }
 command -v taskset >/dev/null || { echo "taskset is required (util-linux)" >&2; exit 1; }
@@ -40,17 +51,27 @@ command -v taskset >/dev/null || { echo "taskset is required (util-linux)" >&2; 
 log() { echo "== $*" >&2; }
 
 log "building examples/server and the bench binary (release)"
-cargo build --release --quiet --example server --features "$FEATURES"
+cargo build --release --quiet --example server --example client --features "$FEATURES"
 BENCH_EXE=$(cargo bench --bench sentri --features "$FEATURES" --no-run 2>&1 \
   | sed -n 's/.*Executable benches\/sentri.rs (\(.*\))/\1/p' | tail -n1)
 SERVER_EXE="${CARGO_TARGET_DIR:-target}/release/examples/server"
+CLIENT_EXE="${CARGO_TARGET_DIR:-target}/release/examples/client"
 [ -x "$SERVER_EXE" ] && [ -x "$BENCH_EXE" ] || { echo "build products not found" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/sentri-load.XXXXXX)
 SERVER_PID=""
+BARE_PID=""
+CLIENT_PID=""
 PG_DBS=()
+PG_PINNED=0
+pin_postgres() { # cpu list: every PostgreSQL process (new backends inherit it)
+  for p in $(pgrep -x postgres) $(pgrep -f '^postgres:'); do taskset -a -p -c "$1" "$p" >/dev/null 2>&1 || true; done
+}
 cleanup() {
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  for pid in "$SERVER_PID" "$BARE_PID" "$CLIENT_PID"; do
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  done
+  if [ "$PG_PINNED" = 1 ]; then pin_postgres "0-$(( $(nproc) - 1 ))"; fi
   for db in "${PG_DBS[@]}"; do
     psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
   done
@@ -166,6 +187,32 @@ log "bcrypt bound: one hash at cost $COST on core $SERVER_CORE"
 HASHES=$(SENTRI_BENCH_BCRYPT=$COST taskset -c "$SERVER_CORE" "$BENCH_EXE" | sed -n 's/^hashes_per_sec //p')
 row "-" "-" "bcrypt hash cost $COST (1 core)" "$HASHES" "-" "-" "-" "-" "1.00" "login bound"
 
+CACHE_RSS=$(SENTRI_BENCH_TOKEN_CACHE_RSS=1 "$BENCH_EXE" | sed -n 's/^token_cache_rss_mib //p')
+row "-" "-" "verified-token cache full at its default bound: RSS added (MiB)" "$CACHE_RSS" "-" "-" "-" "-" "-" "target <= 32"
+
+# The ceiling: the bare HS256 server, on the server core for the whole run.
+SENTRI_BENCH_BARE_SERVER="127.0.0.1:$BARE_PORT" SENTRI_SECRET="load-benchmark-secret-0123456789abcdef" \
+  taskset -c "$SERVER_CORE" "$BENCH_EXE" > "$WORK/bare.log" 2>&1 &
+BARE_PID=$!
+for _ in $(seq 1 100); do curl -fs "$BARE/health" >/dev/null 2>&1 && break; sleep 0.1; done
+BARE_TOKEN=$(curl -fs "$BARE/token")
+[ -n "$BARE_TOKEN" ] || { cat "$WORK/bare.log" >&2; echo "bare server did not start" >&2; exit 1; }
+
+# bare_then <backend> <alg> <case> <url> <auth header>: the bare ceiling, then the case,
+# back to back; the case's row has its req/s ratio to the bare row and its p99 ratio in
+# the label.
+bare_then() {
+  local backend=$1 alg=$2 case=$3 url=$4 auth=$5
+  measure "$backend" "$alg" "bare axum + jsonwebtoken HS256 (ceiling)" "" "baseline" \
+    "$DURATION" "$CONNS" "$PLAIN" "$BARE/api/profile" -H "Authorization: Bearer $BARE_TOKEN"
+  local bare_rps=$LAST_RPS bare_p99=$LAST_P99
+  measure "$backend" "$alg" "$case" "$bare_rps" "bare ceiling" "$DURATION" "$CONNS" "$PLAIN" "$url" -H "$auth"
+  local last; last=$(tail -n1 "$ROWS")
+  sed -i '$d' "$ROWS"
+  echo "$last" | awk -F'\t' -v l="bare ceiling req/s; p99 x$(ratio "$LAST_P99" "$bare_p99")" \
+    'BEGIN{OFS="\t"} {$10=l; print}' >> "$ROWS"
+}
+
 # login_script <file> <identifier> <password>: a wrk script posting one login.
 login_script() {
   cat > "$1" <<EOF
@@ -196,8 +243,8 @@ during_flood() {
   FLOOD_RPS=$(sed -n 's/^RESULT //p' "$WORK/flood.out" | cut -d' ' -f1)
 }
 
-run_backend() { # backend db_url alg full(1/0) rss(1/0)
-  local backend=$1 url=$2 alg=$3 full=$4 rss=$5
+run_backend() { # backend db_url alg full(1/0) rss(1/0) client(1/0) many-rows(1/0)
+  local backend=$1 url=$2 alg=$3 full=$4 rss=$5 client=${6:-0} many=${7:-0}
   log "server: $backend, $alg"
   start_server "$url" "$alg"
   local user="bench-$alg@example.com"
@@ -208,10 +255,21 @@ run_backend() { # backend db_url alg full(1/0) rss(1/0)
 
   measure "$backend" "$alg" "GET /health" "" "baseline" "$DURATION" "$CONNS" "$PLAIN" "$BASE/health"
   local health=$LAST_RPS
-  measure "$backend" "$alg" "GET /api/profile (Bearer)" "$health" "/health" \
-    "$DURATION" "$CONNS" "$PLAIN" "$BASE/api/profile" -H "$bearer"
+  # Warm the verified-token cache, then the protected route against the bare ceiling.
+  curl -fs "$BASE/api/profile" -H "$bearer" >/dev/null
+  bare_then "$backend" "$alg" "GET /api/profile (Bearer, protect)" "$BASE/api/profile" "$bearer"
   local profile_p99=$LAST_P99
   local profile_rps=$LAST_RPS
+
+  if [ "$client" = 1 ]; then
+    SENTRI_ADDR="127.0.0.1:$CLIENT_PORT" SENTRI_KEY_URI="$BASE/auth/keys" RUST_LOG=warn \
+      taskset -c "$SERVER_CORE" "$CLIENT_EXE" > "$WORK/client.log" 2>&1 &
+    CLIENT_PID=$!
+    for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$CLIENT_PORT/api/profile" -H "$bearer" >/dev/null 2>&1 && break; sleep 0.1; done
+    bare_then "$backend" "$alg" "GET /api/profile (Bearer, client mode)" \
+      "http://127.0.0.1:$CLIENT_PORT/api/profile" "$bearer"
+    kill "$CLIENT_PID" 2>/dev/null || true; wait "$CLIENT_PID" 2>/dev/null || true; CLIENT_PID=""
+  fi
 
   # --- api-keys: the same route with an API key (warm cache), ratio to the Bearer JWT row.
   local key; key=$(curl -fs -X POST "$BASE/auth/api-keys" -H 'content-type: application/json' \
@@ -226,6 +284,27 @@ run_backend() { # backend db_url alg full(1/0) rss(1/0)
   done
   measure "$backend" "$alg" "POST /auth/refresh" "$health" "/health" \
     "$DURATION" "$CONNS" "$REFRESH" "$BASE/auth/refresh" -- "$WORK/refresh-tokens"
+  local refresh_rps=$LAST_RPS
+
+  if [ "$many" = 1 ]; then
+    # The same with 1 000 000 other sessions (and their families) in the tables.
+    log "inserting 1 000 000 other sessions"
+    psql "$url" -q -v ON_ERROR_STOP=1 <<SQL >/dev/null
+INSERT INTO sentri_session_families (id, user_id, created_at, expires_at, max_expires_at)
+  SELECT 'bulk-' || i, u.id, 0, 9000000000000, 9000000000000
+  FROM generate_series(1, 1000000) AS i, (SELECT id FROM sentri_users LIMIT 1) AS u;
+INSERT INTO sentri_sessions (id, user_id, family_id, refresh_hash, expires_at, created_at, last_used_at)
+  SELECT 'bulk-' || i, u.id, 'bulk-' || i, md5(i::text) || md5('x' || i), 9000000000000, 0, 0
+  FROM generate_series(1, 1000000) AS i, (SELECT id FROM sentri_users LIMIT 1) AS u;
+ANALYZE sentri_sessions; ANALYZE sentri_session_families;
+SQL
+    : > "$WORK/refresh-tokens"
+    for _ in $(seq 1 $((CONNS * 2))); do
+      login_json "$user" | jq -r .data.refreshToken >> "$WORK/refresh-tokens"
+    done
+    measure "$backend" "$alg" "POST /auth/refresh (+1M other sessions)" "$refresh_rps" "refresh, empty tables" \
+      "$DURATION" "$CONNS" "$REFRESH" "$BASE/auth/refresh" -- "$WORK/refresh-tokens"
+  fi
 
   if [ "$full" = 1 ]; then
     login_script "$WORK/login.lua" "$user" "$PASSWORD"
@@ -280,19 +359,22 @@ run_backend() { # backend db_url alg full(1/0) rss(1/0)
 for backend in $BACKENDS; do
   case $backend in
     sqlite)
-      run_backend sqlite "sqlite://$WORK/eddsa.db?mode=rwc" EdDSA 1 1
+      run_backend sqlite "sqlite://$WORK/eddsa.db?mode=rwc" EdDSA 1 1 1
+      run_backend sqlite "sqlite://$WORK/es256.db?mode=rwc" ES256 0 0
       run_backend sqlite "sqlite://$WORK/rs256.db?mode=rwc" RS256 0 0
       # HS256: the algorithm of the "axum + jsonwebtoken, no database" ceiling.
       run_backend sqlite "sqlite://$WORK/hs256.db?mode=rwc" HS256 0 0
       ;;
     postgres)
+      pin_postgres "$LOAD_CORE"; PG_PINNED=1
       for alg in EdDSA ES256 RS256; do
         db="sentri_bench_$$_$(echo "$alg" | tr 'A-Z' 'a-z')"
         psql "$PG_ADMIN_URL" -qc "CREATE DATABASE $db" >/dev/null
         PG_DBS+=("$db")
         full=0; [ "$alg" = EdDSA ] && full=1
-        run_backend postgres "${PG_ADMIN_URL%/*}/$db" "$alg" "$full" 0
+        run_backend postgres "${PG_ADMIN_URL%/*}/$db" "$alg" "$full" 0 0 "$full"
       done
+      pin_postgres "0-$(( $(nproc) - 1 ))"; PG_PINNED=0
       ;;
     *) echo "unknown backend $backend" >&2; exit 1 ;;
   esac
@@ -301,7 +383,7 @@ done
 # ---- print -----------------------------------------------------------------------------
 echo
 echo "sentri load benchmark: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "server on core $SERVER_CORE, wrk -t1 on core $LOAD_CORE, $DURATION per figure, $CONNS connections ($LOGIN_CONNS for login), bcrypt cost $COST"
+echo "server (and the bare ceiling) on core $SERVER_CORE, wrk -t1 and PostgreSQL on core $LOAD_CORE, $DURATION per figure, $CONNS connections ($LOGIN_CONNS for login), bcrypt cost $COST"
 echo
 printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' backend alg case "req/s (or value)" "p50 ms" "p99 ms" requests errors "ratio (to)"
 printf '|---|---|---|---:|---:|---:|---:|---:|---|\n'

@@ -32,8 +32,16 @@
 //! `layer miss`) runs only that case in a loop for `SENTRI_BENCH_SECS` (default 10) s,
 //! for `perf record` or callgrind.
 //!
+//! `SENTRI_BENCH_BARE_SERVER=<addr>` (with `SENTRI_SECRET`) serves the "axum +
+//! jsonwebtoken, no database" ceiling `benches/load.sh` compares `protect()` with (see
+//! `support/bare_server.rs`). `SENTRI_BENCH_TOKEN_CACHE_RSS=1` prints the RSS the
+//! verified-token cache adds when full at its default bound.
+//!
 //! `SENTRI_BENCH_BCRYPT=<cost>` skips everything else and prints hashes/s of one thread
 //! at that cost (used by `benches/load.sh` to compute the login bound on the server core).
+
+#[path = "support/bare_server.rs"]
+mod bare_server;
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -91,9 +99,18 @@ fn bench_user() -> AuthUser {
     }
 }
 
-fn token_service(rt: &tokio::runtime::Runtime, alg: Algorithm) -> TokenService {
+/// A token service of `alg`; `cached`: with the verified-token cache (the default).
+fn token_service(rt: &tokio::runtime::Runtime, alg: Algorithm, cached: bool) -> TokenService {
     let key = ok(rt.block_on(SigningKey::generate(alg)));
-    ok(TokenService::new(vec![key], TokenOptions::default()))
+    let opts = if cached {
+        TokenOptions::default()
+    } else {
+        TokenOptions {
+            verified_cache_bytes: 0,
+            ..TokenOptions::default()
+        }
+    };
+    ok(TokenService::new(vec![key], opts))
 }
 
 // ---- protect ---------------------------------------------------------------------------
@@ -326,13 +343,18 @@ fn criterion_cases(c: &mut Criterion, rt: &tokio::runtime::Runtime, fx: &Protect
     let user = bench_user();
     let mut group = c.benchmark_group("token");
     for (name, alg) in ALGS {
-        let svc = token_service(rt, alg);
+        let svc = token_service(rt, alg, false);
+        let cached = token_service(rt, alg, true);
         let (token, _) = ok(svc.sign_access(&user, "session-1"));
+        let (cached_token, _) = ok(cached.sign_access(&user, "session-1"));
         group.bench_function(format!("sign/{name}"), |b| {
             b.iter(|| black_box(ok(svc.sign_access(black_box(&user), "session-1"))));
         });
         group.bench_function(format!("verify/{name}"), |b| {
             b.iter(|| black_box(ok(svc.verify_access(black_box(&token)))));
+        });
+        group.bench_function(format!("verify (cached)/{name}"), |b| {
+            b.iter(|| black_box(ok(cached.verify_access(black_box(&cached_token)))));
         });
     }
     group.finish();
@@ -451,15 +473,18 @@ fn ratio_table(rt: &tokio::runtime::Runtime, fx: &ProtectFixture) {
     let services: Vec<_> = ALGS
         .iter()
         .map(|(name, alg)| {
-            let svc = token_service(rt, *alg);
+            let svc = token_service(rt, *alg, false);
             let (token, _) = ok(svc.sign_access(&user, "session-1"));
-            (*name, svc, token)
+            let cached = token_service(rt, *alg, true);
+            let (cached_token, _) = ok(cached.sign_access(&user, "session-1"));
+            (*name, svc, token, cached, cached_token)
         })
         .collect();
     let mut sign = vec![Vec::new(); ALGS.len()];
     let mut verify = vec![Vec::new(); ALGS.len()];
+    let mut hit = vec![Vec::new(); ALGS.len()];
     for _ in 0..ROUNDS {
-        for (i, (_, svc, token)) in services.iter().enumerate() {
+        for (i, (_, svc, token, cached, cached_token)) in services.iter().enumerate() {
             let n = if i == 1 { 20 } else { 500 }; // RS256 signing is ~1 ms
             sign[i].push(time_sync(n, || {
                 black_box(ok(svc.sign_access(black_box(&user), "s")));
@@ -467,13 +492,17 @@ fn ratio_table(rt: &tokio::runtime::Runtime, fx: &ProtectFixture) {
             verify[i].push(time_sync(500, || {
                 black_box(ok(svc.verify_access(black_box(token))));
             }));
+            hit[i].push(time_sync(500, || {
+                black_box(ok(cached.verify_access(black_box(cached_token))));
+            }));
         }
     }
     let base = best(&verify[0]);
-    println!("-- tokens (baseline: verify HS256)");
-    for (i, (name, _, _)) in services.iter().enumerate() {
+    println!("-- tokens (baseline: verify HS256, no cache)");
+    for (i, (name, ..)) in services.iter().enumerate() {
         row(&format!("sign {name}"), best(&sign[i]), base);
         row(&format!("verify {name}"), best(&verify[i]), base);
+        row(&format!("verify {name} (cached)"), best(&hit[i]), base);
     }
 
     // protect: baseline = bare route.
@@ -568,6 +597,36 @@ fn idempotency_memory(rt: &tokio::runtime::Runtime) {
         grown / ENTRIES
     );
     drop(app);
+}
+
+/// RSS the verified-token cache adds when full at its default bound: EdDSA tokens signed
+/// and verified until the cache stops growing, against the same loop with the cache off
+/// (what signing and verifying alone leave in the allocator), measured in the same run.
+fn token_cache_rss() {
+    let rt = runtime();
+    let user = bench_user();
+    let fill = |svc: &TokenService| -> u64 {
+        let before = rss_bytes();
+        for _ in 0..60_000 {
+            let (token, _) = ok(svc.sign_access(&user, "session-1"));
+            black_box(ok(svc.verify_access(&token)));
+        }
+        rss_bytes().saturating_sub(before)
+    };
+    let off = token_service(&rt, Algorithm::EdDSA, false);
+    let base = fill(&off);
+    let on = token_service(&rt, Algorithm::EdDSA, true);
+    let grown = fill(&on);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "token cache: bound {:.1} MiB, weighed {:.1} MiB, RSS +{:.1} MiB (cache off: +{:.1} MiB), added {:.1} MiB",
+        mib(sentri::token::DEFAULT_VERIFIED_CACHE_BYTES),
+        mib(on.verified_cache_bytes()),
+        mib(grown),
+        mib(base),
+        mib(grown.saturating_sub(base))
+    );
+    println!("token_cache_rss_mib {:.1}", mib(grown.saturating_sub(base)));
 }
 
 fn bcrypt_only(cost: u32) {
@@ -763,6 +822,17 @@ fn permission_ratio(rt: &tokio::runtime::Runtime, fx: &ProtectFixture) {
 }
 
 fn main() {
+    if let Ok(addr) = std::env::var("SENTRI_BENCH_BARE_SERVER") {
+        if let Err(err) = bare_server::serve(&addr) {
+            eprintln!("bare server: {err}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if std::env::var("SENTRI_BENCH_TOKEN_CACHE_RSS").is_ok_and(|v| v == "1") {
+        token_cache_rss();
+        return;
+    }
     if let Ok(case) = std::env::var("SENTRI_BENCH_LOOP") {
         let secs = std::env::var("SENTRI_BENCH_SECS")
             .ok()

@@ -126,6 +126,11 @@ pub struct ClientConfig {
     pub http_timeout: Duration,
     /// Clock skew tolerated on `exp` / `nbf` (default 5 s, at most 60 s).
     pub leeway: Duration,
+    /// Memory bound, in bytes, of the verified-access-token cache (default 16 MiB, 0:
+    /// off): a token that verified skips its signature check when it comes again, until
+    /// its `exp`. Only the exact token bytes hit; the session and revocation checks
+    /// still run on every request.
+    pub verified_token_cache_bytes: u64,
     /// Optional revocation check, run with the token's `sid`; `true` → 401 `TOKEN_INVALID`.
     pub is_token_revoked: Option<RevocationCheck>,
     /// Name of the cookie the access token is read from when there is no
@@ -161,6 +166,7 @@ impl ClientConfig {
             refetch_cooldown: Duration::from_secs(30),
             http_timeout: Duration::from_secs(5),
             leeway: Duration::from_secs(5),
+            verified_token_cache_bytes: crate::token::DEFAULT_VERIFIED_CACHE_BYTES,
             is_token_revoked: None,
             access_cookie: Some("access_token".into()),
         }
@@ -226,6 +232,12 @@ impl ClientConfig {
         self
     }
 
+    /// Sets the memory bound of the verified-access-token cache (0 turns it off).
+    pub fn verified_token_cache_bytes(mut self, bytes: u64) -> Self {
+        self.verified_token_cache_bytes = bytes;
+        self
+    }
+
     /// Sets the clock skew tolerated on `exp` / `nbf`.
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
@@ -264,6 +276,10 @@ impl fmt::Debug for ClientConfig {
             .field("refetch_cooldown", &self.refetch_cooldown)
             .field("http_timeout", &self.http_timeout)
             .field("leeway", &self.leeway)
+            .field(
+                "verified_token_cache_bytes",
+                &self.verified_token_cache_bytes,
+            )
             .field("is_token_revoked", &self.is_token_revoked.is_some())
             .field("access_cookie", &self.access_cookie)
             .finish()
@@ -398,6 +414,7 @@ impl ClientAuth {
             issuer: config.issuer,
             audience: config.audience,
             leeway: config.leeway,
+            verified_cache_bytes: config.verified_token_cache_bytes,
             ..TokenOptions::default()
         };
         let keys = RemoteJwks::new(JwksSource {
@@ -456,7 +473,12 @@ impl ClientAuth {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(SentriError::token_invalid("Invalid token"));
         }
-        let verifier = self.inner.keys.verifier_for(token).await?;
+        let verifier = self.inner.keys.verifier().await?;
+        // A token verified before skips the kid lookup and the signature check.
+        if let Some(hit) = verifier.cached_access(token) {
+            return hit;
+        }
+        let verifier = self.inner.keys.knowing_kid_of(verifier, token).await;
         verifier.verify_access(token)
     }
 

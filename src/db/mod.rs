@@ -403,20 +403,27 @@ impl Database {
     /// errors go through `on_err` (so callers can recognise constraint violations).
     pub(crate) async fn exec_with(
         &self,
-        (sql, values): (String, SqlxValues),
+        built: (String, SqlxValues),
         on_err: impl FnOnce(sqlx::Error) -> SentriError,
     ) -> Result<u64, SentriError> {
-        let result = self
-            .bounded(async {
-                Ok(
-                    on_pool!(self, pool => sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
-                    .execute(pool)
-                    .await
-                    .map(|done| done.rows_affected())),
-                )
-            })
-            .await?;
-        result.map_err(on_err)
+        self.try_exec(built).await?.map_err(on_err)
+    }
+
+    /// Executes one built statement within the operation timeout; the inner error is the
+    /// statement's own (for callers that tell errors apart or retry them).
+    pub(crate) async fn try_exec(
+        &self,
+        (sql, values): (String, SqlxValues),
+    ) -> Result<Result<u64, sqlx::Error>, SentriError> {
+        self.bounded(async {
+            Ok(
+                on_pool!(self, pool => sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())),
+            )
+        })
+        .await
     }
 
     /// Executes one built statement; any database error is `SERVICE_UNAVAILABLE`.
@@ -433,17 +440,46 @@ impl Database {
         steps: &[Step],
         on_err: fn(sqlx::Error) -> SentriError,
     ) -> Result<StepsOutcome, SentriError> {
-        let mut attempt = 1u32;
+        // Boxed: the attempt's future would otherwise nest inside every caller's future.
+        self.retrying_transient(|| Box::pin(self.try_steps(steps)), on_err)
+            .await
+    }
+
+    /// Runs `attempt` (one transaction or one statement) again while it fails with a
+    /// deadlock, serialisation failure or busy database, at most [`TX_ATTEMPTS`] times
+    /// in all, with a short growing pause; other errors go through `on_err`. Only for
+    /// work a failed attempt rolled back whole.
+    pub(crate) async fn retrying_transient<T, F, Fut>(
+        &self,
+        attempt: F,
+        on_err: fn(sqlx::Error) -> SentriError,
+    ) -> Result<T, SentriError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Result<T, sqlx::Error>, SentriError>>,
+    {
+        let mut n = 1u32;
         loop {
-            match self.try_steps(steps).await? {
-                Ok(outcome) => return Ok(outcome),
-                Err(err) if is_transient(self.dialect(), &err) && attempt < TX_ATTEMPTS => {
-                    tracing::debug!(error = %err, attempt, "sentri: retrying a transaction");
-                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
-                    attempt += 1;
+            match attempt().await? {
+                Ok(value) => return Ok(value),
+                Err(err) if is_transient(self.dialect(), &err) && n < TX_ATTEMPTS => {
+                    tracing::debug!(error = %err, attempt = n, "sentri: retrying a transaction");
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(n))).await;
+                    n += 1;
                 }
                 Err(err) => return Err(on_err(err)),
             }
+        }
+    }
+
+    /// The PostgreSQL pool, when this database is PostgreSQL (for statements only that
+    /// dialect can run, such as data-modifying CTEs).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn pg_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.inner.pool {
+            Pool::Postgres(pool) => Some(pool),
+            #[allow(unreachable_patterns)]
+            _ => None,
         }
     }
 

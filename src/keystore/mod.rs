@@ -345,9 +345,22 @@ impl KeyStore {
         let was_signer = self.tokens.current_key().kid() == kid;
         if was_signer || plan.signer.is_none() {
             // A fresh key that signs at once; instances and clients that meet its kid
-            // first reload (rate-limited).
+            // first reload (rate-limited). Another instance reloading meanwhile sees the
+            // key due too: whichever inserts first made the replacement, and the other
+            // stops there (it must not add a second one under the next generation).
+            let revoked = rows
+                .iter()
+                .find(|r| r.kid == kid)
+                .map_or(0, |r| r.generation);
             for _ in 0..3 {
                 let rows = self.db.signing_key_rows().await?;
+                let at = self.clock.now_ms();
+                if rows
+                    .iter()
+                    .any(|r| r.generation > revoked && r.revoked_at.is_none() && r.sign_from <= at)
+                {
+                    break;
+                }
                 if self
                     .create(next_generation(&rows), now, now, &rows)
                     .await?

@@ -98,20 +98,18 @@ impl Database {
             ])
             .map_err(SentriError::internal)?
             .to_owned();
-        let lost = std::sync::atomic::AtomicBool::new(false);
-        let res = self
-            .exec_with(self.build(&stmt), |err| {
-                if is_unique_violation(&err) {
-                    lost.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                db_err(err)
+        // Instances creating the same generation at once: one insert wins, the others hit
+        // the unique key (`false`). MariaDB may also answer a deadlock between the
+        // duplicate inserts; the statement was rolled back, so it is run again.
+        let built = self.build(&stmt);
+        let attempt = || async {
+            Ok(match self.try_exec(built.clone()).await? {
+                Ok(_) => Ok(true),
+                Err(err) if is_unique_violation(&err) => Ok(false),
+                Err(err) => Err(err),
             })
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(_) if lost.load(std::sync::atomic::Ordering::Relaxed) => Ok(false),
-            Err(err) => Err(err),
-        }
+        };
+        self.retrying_transient(attempt, db_err).await
     }
 
     /// Records when a key stops being published (informational; the plan decides).

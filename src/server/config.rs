@@ -316,6 +316,11 @@ pub struct ServerConfig {
     pub audience: Option<String>,
     /// Clock leeway for `exp`/`nbf` (default 5 s, at most 60 s).
     pub leeway: Duration,
+    /// Memory bound, in bytes, of the verified-access-token cache (default 16 MiB, 0:
+    /// off): a token that verified skips its signature check when it comes again, until
+    /// its `exp`. Only the exact token bytes hit; the session and revocation checks
+    /// still run on every request.
+    pub verified_token_cache_bytes: u64,
     /// How long an already-rotated refresh token still yields the successor token its
     /// rotation issued (several tabs refreshing at once, a retry after a lost response)
     /// before reuse counts as theft (default 10 s, at most 60 s; zero: never).
@@ -393,6 +398,7 @@ impl ServerConfig {
             issuer: None,
             audience: None,
             leeway: Duration::from_secs(5),
+            verified_token_cache_bytes: crate::token::DEFAULT_VERIFIED_CACHE_BYTES,
             refresh_grace: Duration::from_secs(10),
             session_cache_ttl: Duration::from_secs(5),
             purge_interval: Some(Duration::from_secs(3600)),
@@ -582,6 +588,12 @@ impl ServerConfig {
         self
     }
 
+    /// Sets the memory bound of the verified-access-token cache (0 turns it off).
+    pub fn verified_token_cache_bytes(mut self, bytes: u64) -> Self {
+        self.verified_token_cache_bytes = bytes;
+        self
+    }
+
     /// Sets how identifiers are compared.
     pub fn identifier_case(mut self, case: IdentifierCase) -> Self {
         self.identifier_case = case;
@@ -701,6 +713,10 @@ impl fmt::Debug for ServerConfig {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway", &self.leeway)
+            .field(
+                "verified_token_cache_bytes",
+                &self.verified_token_cache_bytes,
+            )
             .field("refresh_grace", &self.refresh_grace)
             .field("session_cache_ttl", &self.session_cache_ttl)
             .field("purge_interval", &self.purge_interval)

@@ -282,6 +282,7 @@ impl ServerAuth {
                 leeway: config.leeway,
                 access_ttl: durations.access_ttl,
                 refresh_ttl: durations.refresh_ttl,
+                verified_cache_bytes: config.verified_token_cache_bytes,
             },
         )?;
         let events = events_of(&config);

@@ -101,6 +101,30 @@ fn family_from_row(row: &impl Columns) -> Result<FamilyRecord, SentriError> {
     })
 }
 
+/// The outcome of a rotation from whether it updated the family row and the session row.
+fn rotation(
+    family: bool,
+    session: bool,
+    old: &SessionRecord,
+    next: &NewSession,
+    now: i64,
+) -> Rotation {
+    match (family, session) {
+        (true, true) => Rotation::Rotated(Box::new(SessionRecord {
+            refresh_hash: next.refresh_hash.clone(),
+            previous_hash: Some(old.refresh_hash.clone()),
+            rotated_from: Some(old.id.clone()),
+            expires_at: next.expires_at,
+            last_used_at: now,
+            user_agent: next.user_agent.clone(),
+            ip: next.ip.clone(),
+            ..old.clone()
+        })),
+        (false, _) => Rotation::FamilyEnded,
+        (true, false) => Rotation::Superseded,
+    }
+}
+
 /// `WHERE` of a family that may still be used at `now`.
 fn live_family(id: &str, now: i64) -> sea_query::Condition {
     sea_query::Condition::all()
@@ -242,6 +266,11 @@ impl Database {
         next: &NewSession,
         now: i64,
     ) -> Result<Rotation, SentriError> {
+        #[cfg(feature = "postgres")]
+        if let Some(pool) = self.pg_pool() {
+            let (family, session) = self.rotate_in_one_statement(pool, old, next, now).await?;
+            return Ok(rotation(family, session, old, next, now));
+        }
         let capped = CaseStatement::new()
             .case(
                 Expr::col(MAX_EXPIRES_AT).lt(next.expires_at),
@@ -275,20 +304,68 @@ impl Database {
                 must_affect: true,
             },
         ];
-        Ok(match self.steps(&steps, db_err).await? {
-            StepsOutcome::Committed => Rotation::Rotated(Box::new(SessionRecord {
-                refresh_hash: next.refresh_hash.clone(),
-                previous_hash: Some(old.refresh_hash.clone()),
-                rotated_from: Some(old.id.clone()),
-                expires_at: next.expires_at,
-                last_used_at: now,
-                user_agent: next.user_agent.clone(),
-                ip: next.ip.clone(),
-                ..old.clone()
-            })),
-            StepsOutcome::StoppedAt(0) => Rotation::FamilyEnded,
-            StepsOutcome::StoppedAt(_) => Rotation::Superseded,
-        })
+        let (family, session) = match self.steps(&steps, db_err).await? {
+            StepsOutcome::Committed => (true, true),
+            StepsOutcome::StoppedAt(0) => (false, false),
+            StepsOutcome::StoppedAt(_) => (true, false),
+        };
+        Ok(rotation(family, session, old, next, now))
+    }
+
+    /// [`rotate_session`](Self::rotate_session) on PostgreSQL: the same two conditional
+    /// `UPDATE`s, family row first, as one statement (data-modifying CTEs) in one round
+    /// trip instead of four. The session `UPDATE` runs only if the family `UPDATE`
+    /// returned its row, so it locks the family row before the session row, as the
+    /// transaction does and as revocation does; a concurrent rotation or revocation that
+    /// commits first is seen by PostgreSQL's re-check of the updated rows (READ
+    /// COMMITTED), so exactly one of many concurrent rotations wins and none survives a
+    /// revocation. One difference, harmless: a rotation that finds no session row to
+    /// rotate (it lost the race, or the hash was wrong) still slides the family's
+    /// expiry, to where a rotation at `now` slides it, never past its absolute end; the
+    /// transaction rolls that back. Returns whether the family row and the session row
+    /// were updated.
+    #[cfg(feature = "postgres")]
+    async fn rotate_in_one_statement(
+        &self,
+        pool: &sqlx::PgPool,
+        old: &SessionRecord,
+        next: &NewSession,
+        now: i64,
+    ) -> Result<(bool, bool), SentriError> {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "WITH fam AS (UPDATE {FAMILIES} SET {EXPIRES_AT} = LEAST({MAX_EXPIRES_AT}, $1) \
+                 WHERE {ID} = $2 AND {REVOKED_AT} IS NULL AND {EXPIRES_AT} > $3 \
+                 AND {MAX_EXPIRES_AT} > $3 RETURNING 1), \
+                 ses AS (UPDATE {SESSIONS} SET {REFRESH_HASH} = $6, {PREVIOUS_HASH} = $5, \
+                 {ROTATED_FROM} = $4, {EXPIRES_AT} = $7, {LAST_USED_AT} = $3, \
+                 {USER_AGENT} = $8, {IP} = $9 \
+                 WHERE {ID} = $4 AND {REFRESH_HASH} = $5 AND EXISTS (SELECT 1 FROM fam) \
+                 RETURNING 1) \
+                 SELECT (SELECT count(*) FROM fam), (SELECT count(*) FROM ses)"
+            )
+        });
+        let attempt = || async {
+            self.bounded(async {
+                Ok(
+                    sqlx::query_as::<_, (i64, i64)>(sqlx::AssertSqlSafe(SQL.as_str()))
+                        .bind(next.expires_at)
+                        .bind(&old.family_id)
+                        .bind(now)
+                        .bind(&old.id)
+                        .bind(&old.refresh_hash)
+                        .bind(&next.refresh_hash)
+                        .bind(next.expires_at)
+                        .bind(&next.user_agent)
+                        .bind(&next.ip)
+                        .fetch_one(pool)
+                        .await,
+                )
+            })
+            .await
+        };
+        let (family, session) = self.retrying_transient(attempt, db_err).await?;
+        Ok((family > 0, family > 0 && session > 0))
     }
 
     /// Revokes one family and deletes its sessions. Returns `true` when this call revoked

@@ -229,8 +229,11 @@ impl Sessions {
         let claims = self.tokens.verify_refresh(refresh_token)?;
         let hash = sha256_hex(&claims.jti);
         let now = self.now();
-        if let Some((row, user)) = self.db.find_session_with_stamped_user(&hash).await?
-            && let Some(res) = self.rotate(&claims, row, user, meta, now).await?
+        if let Some((row, user, assurance, av)) =
+            self.db.find_session_with_stamped_user(&hash).await?
+            && let Some(res) = self
+                .rotate(&claims, (row, user, av), assurance, meta, now)
+                .await?
         {
             return Ok(res);
         }
@@ -248,8 +251,8 @@ impl Sessions {
     async fn rotate(
         &self,
         claims: &RefreshClaims,
-        row: SessionRecord,
-        (user, av): (AuthUser, i64),
+        (row, user, av): (SessionRecord, AuthUser, i64),
+        assurance: Option<String>,
         meta: SessionMeta,
         now: i64,
     ) -> Result<Option<AuthResult>> {
@@ -271,7 +274,8 @@ impl Sessions {
         match self.db.rotate_session(&row, &next, now).await? {
             Rotation::Rotated(_) => {
                 self.emit(AuthEventKind::Refreshed, &user.id, &family.id);
-                let assurance = self.family_assurance(&family.id).await?;
+                // Read with the session: a family's assurance never changes after login.
+                let assurance = assurance.as_deref().and_then(Assurance::from_column);
                 let res = self.finish_session(user, family.id, &next_jti, assurance.as_ref(), av);
                 Ok(Some(res.await?))
             }

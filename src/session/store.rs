@@ -6,8 +6,8 @@ use sea_query::{Expr, ExprTrait, InsertStatement, Order, Query, SelectStatement}
 use sea_query_sqlx::SqlxValues;
 
 use super::schema::{
-    CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, IP, LAST_USED_AT, PREVIOUS_HASH, REFRESH_HASH,
-    ROTATED_FROM, SESSIONS, USER_AGENT, USER_ID,
+    ASSURANCE, CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, IP, LAST_USED_AT, PREVIOUS_HASH,
+    REFRESH_HASH, ROTATED_FROM, SESSIONS, USER_AGENT, USER_ID,
 };
 use crate::core::error::SentriError;
 use crate::core::principal::AuthUser;
@@ -168,10 +168,17 @@ pub(super) fn map_insert_error(err: sqlx::Error) -> SentriError {
     }
 }
 
-/// Maps a session row joined with its user's identifier and roles (any dialect).
-type StampedUser = (AuthUser, i64);
+/// A session row with its user and its family's stored assurance: everything a refresh
+/// needs before it rotates, read in one query.
+pub type SessionContext = (SessionRecord, AuthUser, Option<String>);
 
-fn session_and_user(row: &impl Columns) -> Result<(SessionRecord, StampedUser), SentriError> {
+/// [`SessionContext`] with the user's authorization version, read in the same
+/// statement as the roles.
+type StampedContext = (SessionRecord, AuthUser, Option<String>, i64);
+
+/// Maps a session row joined with its user's identifier, roles and authorization
+/// version and its family's assurance (any dialect).
+fn session_and_user(row: &impl Columns) -> Result<StampedContext, SentriError> {
     let session = session_from_row(row)?;
     let roles: String = row.col("u_roles")?;
     let user = AuthUser {
@@ -179,7 +186,8 @@ fn session_and_user(row: &impl Columns) -> Result<(SessionRecord, StampedUser), 
         identifier: row.col("u_identifier")?,
         roles: serde_json::from_str(&roles).map_err(SentriError::internal)?,
     };
-    Ok((session, (user, row.col("u_av")?)))
+    let assurance: Option<String> = row.col("f_assurance")?;
+    Ok((session, user, assurance, row.col("u_av")?))
 }
 
 /// Maps one `sentri_sessions` row (any dialect).
@@ -258,16 +266,17 @@ impl Database {
         .await
     }
 
-    /// The session whose current refresh token hashes to `hash`, with its user, in one
-    /// query (the first read of every refresh).
+    /// The session whose current refresh token hashes to `hash`, with its user and its
+    /// family's stored assurance, in one query (the only read of a refresh before it
+    /// rotates).
     pub async fn find_session_with_user(
         &self,
         hash: &str,
-    ) -> Result<Option<(SessionRecord, AuthUser)>, SentriError> {
+    ) -> Result<Option<SessionContext>, SentriError> {
         Ok(self
             .find_session_with_stamped_user(hash)
             .await?
-            .map(|(session, (user, _))| (session, user)))
+            .map(|(session, user, assurance, _)| (session, user, assurance)))
     }
 
     /// [`find_session_with_user`](Self::find_session_with_user) with the user's
@@ -275,7 +284,7 @@ impl Database {
     pub(crate) async fn find_session_with_stamped_user(
         &self,
         hash: &str,
-    ) -> Result<Option<(SessionRecord, (AuthUser, i64))>, SentriError> {
+    ) -> Result<Option<StampedContext>, SentriError> {
         let roles = crate::identity::roles::schema::roles_json_sql(self.dialect());
         let stmt = Query::select()
             .columns(SESSION_COLUMNS.map(|c| (SESSIONS, c)))
@@ -285,8 +294,13 @@ impl Database {
                 Expr::col((USERS, crate::identity::roles::schema::AUTHZ_VERSION)),
                 "u_av",
             )
+            .expr_as(Expr::col((FAMILIES, ASSURANCE)), "f_assurance")
             .from(SESSIONS)
             .inner_join(USERS, Expr::col((USERS, "id")).equals((SESSIONS, USER_ID)))
+            .left_join(
+                FAMILIES,
+                Expr::col((FAMILIES, ID)).equals((SESSIONS, FAMILY_ID)),
+            )
             .and_where(Expr::col((SESSIONS, REFRESH_HASH)).eq(hash))
             .limit(1)
             .to_owned();

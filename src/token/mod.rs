@@ -12,7 +12,9 @@
 //! - [`TokenService`]: signs and verifies (the first key signs, every key verifies, for
 //!   key rotation) and publishes the JWKS.
 //! - [`Verifier`]: client mode, verifies access tokens against an auth server's JWKS.
+//! - `cache`: the verified-token cache both share (exact token bytes → claims, until `exp`).
 
+mod cache;
 mod keys;
 #[cfg(any(feature = "client", feature = "sso"))]
 pub(crate) mod remote;
@@ -28,6 +30,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Header;
 use serde::{Deserialize, Serialize};
 
+pub use cache::DEFAULT_VERIFIED_CACHE_BYTES;
 pub use jsonwebtoken::Algorithm;
 pub use keys::SigningKey;
 pub use verify::{Verifier, peek_kid};
@@ -66,6 +69,10 @@ pub struct TokenOptions {
     pub access_ttl: Duration,
     /// Refresh token lifetime (default 7 days).
     pub refresh_ttl: Duration,
+    /// Memory bound, in bytes, of the verified-access-token cache (default 16 MiB; 0
+    /// turns it off): a token seen before skips its signature check until its `exp`.
+    /// Only the exact bytes of a token that verified hit; the session check still runs.
+    pub verified_cache_bytes: u64,
 }
 
 impl Default for TokenOptions {
@@ -76,6 +83,7 @@ impl Default for TokenOptions {
             leeway: Duration::from_secs(5),
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(7 * 24 * 3600),
+            verified_cache_bytes: cache::DEFAULT_VERIFIED_CACHE_BYTES,
         }
     }
 }
@@ -257,7 +265,11 @@ impl TokenService {
     /// the set they started with. An empty list, or the same key twice, is a
     /// `CONFIGURATION_ERROR` (and the set in place stays).
     pub fn replace_keys(&self, keys: Vec<SigningKey>) -> Result<()> {
-        let keyring = Keyring::new(keys, &self.inner.opts)?;
+        let mut keyring = Keyring::new(keys, &self.inner.opts)?;
+        // Tokens verified with keys that are all still here stay verified.
+        keyring
+            .verifier
+            .adopt_cache(&self.inner.keyring.load().verifier);
         self.inner.keyring.store(Arc::new(keyring));
         Ok(())
     }
@@ -353,11 +365,7 @@ impl TokenService {
 
     /// Verifies an access token. Expired → `TOKEN_EXPIRED`; anything else → `TOKEN_INVALID`.
     pub fn verify_access(&self, token: &str) -> Result<AccessClaims> {
-        self.inner
-            .keyring
-            .load()
-            .verifier
-            .verify(token, TokenKind::Access)
+        self.inner.keyring.load().verifier.verify_access(token)
     }
 
     /// Verifies a refresh token. Expired → `TOKEN_EXPIRED`; anything else → `TOKEN_INVALID`.
@@ -367,6 +375,13 @@ impl TokenService {
             .load()
             .verifier
             .verify(token, TokenKind::Refresh)
+    }
+
+    /// Bytes the verified-token cache of the current key set holds (estimated; for
+    /// benchmarks and tests).
+    #[doc(hidden)]
+    pub fn verified_cache_bytes(&self) -> u64 {
+        self.inner.keyring.load().verifier.cached_bytes()
     }
 
     /// Access token lifetime.

@@ -263,12 +263,16 @@ impl RemoteJwks {
         self.inner.refresh(Trigger::Forced).await
     }
 
-    /// The keys to verify `token` with: fetched on first use (`SERVICE_UNAVAILABLE`
-    /// when that fails), refetched (within the cooldown) when the token names a `kid`
-    /// that is not cached, refreshed in the background once expired.
-    pub(crate) async fn verifier_for(&self, token: &str) -> Result<Verifier> {
-        let verifier = self.inner.verifier().await?;
-        Ok(match peek_kid(token) {
+    /// The keys held now: fetched on first use (`SERVICE_UNAVAILABLE` when that fails),
+    /// refreshed in the background once expired.
+    pub(crate) async fn verifier(&self) -> Result<Verifier> {
+        self.inner.verifier().await
+    }
+
+    /// `verifier`, or the keys refetched (within the cooldown) when `token` names a
+    /// `kid` it does not know.
+    pub(crate) async fn knowing_kid_of(&self, verifier: Verifier, token: &str) -> Verifier {
+        match peek_kid(token) {
             Some(kid) if !verifier.has_kid(&kid) => {
                 tracing::debug!("sentri: token names an unknown key id");
                 // A failure is logged inside; the old keys stay in use.
@@ -276,7 +280,7 @@ impl RemoteJwks {
                 self.inner.current().unwrap_or(verifier)
             }
             _ => verifier,
-        })
+        }
     }
 }
 

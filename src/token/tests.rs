@@ -618,3 +618,100 @@ fn peek_kid_handles_garbage() {
         Some("k1")
     );
 }
+
+/// Every one-byte change of a token whose exact bytes are cached is a miss and fails
+/// full verification, for each algorithm family (the sibling stays cached and valid).
+#[tokio::test]
+async fn a_token_one_byte_off_a_cached_sibling_never_hits() {
+    for key in [
+        hs(),
+        rsa_key(Algorithm::RS256).await,
+        SigningKey::generate(Algorithm::ES256).await.unwrap(),
+        SigningKey::generate(Algorithm::EdDSA).await.unwrap(),
+    ] {
+        let alg = key.algorithm();
+        let svc = service(vec![key]);
+        let (token, claims) = svc.sign_access(&user(), "s").unwrap();
+        assert_eq!(svc.verify_access(&token).unwrap(), claims);
+        assert!(
+            svc.inner.keyring.load().verifier.cached_bytes() > 0,
+            "{alg:?}"
+        );
+        let bytes = token.as_bytes();
+        let mut accepted = Vec::new();
+        for i in 0..bytes.len() {
+            for replacement in [b'A', b'x', b'_'] {
+                if bytes[i] == replacement || bytes[i] == b'.' {
+                    continue;
+                }
+                let mut forged = bytes.to_vec();
+                forged[i] = replacement;
+                let forged = String::from_utf8(forged).unwrap();
+                if let Ok(c) = svc.verify_access(&forged) {
+                    accepted.push((i, c));
+                }
+            }
+        }
+        // Base64url's last character may carry unused bits: a change there can decode to
+        // the same signature bytes, which is the same token to every verifier. Anything
+        // else accepted would be a forgery.
+        for (i, c) in &accepted {
+            assert_eq!(
+                *i,
+                bytes.len() - 1,
+                "{alg:?}: byte {i} changed and accepted"
+            );
+            assert_eq!(c, &claims);
+        }
+        assert_eq!(svc.verify_access(&token).unwrap(), claims, "{alg:?}");
+    }
+}
+
+/// Replacing the keys keeps cached tokens only while every key that verified them is
+/// still there: a removed (retired, revoked) key's tokens never hit afterwards.
+#[tokio::test]
+async fn removing_a_key_drops_the_tokens_it_verified_from_the_cache() {
+    let old = SigningKey::generate(Algorithm::EdDSA).await.unwrap();
+    let new = SigningKey::generate(Algorithm::ES256).await.unwrap();
+    let svc = service(vec![old.clone()]);
+    let (token, _) = svc.sign_access(&user(), "s").unwrap();
+    svc.verify_access(&token).unwrap();
+    let cached = || svc.inner.keyring.load().verifier.cached_bytes();
+    let before = cached();
+    assert!(before > 0);
+
+    // A key published ahead: the cache (and the token in it) carries over.
+    svc.replace_keys(vec![new.clone(), old.clone()]).unwrap();
+    assert_eq!(cached(), before);
+    assert!(svc.verify_access(&token).is_ok());
+
+    // The old key removed: the token no longer verifies, cached or not.
+    svc.replace_keys(vec![new.clone()]).unwrap();
+    assert_eq!(cached(), 0);
+    assert_eq!(code(svc.verify_access(&token)), ErrorCode::TokenInvalid);
+}
+
+/// With the cache off every verification runs in full; with it on, results are the same.
+#[tokio::test]
+async fn the_cache_can_be_turned_off_and_changes_no_answer() {
+    let key = SigningKey::generate(Algorithm::EdDSA).await.unwrap();
+    let off = TokenService::new(
+        vec![key.clone()],
+        TokenOptions {
+            verified_cache_bytes: 0,
+            ..TokenOptions::default()
+        },
+    )
+    .unwrap();
+    let on = service(vec![key]);
+    let (token, claims) = on.sign_access(&user(), "s").unwrap();
+    for _ in 0..3 {
+        assert_eq!(off.verify_access(&token).unwrap(), claims);
+        assert_eq!(on.verify_access(&token).unwrap(), claims);
+    }
+    assert_eq!(off.inner.keyring.load().verifier.cached_bytes(), 0);
+    let refresh = on.sign_refresh("user-1", "s", "jti").unwrap();
+    // A refresh token is never an access token, cached or not.
+    assert_eq!(code(on.verify_access(&refresh)), ErrorCode::TokenInvalid);
+    assert_eq!(code(on.verify_access(&refresh)), ErrorCode::TokenInvalid);
+}

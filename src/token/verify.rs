@@ -12,9 +12,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use super::cache::VerifiedCache;
 use super::keys::alg_name;
 use super::{
     AccessClaims, MAX_TOKEN_BYTES, SigningKey, TYP_ACCESS, TokenOptions, ensure_crypto_provider,
+    now_secs,
 };
 use crate::core::error::{Result, SentriError};
 
@@ -29,10 +31,12 @@ struct VerifyKey {
 /// (client mode: an application that trusts tokens it did not issue).
 ///
 /// Each key verifies only the algorithm it is published with; HMAC is never accepted.
-/// Cheap to clone.
+/// Access tokens that verified are remembered (exact bytes → claims, until `exp`; see
+/// [`TokenOptions::verified_cache_bytes`]). Cheap to clone (clones share the cache).
 #[derive(Clone)]
 pub struct Verifier {
     keys: Arc<HashMap<String, VerifyKey>>,
+    cache: Option<Arc<VerifiedCache>>,
 }
 
 impl fmt::Debug for Verifier {
@@ -153,9 +157,27 @@ impl Verifier {
                 ));
             }
         }
-        Ok(Self {
-            keys: Arc::new(map),
-        })
+        Ok(Self::assemble(map, opts))
+    }
+
+    fn assemble(keys: HashMap<String, VerifyKey>, opts: &TokenOptions) -> Self {
+        Self {
+            keys: Arc::new(keys),
+            cache: VerifiedCache::new(opts.verified_cache_bytes, opts.leeway).map(Arc::new),
+        }
+    }
+
+    /// Takes over `old`'s verified-token cache when every key `old` verifies with is
+    /// also here with the same algorithm (kids name key material, so the same kid is the
+    /// same key): a key added keeps the cache, a key removed drops it.
+    pub(crate) fn adopt_cache(&mut self, old: &Verifier) {
+        let kept = old
+            .keys
+            .iter()
+            .all(|(kid, k)| self.keys.get(kid).is_some_and(|n| n.alg == k.alg));
+        if kept && self.cache.is_some() {
+            self.cache.clone_from(&old.cache);
+        }
     }
 
     /// Builds a verifier from a JWKS (`{"keys": [...]}`).
@@ -187,12 +209,7 @@ impl Verifier {
         let mut map = HashMap::new();
         let Some(list) = jwks.get("keys").and_then(|k| k.as_array()) else {
             warnings.push("JWKS has no \"keys\" array".to_owned());
-            return (
-                Self {
-                    keys: Arc::new(map),
-                },
-                warnings,
-            );
+            return (Self::assemble(map, opts), warnings);
         };
         for (i, jwk) in list.iter().enumerate() {
             match parse_jwk(jwk, allowed, infer_alg) {
@@ -214,19 +231,34 @@ impl Verifier {
                 Err(reason) => warnings.push(format!("JWK #{i}: {reason}, skipped")),
             }
         }
-        (
-            Self {
-                keys: Arc::new(map),
-            },
-            warnings,
-        )
+        (Self::assemble(map, opts), warnings)
     }
 
     /// Verifies an access token (`typ: at+jwt`) and returns its claims.
     ///
     /// Expired → `TOKEN_EXPIRED`; anything else wrong → `TOKEN_INVALID`.
     pub fn verify_access(&self, token: &str) -> Result<AccessClaims> {
-        self.verify(token, TokenKind::Access)
+        if let Some(hit) = self.cached_access(token) {
+            return hit;
+        }
+        let claims: AccessClaims = self.verify(token, TokenKind::Access)?;
+        if let Some(cache) = &self.cache {
+            cache.insert(token, &claims);
+        }
+        Ok(claims)
+    }
+
+    /// The claims of `token` when the cache holds it (and it has not expired); `None`
+    /// means "verify it": the caller may skip key lookups on a hit.
+    pub(crate) fn cached_access(&self, token: &str) -> Option<Result<AccessClaims>> {
+        let hit = self.cache.as_ref()?.get(token, now_secs())?;
+        Some(hit.map_err(|()| SentriError::token_expired()))
+    }
+
+    /// Bytes the verified-token cache holds (estimated; 0 when off).
+    #[doc(hidden)]
+    pub fn cached_bytes(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| c.weighted_bytes())
     }
 
     /// Verifies an OpenID Connect ID token (header `typ` absent or `JWT`; never an

@@ -220,6 +220,8 @@ impl Provider {
                 issuer: Some(c.issuer.clone()),
                 audience: Some(c.client_id.clone()),
                 leeway: LEEWAY,
+                // ID tokens are verified once each: nothing to cache.
+                verified_cache_bytes: 0,
                 ..TokenOptions::default()
             },
             cache_ttl: Duration::from_secs(10 * 60),
@@ -341,13 +343,14 @@ impl Provider {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(id_token_invalid());
         }
-        let verifier = d.jwks.verifier_for(token).await.map_err(|e| {
+        let verifier = d.jwks.verifier().await.map_err(|e| {
             if e.is(&ErrorCode::ServiceUnavailable) {
                 provider_error("The identity provider's keys are not available")
             } else {
                 e
             }
         })?;
+        let verifier = d.jwks.knowing_kid_of(verifier, token).await;
         let claims: IdClaims = verifier.verify_id_token(token).map_err(|e| {
             tracing::info!(provider = %self.config.name, reason = %e.message(), "sentri: sso ID token rejected");
             id_token_invalid()

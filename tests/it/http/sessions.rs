@@ -223,3 +223,95 @@ async fn cookie_attributes_follow_configuration() {
         "{rc}"
     );
 }
+
+/// The verified-token cache skips only the signature check: a cached access token of a
+/// revoked session is refused at once, and one past its `exp` is TOKEN_EXPIRED, exactly
+/// as without the cache.
+#[tokio::test]
+async fn cached_access_tokens_still_meet_revocation_and_expiry() {
+    for t in databases("http::token_cache").await {
+        let mut cfg = config(t.db.clone()).access_expires_in(2i64);
+        cfg.leeway = Duration::ZERO;
+        let auth = create_auth(cfg).unwrap();
+        let app = app(&auth);
+        let n = t.name;
+        register(&app, "noor", "password1").await;
+        let first = login(&app, "noor", "password1").await;
+        let second = login(&app, "noor", "password1").await;
+        let (a, b) = (
+            first.body["data"]["accessToken"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            second.body["data"]["accessToken"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        for token in [&a, &b, &a, &b] {
+            let r = call(
+                &app,
+                Method::GET,
+                "/api/profile",
+                &[("authorization", &bearer(token))],
+                None,
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::OK, "{n}: {:?}", r.body);
+        }
+        assert!(
+            auth.tokens().verified_cache_bytes() > 0,
+            "{n}: the tokens are cached"
+        );
+
+        // Session A logged out: its cached token is refused at once; B is untouched.
+        let refresh_a = first.cookie("refresh_token").unwrap();
+        let r = call(
+            &app,
+            Method::POST,
+            "/auth/logout",
+            &[("cookie", &format!("refresh_token={refresh_a}"))],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{n}: {:?}", r.body);
+        let r = call(
+            &app,
+            Method::GET,
+            "/api/profile",
+            &[("authorization", &bearer(&a))],
+            None,
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNAUTHORIZED, "TOKEN_INVALID"),
+            "{n}"
+        );
+        let r = call(
+            &app,
+            Method::GET,
+            "/api/profile",
+            &[("authorization", &bearer(&b))],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{n}");
+
+        // B past its exp while cached: expired, as a full verification says.
+        tokio::time::sleep(Duration::from_millis(3100)).await;
+        let r = call(
+            &app,
+            Method::GET,
+            "/api/profile",
+            &[("authorization", &bearer(&b))],
+            None,
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNAUTHORIZED, "TOKEN_EXPIRED"),
+            "{n}"
+        );
+    }
+}

@@ -346,3 +346,54 @@ async fn a_symmetric_algorithm_or_bad_schedule_is_a_configuration_error() {
     );
     t.cleanup().await;
 }
+
+/// An emergency revocation racing other instances' reloads leaves exactly one
+/// replacement key: whichever instance inserts it first, the others (the revoking one
+/// included) stop there instead of adding another under the next generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_racing_reloads_makes_exactly_one_replacement() {
+    for t in databases("scaleout::keystore_revoke_race").await {
+        let clock = ManualClock::starting_now();
+        instance(&t.db, &clock).migrate().await.unwrap();
+        for trial in 0..trials() * 2 {
+            empty_store(&t).await;
+            let instances: Vec<ServerAuth> = (0..5).map(|_| instance(&t.db, &clock)).collect();
+            for auth in &instances {
+                auth.load_signing_keys().await.unwrap();
+            }
+            let revoked = instances[0].tokens().current_key().kid().to_owned();
+            let barrier = Arc::new(tokio::sync::Barrier::new(instances.len()));
+            let mut tasks = Vec::new();
+            for (i, auth) in instances.iter().cloned().enumerate() {
+                let (barrier, revoked) = (barrier.clone(), revoked.clone());
+                tasks.push(tokio::spawn(async move {
+                    barrier.wait().await;
+                    if i == 0 {
+                        assert!(auth.revoke_signing_key(&revoked).await.unwrap());
+                    } else {
+                        for _ in 0..3 {
+                            auth.refresh_signing_keys().await.unwrap();
+                        }
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+            let stored = instances[0].signing_keys().await.unwrap();
+            let live: Vec<_> = stored.iter().filter(|k| k.revoked_at.is_none()).collect();
+            assert_eq!(stored.len(), 2, "{} trial {trial}: {stored:?}", t.name);
+            assert_eq!(live.len(), 1, "{} trial {trial}: {stored:?}", t.name);
+            for auth in &instances {
+                auth.refresh_signing_keys().await.unwrap();
+                assert_eq!(
+                    kids(auth),
+                    vec![live[0].kid.clone()],
+                    "{} trial {trial}",
+                    t.name
+                );
+            }
+        }
+        t.cleanup().await;
+    }
+}
