@@ -148,6 +148,13 @@ pub trait Authenticate: Send + Sync + 'static {
         Box::pin(async { Ok(Permissions::default()) })
     }
 
+    /// The permissions of `user` when they are at hand without waiting (a warm cache);
+    /// `None`: ask [`permissions`](Self::permissions).
+    fn cached_permissions(&self, user: &CurrentUser) -> Option<Permissions> {
+        let _ = user;
+        None
+    }
+
     /// Every declared permission name, when known: permission guards panic at start-up
     /// on any other.
     fn known_permissions(&self) -> Option<Vec<String>> {
@@ -602,7 +609,11 @@ where
             if let Rule::Permissions(_) = &layer.rule
                 && let Some(current) = parts.extensions.get::<CurrentUser>()
             {
-                match layer.auth.permissions(current).await {
+                let held = match layer.auth.cached_permissions(current) {
+                    Some(held) => Ok(held),
+                    None => layer.auth.permissions(current).await,
+                };
+                match held {
                     Ok(held) => {
                         parts.extensions.insert(held);
                     }

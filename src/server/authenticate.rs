@@ -171,6 +171,10 @@ impl Authenticate for ServerAuth {
         )
     }
 
+    fn cached_permissions(&self, user: &CurrentUser) -> Option<Permissions> {
+        self.core().identity.catalogue.cached(&user.user.roles)
+    }
+
     fn known_permissions(&self) -> Option<Vec<String>> {
         Some(
             self.core()

@@ -10,9 +10,9 @@
 pub(crate) mod schema;
 mod store;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 pub(crate) use store::{ChangeOutcome, DeleteMode, RoleChange};
 pub use store::{RoleHolder, RoleRecord};
@@ -27,7 +27,7 @@ use schema::{MAX_DESCRIPTION_BYTES, MAX_PERMISSION_BYTES, MAX_ROLE_BYTES};
 pub const ROLES_MANAGE: &str = "roles:manage";
 
 /// How many roles' permission sets the cache keeps.
-const CACHE_CAPACITY: u64 = 10_000;
+const CACHE_CAPACITY: usize = 10_000;
 
 /// The role catalogue: permission names declared in code, grants in code, and the
 /// bounded cache of each role's permissions.
@@ -37,8 +37,12 @@ pub(crate) struct RoleCatalogue {
     known: BTreeSet<String>,
     /// Permissions granted per role in code.
     grants: BTreeMap<String, BTreeSet<String>>,
-    /// role → its permissions (code ∪ stored), for `ttl`.
-    cache: moka::future::Cache<String, Arc<BTreeSet<String>>>,
+    /// role → its permissions (code ∪ stored) and until when they may be used. A plain
+    /// map behind a lock: a hit (every guarded request once warm) is one uncontended
+    /// read lock and one lookup, no allocation; bounded by [`CACHE_CAPACITY`] (emptied
+    /// when full).
+    cache: RwLock<HashMap<String, (Arc<BTreeSet<String>>, Instant)>>,
+    ttl: Duration,
 }
 
 impl std::fmt::Debug for RoleCatalogue {
@@ -83,10 +87,8 @@ impl RoleCatalogue {
             db,
             known,
             grants: by_role,
-            cache: moka::future::Cache::builder()
-                .max_capacity(CACHE_CAPACITY)
-                .time_to_live(ttl.max(Duration::from_millis(1)))
-                .build(),
+            cache: RwLock::new(HashMap::new()),
+            ttl,
         })
     }
 
@@ -114,16 +116,13 @@ impl RoleCatalogue {
     /// The permissions of a caller holding `roles`: code grants and stored ones, each
     /// role's set cached for the cache lifetime (a warm cache reads no database).
     pub(crate) async fn permissions_of(&self, roles: &[String]) -> Result<Permissions> {
-        // The common case, one role: its cached set as it is, no copy.
-        if let [role] = roles
-            && let Some(set) = self.cache.get(role).await
-        {
-            return Ok(Permissions::from_shared(set));
+        if let Some(held) = self.cached(roles) {
+            return Ok(held);
         }
         let mut all = BTreeSet::new();
         let mut missing = Vec::new();
         for role in roles {
-            match self.cache.get(role).await {
+            match self.cached_role(role) {
                 Some(set) => all.extend(set.iter().cloned()),
                 None => missing.push(role.clone()),
             }
@@ -139,16 +138,45 @@ impl RoleCatalogue {
                         .map(|(_, p)| p.clone()),
                 );
                 all.extend(set.iter().cloned());
-                self.cache.insert(role, Arc::new(set)).await;
+                self.remember(role, Arc::new(set));
             }
         }
         Ok(Permissions::new(all))
     }
 
-    /// Drops `role`'s cached permissions (this process; other processes learn it
-    /// through the revocation bus).
+    /// The permissions of `roles` when every role's set is cached (no database, no
+    /// await): one role's set as it is, several roles' union.
+    pub(crate) fn cached(&self, roles: &[String]) -> Option<Permissions> {
+        if let [role] = roles {
+            return self.cached_role(role).map(Permissions::from_shared);
+        }
+        let mut all = BTreeSet::new();
+        for role in roles {
+            all.extend(self.cached_role(role)?.iter().cloned());
+        }
+        Some(Permissions::new(all))
+    }
+
+    fn cached_role(&self, role: &str) -> Option<Arc<BTreeSet<String>>> {
+        let map = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        let (set, until) = map.get(role)?;
+        (Instant::now() < *until).then(|| set.clone())
+    }
+
+    fn remember(&self, role: String, set: Arc<BTreeSet<String>>) {
+        let until = Instant::now() + self.ttl;
+        let mut map = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= CACHE_CAPACITY {
+            map.clear();
+        }
+        map.insert(role, (set, until));
+    }
+
+    /// Drops `role`'s cached permissions (this process; the others within the cache
+    /// lifetime).
     pub(crate) async fn forget(&self, role: &str) {
-        self.cache.invalidate(role).await;
+        let mut map = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        map.remove(role);
     }
 }
 
