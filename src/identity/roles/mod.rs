@@ -29,6 +29,9 @@ pub const ROLES_MANAGE: &str = "roles:manage";
 /// How many roles' permission sets the cache keeps.
 const CACHE_CAPACITY: usize = 10_000;
 
+/// One role's permissions and until when they may be used.
+type CachedSet = (Arc<BTreeSet<String>>, Instant);
+
 /// The role catalogue: permission names declared in code, grants in code, and the
 /// bounded cache of each role's permissions.
 pub(crate) struct RoleCatalogue {
@@ -41,7 +44,7 @@ pub(crate) struct RoleCatalogue {
     /// map behind a lock: a hit (every guarded request once warm) is one uncontended
     /// read lock and one lookup, no allocation; bounded by [`CACHE_CAPACITY`] (emptied
     /// when full).
-    cache: RwLock<HashMap<String, (Arc<BTreeSet<String>>, Instant)>>,
+    cache: RwLock<HashMap<String, CachedSet>>,
     ttl: Duration,
 }
 
