@@ -337,6 +337,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(url) = env("REDIS_URL") {
         config = config.redis_url(url);
     }
+    if let Some(secs) = env("SENTRI_SESSION_CACHE_TTL") {
+        config = config.session_cache_ttl(std::time::Duration::from_secs(secs.parse()?));
+    }
     if let Some(cost) = env("SENTRI_BCRYPT_COST") {
         config = config.bcrypt_cost(cost.parse()?);
     }
