@@ -121,6 +121,8 @@ struct ProtectFixture {
     jwt_only: Router,
     warm: Router,
     cold: Router,
+    /// `require_permission("orders:read")` (granted to `user` in code), cache warm.
+    permission: Router,
     token: String,
     /// One token per session, for the cold case.
     cold_tokens: Vec<String>,
@@ -174,6 +176,7 @@ async fn protect_fixture() -> ProtectFixture {
             .cookie(None)
             .access_cookie(None)
             .session_cache_ttl(ttl)
+            .grant("user", ["orders:read"])
     };
     let auth = ok(create_auth(config(Duration::from_secs(5))));
     ok(auth.migrate().await);
@@ -209,6 +212,7 @@ async fn protect_fixture() -> ProtectFixture {
         jwt_only: route().route_layer(middleware::from_fn_with_state(auth.clone(), jwt_only)),
         warm: route().route_layer(auth.protect()),
         cold: route().route_layer(cold_auth.protect()),
+        permission: route().route_layer(auth.require_permission("orders:read")),
         token,
         cold_tokens,
         next_cold: AtomicUsize::new(0),
@@ -776,6 +780,47 @@ fn api_key_ratio(rt: &tokio::runtime::Runtime, fx: &ProtectFixture, kf: &ApiKeyF
     );
 }
 
+/// One request through `require_permission` (session and permission caches warm).
+async fn permission_run(f: &ProtectFixture) {
+    let req = ok(HttpRequest::get("/r")
+        .header(header::AUTHORIZATION, format!("Bearer {}", f.token))
+        .body(Body::empty()));
+    let res = match f.permission.clone().oneshot(req).await {
+        Ok(res) => res,
+        Err(never) => match never {},
+    };
+    assert_eq!(res.status(), StatusCode::OK);
+    let _ = black_box(axum::body::to_bytes(res.into_body(), usize::MAX).await);
+}
+
+fn permission_cases(c: &mut Criterion, rt: &tokio::runtime::Runtime, fx: &ProtectFixture) {
+    let mut group = c.benchmark_group("permission");
+    group.bench_function(Protect::Warm.name(), |b| {
+        b.to_async(rt).iter(|| Protect::Warm.run(fx))
+    });
+    group.bench_function("require_permission (cache warm)", |b| {
+        b.to_async(rt).iter(|| permission_run(fx))
+    });
+    group.finish();
+}
+
+/// The ratio row: `require_permission` against `protect()`, both warm, interleaved.
+fn permission_ratio(rt: &tokio::runtime::Runtime, fx: &ProtectFixture) {
+    let (mut warm, mut perm) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        warm.push(time_async(rt, 1_000, || Protect::Warm.run(fx)));
+        perm.push(time_async(rt, 1_000, || permission_run(fx)));
+    }
+    let base = best(&warm);
+    println!("-- permissions via oneshot (baseline: protect, cache warm)");
+    row(Protect::Warm.name(), base, base);
+    row("require_permission (cache warm)", best(&perm), base);
+    println!(
+        "  => cost of require_permission (warm) / protect (warm) = {:.3} (target <= 1.10)",
+        best(&perm).as_secs_f64() / base.as_secs_f64()
+    );
+}
+
 fn main() {
     if let Ok(addr) = std::env::var("SENTRI_BENCH_BARE_SERVER") {
         if let Err(err) = bare_server::serve(&addr) {
@@ -810,12 +855,14 @@ fn main() {
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
     criterion_cases(&mut c, &rt, &fx);
+    permission_cases(&mut c, &rt, &fx);
     #[cfg(feature = "api-keys")]
     let kf = rt.block_on(api_key_fixture(&fx));
     #[cfg(feature = "api-keys")]
     api_key_cases(&mut c, &rt, &fx, &kf);
     c.final_summary();
     ratio_table(&rt, &fx);
+    permission_ratio(&rt, &fx);
     #[cfg(feature = "api-keys")]
     api_key_ratio(&rt, &fx, &kf);
     drop(fx);

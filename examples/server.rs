@@ -146,6 +146,14 @@ async fn admin(user: CurrentUser) -> Response {
     )
 }
 
+async fn reports(permissions: sentri::core::principal::Permissions) -> Response {
+    success(
+        StatusCode::OK,
+        "Reports",
+        serde_json::json!({ "permissions": permissions.iter().collect::<Vec<_>>() }),
+    )
+}
+
 async fn update_user(Path(id): Path<String>, user: CurrentUser) -> Response {
     success(
         StatusCode::OK,
@@ -293,7 +301,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let db = Database::connect(&url).await?;
     // --- audit log: every auth event in sentri_auth_events; admins read GET /auth/audit/events ---
     let audit = sentri::capability::audit::Audit::new(db.clone());
-    let mut config = ServerConfig::new(db, signing_key().await?, ["user", "admin"]).with(audit);
+    let mut config = ServerConfig::new(db, signing_key().await?, ["user", "admin"])
+        .with(audit)
+        // --- roles: a role catalogue with admin routes (GET/POST /auth/roles, …) and
+        // permissions granted in code; `GET /api/reports` needs `reports:read` ---
+        .with(sentri::capability::roles::Roles::default())
+        .grant("admin", ["reports:read"]);
     // --- scale-out: signing keys shared and rotated through the database ---
     if let Some(store) = key_store()? {
         config = config.signing_key_store(store);
@@ -323,6 +336,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(url) = env("REDIS_URL") {
         config = config.redis_url(url);
+    }
+    if let Some(secs) = env("SENTRI_SESSION_CACHE_TTL") {
+        config = config.session_cache_ttl(std::time::Duration::from_secs(secs.parse()?));
     }
     if let Some(cost) = env("SENTRI_BCRYPT_COST") {
         config = config.bcrypt_cost(cost.parse()?);
@@ -378,6 +394,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let api = Router::new()
         .route("/profile", get(profile).route_layer(auth.protect()))
         .route("/admin", get(admin).route_layer(auth.authorize(["admin"])))
+        // Any role holding the permission (granted in code or through /auth/roles).
+        .route(
+            "/reports",
+            get(reports).route_layer(auth.require_permission("reports:read")),
+        )
         // Only sessions signed in with a second factor (403 TWO_FACTOR_REQUIRED otherwise).
         .route("/secure", get(profile).route_layer(auth.require_2fa()))
         .route(

@@ -29,10 +29,12 @@ pub mod api_keys;
 pub mod audit;
 pub mod devices;
 pub mod lifecycle;
+pub mod roles;
 #[cfg(feature = "sso")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sso")))]
 pub mod sso;
 pub mod two_factor;
+mod user_roles;
 
 use std::fmt;
 use std::sync::Arc;

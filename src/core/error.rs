@@ -102,6 +102,16 @@ pub enum ErrorCode {
     SsoLinkConflict,
     /// Single sign-on: unlinking would leave the account without a way to sign in (409).
     SsoLastSignInMethod,
+    /// No role of that name in the role catalogue (404).
+    RoleNotFound,
+    /// A role of that name is already in the catalogue (409).
+    RoleAlreadyExists,
+    /// The role is held by users: delete it with `reassign` or `strip` (409).
+    RoleInUse,
+    /// The change would leave no user holding the admin role (409).
+    LastAdmin,
+    /// A permission name that is not declared in the configuration (400).
+    InvalidPermission,
     /// An application's own code (the Rust form of subclassing `SentriError`).
     Custom(Cow<'static, str>),
 }
@@ -144,6 +154,11 @@ impl ErrorCode {
             Self::SsoNotAllowed => "SSO_NOT_ALLOWED",
             Self::SsoLinkConflict => "SSO_LINK_CONFLICT",
             Self::SsoLastSignInMethod => "SSO_LAST_SIGN_IN_METHOD",
+            Self::RoleNotFound => "ROLE_NOT_FOUND",
+            Self::RoleAlreadyExists => "ROLE_ALREADY_EXISTS",
+            Self::RoleInUse => "ROLE_IN_USE",
+            Self::LastAdmin => "LAST_ADMIN",
+            Self::InvalidPermission => "INVALID_PERMISSION",
             Self::Custom(code) => code,
         }
     }
@@ -181,6 +196,9 @@ impl ErrorCode {
             Self::ApiKeyNotFound => StatusCode::NOT_FOUND,
             Self::InsufficientScope => StatusCode::FORBIDDEN,
             Self::InvalidScope => StatusCode::BAD_REQUEST,
+            Self::RoleNotFound => StatusCode::NOT_FOUND,
+            Self::RoleAlreadyExists | Self::RoleInUse | Self::LastAdmin => StatusCode::CONFLICT,
+            Self::InvalidPermission => StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -40,6 +40,12 @@ pub enum AuthEventKind {
     IdentifierChanged,
     /// Roles were changed.
     RolesChanged,
+    /// A role was added to the role catalogue (`role` says which).
+    RoleCreated,
+    /// A role's description or permissions changed (`role` says which).
+    RoleUpdated,
+    /// A role was deleted from the catalogue (`role` says which).
+    RoleDeleted,
     /// An API key was created (`key_id` says which).
     ApiKeyCreated,
     /// An API key was revoked (`key_id` says which).
@@ -93,6 +99,9 @@ impl AuthEventKind {
             Self::PasswordChanged => "password_changed",
             Self::IdentifierChanged => "identifier_changed",
             Self::RolesChanged => "roles_changed",
+            Self::RoleCreated => "role_created",
+            Self::RoleUpdated => "role_updated",
+            Self::RoleDeleted => "role_deleted",
             Self::ApiKeyCreated => "api_key_created",
             Self::ApiKeyRevoked => "api_key_revoked",
             Self::ApiKeyRejected => "api_key_rejected",
@@ -137,6 +146,9 @@ pub struct AuthEvent {
     pub error: Option<SentriError>,
     /// The API key concerned, by id (never the secret).
     pub key_id: Option<String>,
+    /// The catalogue role concerned (role events), or the roles of a
+    /// `roles_changed` event, comma-separated.
+    pub role: Option<String>,
 }
 
 impl AuthEvent {
@@ -152,7 +164,14 @@ impl AuthEvent {
             meta: SessionMeta::default(),
             error: None,
             key_id: None,
+            role: None,
         }
+    }
+
+    /// Sets the role concerned.
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        self.role = Some(role.into());
+        self
     }
 
     /// Sets the user.

@@ -121,3 +121,54 @@ impl Assurance {
         })
     }
 }
+
+/// The permissions a caller holds through their roles, resolved by a
+/// `require_permission` layer; also an extractor for handlers behind one.
+///
+/// ```
+/// use sentri::core::principal::Permissions;
+/// let p = Permissions::from_iter(["orders:read", "orders:write"]);
+/// assert!(p.has("orders:write"));
+/// assert!(p.has_any(&["orders:delete", "orders:read"]));
+/// assert!(!p.has_all(&["orders:delete", "orders:read"]));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions(std::sync::Arc<std::collections::BTreeSet<String>>);
+
+impl Permissions {
+    /// A set of these permissions.
+    pub fn new(set: std::collections::BTreeSet<String>) -> Self {
+        Self(std::sync::Arc::new(set))
+    }
+
+    /// A shared set (no copy).
+    pub fn from_shared(set: std::sync::Arc<std::collections::BTreeSet<String>>) -> Self {
+        Self(set)
+    }
+
+    /// `true` when `permission` is held.
+    pub fn has(&self, permission: &str) -> bool {
+        self.0.contains(permission)
+    }
+
+    /// `true` when at least one of `permissions` is held.
+    pub fn has_any<S: AsRef<str>>(&self, permissions: &[S]) -> bool {
+        permissions.iter().any(|p| self.has(p.as_ref()))
+    }
+
+    /// `true` when every one of `permissions` is held.
+    pub fn has_all<S: AsRef<str>>(&self, permissions: &[S]) -> bool {
+        permissions.iter().all(|p| self.has(p.as_ref()))
+    }
+
+    /// The permissions, sorted.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+}
+
+impl<S: Into<String>> FromIterator<S> for Permissions {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        Self::new(iter.into_iter().map(Into::into).collect())
+    }
+}

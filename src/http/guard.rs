@@ -20,7 +20,7 @@ use tower_service::Service;
 
 use crate::core::BoxFuture;
 use crate::core::error::{Result, SentriError};
-use crate::core::principal::{Assurance, AuthUser};
+use crate::core::principal::{Assurance, AuthUser, Permissions};
 use crate::token::AccessClaims;
 
 /// The authenticated caller, available to handlers behind `protect()`.
@@ -140,6 +140,66 @@ pub trait Authenticate: Send + Sync + 'static {
     /// built with against them and panic at start-up on one that can never match (a typo
     /// must not silently deny everyone).
     fn valid_roles(&self) -> Option<&[String]>;
+
+    /// The permissions `user` holds through their roles. The default holds none: in
+    /// client mode a permission guard denies (tokens carry roles, not permissions).
+    fn permissions<'a>(&'a self, user: &'a CurrentUser) -> BoxFuture<'a, Result<Permissions>> {
+        let _ = user;
+        Box::pin(async { Ok(Permissions::default()) })
+    }
+
+    /// The permissions of `user` when they are at hand without waiting (a warm cache);
+    /// `None`: ask [`permissions`](Self::permissions).
+    fn cached_permissions(&self, user: &CurrentUser) -> Option<Permissions> {
+        let _ = user;
+        None
+    }
+
+    /// Every declared permission name, when known: permission guards panic at start-up
+    /// on any other.
+    fn known_permissions(&self) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// Panics with a clear message on a permission `auth` does not declare.
+fn check_permission_names(auth: &dyn Authenticate, permissions: &[String]) {
+    assert!(
+        !permissions.is_empty(),
+        "sentri: a permission guard needs at least one permission"
+    );
+    let Some(known) = auth.known_permissions() else {
+        return;
+    };
+    for permission in permissions {
+        assert!(
+            known.contains(permission),
+            "sentri: permission {permission:?} is not declared (ServerConfig::grant or ::permissions); declared: {known:?}"
+        );
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Permissions {
+    type Rejection = SentriError;
+
+    /// The permissions a `require_permission` layer resolved. 401 without a sentri
+    /// layer; 500 on a route guarded only by `protect()` (an app bug: add a
+    /// permission layer).
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self> {
+        if let Some(p) = parts.extensions.get::<Permissions>() {
+            return Ok(p.clone());
+        }
+        if parts.extensions.get::<CurrentUser>().is_none() {
+            return Err(SentriError::unauthorized("Authentication required"));
+        }
+        tracing::error!(
+            "sentri: the Permissions extractor needs a require_permission layer on its route"
+        );
+        Err(SentriError::new(
+            crate::core::error::ErrorCode::InternalError,
+            "Internal error",
+        ))
+    }
 }
 
 /// Panics with a clear message on a role that is not one of `auth`'s valid roles.
@@ -184,6 +244,51 @@ macro_rules! guard_methods {
             S: Into<String>,
         {
             $crate::http::GuardLayer::authorize(::std::sync::Arc::new(self.clone()), roles)
+        }
+
+        /// A layer that requires `permission`, held through one of the caller's roles
+        /// (server mode: granted in code or stored in the role catalogue, resolved
+        /// through a bounded cache; client mode: denied). Authenticates by itself when
+        /// no `protect()` ran before it; handlers may extract
+        /// [`Permissions`](crate::core::principal::Permissions). Panics at start-up on
+        /// a permission that is not declared.
+        pub fn require_permission(
+            &self,
+            permission: impl Into<String>,
+        ) -> $crate::http::GuardLayer {
+            $crate::http::GuardLayer::require_permissions(
+                ::std::sync::Arc::new(self.clone()),
+                [permission.into()],
+                false,
+            )
+        }
+
+        /// Like [`require_permission`](Self::require_permission): at least one of
+        /// `permissions`.
+        pub fn require_any_permission<R, S>(&self, permissions: R) -> $crate::http::GuardLayer
+        where
+            R: IntoIterator<Item = S>,
+            S: Into<String>,
+        {
+            $crate::http::GuardLayer::require_permissions(
+                ::std::sync::Arc::new(self.clone()),
+                permissions,
+                false,
+            )
+        }
+
+        /// Like [`require_permission`](Self::require_permission): every one of
+        /// `permissions`.
+        pub fn require_all_permissions<R, S>(&self, permissions: R) -> $crate::http::GuardLayer
+        where
+            R: IntoIterator<Item = S>,
+            S: Into<String>,
+        {
+            $crate::http::GuardLayer::require_permissions(
+                ::std::sync::Arc::new(self.clone()),
+                permissions,
+                true,
+            )
         }
 
         /// A layer that requires a session signed in with a second factor (assurance
@@ -275,6 +380,29 @@ enum Rule {
     Permit(Arc<PermitOptions>),
     Scopes(Arc<[String]>),
     SecondFactor,
+    Permissions(Arc<PermissionRule>),
+}
+
+/// The rule of a permission guard.
+struct PermissionRule {
+    permissions: Vec<String>,
+    /// `true`: every one; `false`: at least one.
+    all: bool,
+    /// Roles that pass without the permission (sentri's own admin routes).
+    roles: Vec<String>,
+}
+
+impl PermissionRule {
+    fn allows(&self, user: &AuthUser, held: Option<&Permissions>) -> bool {
+        user.has_any_role(&self.roles)
+            || held.is_some_and(|p| {
+                if self.all {
+                    p.has_all(&self.permissions)
+                } else {
+                    p.has_any(&self.permissions)
+                }
+            })
+    }
 }
 
 /// The layer returned by `protect()`, `authorize(..)` and `permit(..)`.
@@ -292,6 +420,7 @@ impl fmt::Debug for GuardLayer {
             Rule::Permit(p) => format!("permit({:?})", p.roles),
             Rule::Scopes(s) => format!("require_scopes({s:?})"),
             Rule::SecondFactor => "require_2fa".to_owned(),
+            Rule::Permissions(p) => format!("require_permissions({:?})", p.permissions),
         };
         f.debug_struct("GuardLayer").field("rule", &rule).finish()
     }
@@ -353,6 +482,45 @@ impl GuardLayer {
 }
 
 impl GuardLayer {
+    /// Requires one (`all == false`) or every one of `permissions`. Panics at build
+    /// time when `permissions` is empty or names an undeclared permission.
+    pub fn require_permissions<R, S>(auth: Arc<dyn Authenticate>, permissions: R, all: bool) -> Self
+    where
+        R: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let permissions: Vec<String> = permissions.into_iter().map(Into::into).collect();
+        check_permission_names(auth.as_ref(), &permissions);
+        let rule = PermissionRule {
+            permissions,
+            all,
+            roles: Vec::new(),
+        };
+        Self {
+            auth,
+            rule: Rule::Permissions(Arc::new(rule)),
+        }
+    }
+
+    /// One of `roles`, or else `permission` (sentri's own admin routes), without the
+    /// build-time name checks.
+    #[cfg(feature = "server")]
+    pub(crate) fn role_or_permission(
+        auth: Arc<dyn Authenticate>,
+        roles: Vec<String>,
+        permission: &str,
+    ) -> Self {
+        let rule = PermissionRule {
+            permissions: vec![permission.to_owned()],
+            all: false,
+            roles,
+        };
+        Self {
+            auth,
+            rule: Rule::Permissions(Arc::new(rule)),
+        }
+    }
+
     /// Requires every one of `scopes` from a scoped credential (sessions pass). Panics
     /// at build time when `scopes` is empty.
     pub fn require_scopes<R, S>(auth: Arc<dyn Authenticate>, scopes: R) -> Self
@@ -438,6 +606,20 @@ where
                     Err(err) => return Ok(err.into_response()),
                 }
             }
+            if let Rule::Permissions(_) = &layer.rule
+                && let Some(current) = parts.extensions.get::<CurrentUser>()
+            {
+                let held = match layer.auth.cached_permissions(current) {
+                    Some(held) => Ok(held),
+                    None => layer.auth.permissions(current).await,
+                };
+                match held {
+                    Ok(held) => {
+                        parts.extensions.insert(held);
+                    }
+                    Err(err) => return Ok(err.into_response()),
+                }
+            }
             let allowed = match (&layer.rule, parts.extensions.get::<CurrentUser>()) {
                 (Rule::Authenticated, Some(_)) => true,
                 (Rule::AnyRole(roles), Some(current)) => current.user.has_any_role(roles),
@@ -454,6 +636,9 @@ where
                     .extensions
                     .get::<Assurance>()
                     .is_some_and(Assurance::has_second_factor),
+                (Rule::Permissions(rule), Some(current)) => {
+                    rule.allows(&current.user, parts.extensions.get::<Permissions>())
+                }
                 // Inserted just above when missing: unreachable, but never let it through.
                 (_, None) => false,
             };

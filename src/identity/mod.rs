@@ -3,6 +3,7 @@
 
 pub(crate) mod normalize;
 mod renormalize;
+pub(crate) mod roles;
 pub(crate) mod schema;
 mod store;
 
@@ -15,6 +16,7 @@ pub use normalize::{
     IdentifierCase, IdentifierCollision, IdentifierMigrationReport, MAX_IDENTIFIER_BYTES,
     normalize_identifier,
 };
+pub use roles::{ROLES_MANAGE, RoleHolder, RoleRecord};
 pub use store::{EmailState, NewUser, UserRecord};
 
 use crate::core::error::{Result, SentriError};
@@ -184,6 +186,11 @@ impl Roles {
         })
     }
 
+    /// The roles the catalogue is seeded with: the valid roles and the admin role.
+    pub(crate) fn catalogue_seed(&self) -> Vec<String> {
+        dedupe(self.valid.iter().cloned().chain([self.admin.clone()]))
+    }
+
     /// `INVALID_ROLE` (never echoing the name) unless every role is valid.
     pub(crate) fn check(&self, roles: &[String]) -> Result<()> {
         if roles.iter().any(|r| !self.valid.contains(r)) {
@@ -203,6 +210,8 @@ pub(crate) struct Identity {
     pub(crate) case: IdentifierCase,
     /// The password policy every new password follows.
     pub(crate) policy: PasswordPolicy,
+    /// The role catalogue: declared permissions, grants in code, the permission cache.
+    pub(crate) catalogue: roles::RoleCatalogue,
 }
 
 impl Identity {
@@ -215,6 +224,18 @@ impl Identity {
     /// sign-up by link or single sign-on): the first public role, if any.
     pub(crate) fn default_roles(&self) -> Vec<String> {
         self.roles.public.first().cloned().into_iter().collect()
+    }
+
+    /// `INVALID_ROLE` (never echoing the name) unless every role is configured or in
+    /// the role catalogue.
+    pub(crate) async fn check_assignable(&self, roles: &[String]) -> Result<()> {
+        for role in roles {
+            let configured = self.roles.valid.contains(role) || *role == self.roles.admin;
+            if !configured && self.db.find_role(role).await?.is_none() {
+                return Err(SentriError::invalid_role("Invalid role"));
+            }
+        }
+        Ok(())
     }
 
     /// Registers a user (roles already allowed by the caller). Spends no bcrypt time on

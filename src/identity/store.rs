@@ -5,14 +5,27 @@ use std::fmt;
 use sea_query::{Expr, ExprTrait, Func, Query, SelectStatement};
 use sea_query_sqlx::SqlxValues;
 
+use super::roles::schema::{AUTHZ_VERSION, roles_json_sql};
+use super::roles::{ChangeOutcome, RoleChange};
 use super::schema::{
     CREATED_AT, EMAIL, EMAIL_VERIFIED_AT, ID, IDENTIFIER, PASSWORD_HASH, ROLES, UPDATED_AT, USERS,
 };
 use crate::core::error::SentriError;
 use crate::core::principal::AuthUser;
-use crate::db::{Columns, Database, db_err, is_unique_violation, now_ms, on_pool};
+use crate::db::{
+    Columns, Database, Step, StepsOutcome, db_err, is_unique_violation, now_ms, on_pool,
+};
 
-const USER_COLUMNS: [&str; 6] = [ID, IDENTIFIER, PASSWORD_HASH, ROLES, CREATED_AT, UPDATED_AT];
+/// The columns of `sentri_users` a record reads (the roles come from
+/// `sentri_user_roles`, see [`roles_json_sql`]).
+const USER_COLUMNS: [&str; 6] = [
+    ID,
+    IDENTIFIER,
+    PASSWORD_HASH,
+    CREATED_AT,
+    UPDATED_AT,
+    AUTHZ_VERSION,
+];
 
 /// A stored user. Its `Debug` output never shows the password hash.
 #[derive(Clone, PartialEq, Eq)]
@@ -23,8 +36,11 @@ pub struct UserRecord {
     pub identifier: String,
     /// The password hash (bcrypt or similar), never the password.
     pub password_hash: String,
-    /// The user's roles (stored as a JSON array of strings).
+    /// The user's roles (rows of `sentri_user_roles`, in the order they were given).
     pub roles: Vec<String>,
+    /// The authorization version: bumped by every change of the user's roles; access
+    /// tokens carry it and `protect()` refuses an older one.
+    pub authz_version: i64,
     /// Creation time, unix epoch milliseconds.
     pub created_at: i64,
     /// Last modification time, unix epoch milliseconds.
@@ -40,6 +56,7 @@ impl fmt::Debug for UserRecord {
             .field("roles", &self.roles)
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
+            .field("authz_version", &self.authz_version)
             .finish()
     }
 }
@@ -76,10 +93,6 @@ impl fmt::Debug for NewUser<'_> {
     }
 }
 
-fn roles_json(roles: &[String]) -> Result<String, SentriError> {
-    serde_json::to_string(roles).map_err(SentriError::internal)
-}
-
 /// Maps one `sentri_users` row (any dialect).
 pub(crate) fn user_from_row(row: &impl Columns) -> Result<UserRecord, SentriError> {
     let roles: String = row.col(ROLES)?;
@@ -90,6 +103,7 @@ pub(crate) fn user_from_row(row: &impl Columns) -> Result<UserRecord, SentriErro
         roles: serde_json::from_str(&roles).map_err(SentriError::internal)?,
         created_at: row.col(CREATED_AT)?,
         updated_at: row.col(UPDATED_AT)?,
+        authz_version: row.col(AUTHZ_VERSION)?,
     })
 }
 
@@ -118,25 +132,33 @@ impl Database {
         .await
     }
 
-    fn select_user() -> SelectStatement {
-        Query::select().columns(USER_COLUMNS).from(USERS).to_owned()
+    /// A `SELECT` of user records: the user columns and the roles (as `roles`).
+    pub(crate) fn select_user(&self) -> SelectStatement {
+        Query::select()
+            .columns(USER_COLUMNS.map(|c| (USERS, c)))
+            .expr_as(Expr::cust(roles_json_sql(self.dialect())), ROLES)
+            .from(USERS)
+            .to_owned()
     }
 
-    /// Creates a user with a new UUID v7 id.
+    /// Creates a user with a new UUID v7 id, and its role rows, in one transaction.
     ///
     /// An identifier that is already taken (byte-exact) gives `USER_ALREADY_EXISTS`.
     pub async fn create_user(&self, new: &NewUser<'_>) -> Result<UserRecord, SentriError> {
-        let (record, built) = self.insert_user(new)?;
-        self.exec_with(built, map_user_conflict).await?;
-        Ok(record)
+        let (record, steps) = self.insert_user(new)?;
+        match self.steps(&steps, map_user_conflict).await? {
+            StepsOutcome::Committed => Ok(record),
+            StepsOutcome::StoppedAt(_) => Err(SentriError::user_already_exists()),
+        }
     }
 
-    /// The record and the built `INSERT` of a new user, for callers that create the
-    /// user inside a transaction of their own ([`Database::steps`]).
+    /// The record and the statements that create a new user (the user row first, then
+    /// its roles), for callers that create the user inside a transaction of their own
+    /// ([`Database::steps`]).
     pub(crate) fn insert_user(
         &self,
         new: &NewUser<'_>,
-    ) -> Result<(UserRecord, (String, SqlxValues)), SentriError> {
+    ) -> Result<(UserRecord, Vec<Step>), SentriError> {
         let now = now_ms();
         let record = UserRecord {
             id: uuid::Uuid::now_v7().to_string(),
@@ -145,27 +167,33 @@ impl Database {
             roles: new.roles.to_vec(),
             created_at: now,
             updated_at: now,
+            authz_version: 0,
         };
         let stmt = Query::insert()
             .into_table(USERS)
-            .columns(USER_COLUMNS)
+            .columns([ID, IDENTIFIER, PASSWORD_HASH, CREATED_AT, UPDATED_AT])
             .values([
                 Expr::val(record.id.as_str()),
                 Expr::val(record.identifier.as_str()),
                 Expr::val(record.password_hash.as_str()),
-                Expr::val(roles_json(&record.roles)?),
                 Expr::val(now),
                 Expr::val(now),
             ])
             .map_err(SentriError::internal)?
             .to_owned();
-        Ok((record, self.build(&stmt)))
+        let mut steps = vec![Step {
+            built: self.build(&stmt),
+            must_affect: true,
+        }];
+        steps.extend(self.user_role_steps(&record.id, &record.roles, now)?);
+        Ok((record, steps))
     }
 
     /// The user with this id, if any.
     pub async fn find_user_by_id(&self, id: &str) -> Result<Option<UserRecord>, SentriError> {
-        let stmt = Self::select_user()
-            .and_where(Expr::col(ID).eq(id))
+        let stmt = self
+            .select_user()
+            .and_where(Expr::col((USERS, ID)).eq(id))
             .to_owned();
         self.fetch_user(self.build(&stmt)).await
     }
@@ -175,28 +203,29 @@ impl Database {
         &self,
         identifier: &str,
     ) -> Result<Option<UserRecord>, SentriError> {
-        let stmt = Self::select_user()
-            .and_where(Expr::col(IDENTIFIER).eq(identifier))
+        let stmt = self
+            .select_user()
+            .and_where(Expr::col((USERS, IDENTIFIER)).eq(identifier))
             .to_owned();
         self.fetch_user(self.build(&stmt)).await
     }
 
-    /// Replaces the user's roles; `None` when there is no such user.
+    /// Replaces the user's roles and bumps their authorization version (one
+    /// transaction, no last-admin rule: see the roles capability for that); `None` when
+    /// there is no such user.
     pub async fn update_user_roles(
         &self,
         id: &str,
         roles: &[String],
     ) -> Result<Option<UserRecord>, SentriError> {
-        let stmt = Query::update()
-            .table(USERS)
-            .value(ROLES, roles_json(roles)?)
-            .value(UPDATED_AT, now_ms())
-            .and_where(Expr::col(ID).eq(id))
-            .to_owned();
-        if self.exec(self.build(&stmt)).await? == 0 {
-            return Ok(None);
+        let change = RoleChange::Set(roles.to_vec());
+        match self
+            .change_user_roles(id, &change, "", false, now_ms())
+            .await?
+        {
+            ChangeOutcome::NoUser => Ok(None),
+            _ => self.find_user_by_id(id).await,
         }
-        self.find_user_by_id(id).await
     }
 
     /// Changes the user's identifier; `None` when there is no such user,

@@ -7,6 +7,7 @@ use axum::http::request::Parts;
 use super::{Inner, LateGuard, ServerAuth};
 use crate::core::BoxFuture;
 use crate::core::error::{ErrorCode, Result, SentriError};
+use crate::core::principal::Permissions;
 use crate::http::cookies::bearer_token;
 use crate::http::{Authenticate, Authenticated, CurrentUser, parts_meta};
 
@@ -74,8 +75,20 @@ impl ServerAuth {
             },
             None => return self.silent_refresh(parts, false).await,
         };
-        if !self.is_session_active(&claims.sid).await? {
-            return Err(SentriError::token_invalid("Session has been revoked"));
+        match self
+            .inner
+            .core
+            .sessions
+            .session_version(&claims.sid, &claims.sub)
+            .await?
+        {
+            None => return Err(SentriError::token_invalid("Session has been revoked")),
+            // The user's roles changed after this token was signed: refresh (silently
+            // with a refresh cookie), else TOKEN_EXPIRED so the client refreshes.
+            Some(current) if claims.av.unwrap_or(0) < current => {
+                return self.silent_refresh(parts, true).await;
+            }
+            Some(_) => {}
         }
         self.check_app_revocation(&claims.sid).await?;
         Ok(Authenticated {
@@ -148,6 +161,31 @@ impl Authenticate for ServerAuth {
     fn valid_roles(&self) -> Option<&[String]> {
         Some(ServerAuth::valid_roles(self))
     }
+
+    fn permissions<'a>(&'a self, user: &'a CurrentUser) -> BoxFuture<'a, Result<Permissions>> {
+        Box::pin(
+            self.core()
+                .identity
+                .catalogue
+                .permissions_of(&user.user.roles),
+        )
+    }
+
+    fn cached_permissions(&self, user: &CurrentUser) -> Option<Permissions> {
+        self.core().identity.catalogue.cached(&user.user.roles)
+    }
+
+    fn known_permissions(&self) -> Option<Vec<String>> {
+        Some(
+            self.core()
+                .identity
+                .catalogue
+                .known()
+                .iter()
+                .cloned()
+                .collect(),
+        )
+    }
 }
 
 impl LateGuard {
@@ -170,5 +208,14 @@ impl Authenticate for LateGuard {
 
     fn valid_roles(&self) -> Option<&[String]> {
         None
+    }
+
+    fn permissions<'a>(&'a self, user: &'a CurrentUser) -> BoxFuture<'a, Result<Permissions>> {
+        Box::pin(async move {
+            match self.server() {
+                Some(auth) => auth.permissions(user).await,
+                None => Ok(Permissions::default()),
+            }
+        })
     }
 }

@@ -354,6 +354,13 @@ pub struct ServerConfig {
     /// The policy of every new password (register, change, reset, provisioning);
     /// default: 8 characters to 1024 bytes, no application check.
     pub password_policy: PasswordPolicy,
+    /// Permission names the app uses (`require_permission` panics at start-up on any
+    /// other; the admin routes refuse others with `INVALID_PERMISSION`). Every name in
+    /// [`grants`](Self::grants) and `roles:manage` are declared too.
+    pub permissions: Vec<String>,
+    /// Permissions granted per role in code (`(role, permission)`), resolved together
+    /// with those stored in the catalogue; the admin routes cannot remove them.
+    pub grants: Vec<(String, String)>,
 }
 
 impl ServerConfig {
@@ -369,6 +376,8 @@ impl ServerConfig {
             valid_roles: valid_roles.into_iter().map(Into::into).collect(),
             public_roles: None,
             admin_role: "admin".into(),
+            permissions: Vec::new(),
+            grants: Vec::new(),
             access_expires_in: Ttl::Text("15m".into()),
             refresh_expires_in: Ttl::Text("7d".into()),
             session_max_lifetime: Ttl::Text("30d".into()),
@@ -597,6 +606,37 @@ impl ServerConfig {
         self
     }
 
+    /// Grants `permissions` to `role` in code (the role must be one of `valid_roles` or
+    /// the admin role; checked by `create_auth`). Declares the permission names.
+    ///
+    /// ```no_run
+    /// # fn demo(config: sentri::ServerConfig) -> sentri::ServerConfig {
+    /// config.grant("editor", ["posts:write", "posts:publish"])
+    /// # }
+    /// ```
+    pub fn grant<P, S>(mut self, role: impl Into<String>, permissions: P) -> Self
+    where
+        P: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let role = role.into();
+        for p in permissions {
+            self.grants.push((role.clone(), p.into()));
+        }
+        self
+    }
+
+    /// Declares permission names without granting them in code (they are granted
+    /// through the admin routes).
+    pub fn permissions<P, S>(mut self, names: P) -> Self
+    where
+        P: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.permissions.extend(names.into_iter().map(Into::into));
+        self
+    }
+
     /// Sets the refresh-reuse grace window.
     pub fn refresh_grace(mut self, grace: Duration) -> Self {
         self.refresh_grace = grace;
@@ -643,6 +683,8 @@ impl fmt::Debug for ServerConfig {
             .field("keys", &self.keys)
             .field("valid_roles", &self.valid_roles)
             .field("public_roles", &self.public_roles)
+            .field("permissions", &self.permissions)
+            .field("grants", &self.grants)
             .field("admin_role", &self.admin_role)
             .field("access_expires_in", &self.access_expires_in)
             .field("refresh_expires_in", &self.refresh_expires_in)

@@ -32,6 +32,7 @@ use crate::db::{Database, Migration};
 use crate::http::TrustedProxies;
 use crate::http::csrf::TrustedOrigins;
 use crate::http::transport::Transport;
+use crate::identity::roles::RoleCatalogue;
 use crate::identity::{
     Identity, LoginInput, ProvisionUser, RegisterInput, Roles, normalize_identifier,
 };
@@ -72,6 +73,7 @@ impl AuthConfig for ServerConfig {
 pub(crate) fn core_migrations() -> impl Iterator<Item = &'static Migration> {
     crate::identity::schema::MIGRATIONS
         .iter()
+        .chain(crate::identity::roles::schema::MIGRATIONS)
         .chain(crate::session::schema::MIGRATIONS)
 }
 
@@ -211,6 +213,17 @@ fn events_of(config: &ServerConfig) -> Arc<EventBus> {
     Arc::new(EventBus::new(sinks, config.event_queue))
 }
 
+/// The role catalogue of `config`: grants may name the valid roles and the admin role.
+fn catalogue_of(config: &ServerConfig, roles: &Roles) -> Result<RoleCatalogue> {
+    RoleCatalogue::new(
+        config.database.clone(),
+        &config.permissions,
+        &config.grants,
+        &roles.catalogue_seed(),
+        config.session_cache_ttl,
+    )
+}
+
 /// Throttling is on but requests carry no peer address (the app was not served with
 /// `into_make_service_with_connect_info`): said once.
 fn warn_no_client_address() {
@@ -273,12 +286,14 @@ impl ServerAuth {
             },
         )?;
         let events = events_of(&config);
+        let catalogue = catalogue_of(&config, &roles)?;
         let identity = Arc::new(Identity {
             db: config.database.clone(),
             hasher: hasher_of(&config)?,
             roles,
             case: config.identifier_case,
             policy: config.password_policy.clone(),
+            catalogue,
         });
         let cache = Arc::new(SessionCache::new(config.session_cache_ttl));
         let sessions = Arc::new(Sessions {
@@ -437,6 +452,10 @@ impl ServerAuth {
             .chain(capabilities.flat_map(|c| c.migrations().iter().copied()))
             .collect();
         self.database().run_migrations(&all).await?;
+        let seed = self.identity().roles.catalogue_seed();
+        self.database()
+            .seed_roles(&seed, self.sessions().now())
+            .await?;
         self.load_signing_keys().await?;
         self.database()
             .normalize_identifiers_once(self.identity().case)
@@ -455,7 +474,9 @@ impl ServerAuth {
         self.identity().hasher.verify(password, hash).await
     }
 
-    /// Signs an access token for `user` bound to session `session_id`.
+    /// Signs an access token for `user` bound to session `session_id`. It carries no
+    /// authorization version (`av`): once the user's roles have changed, `protect()`
+    /// treats it as stale (sessions opened by login or refresh carry the current one).
     pub fn sign_access_token(&self, user: &AuthUser, session_id: &str) -> Result<String> {
         Ok(self.inner.tokens.sign_access(user, session_id)?.0)
     }
@@ -548,7 +569,7 @@ impl ServerAuth {
     }
 
     /// Creates a user from trusted server-side code (an admin bootstrap; not a route):
-    /// any valid role, the password policy, an optional address and verification; works
+    /// any role of `valid_roles` or the role catalogue, the password policy, an optional address and verification; works
     /// when public sign-up is closed.
     ///
     /// Idempotent for exactly the same target: when a user with this identifier exists
@@ -564,7 +585,7 @@ impl ServerAuth {
             [] => identity.default_roles(),
             given => crate::identity::dedupe(given.iter().cloned()),
         };
-        identity.roles.check(&roles)?;
+        identity.check_assignable(&roles).await?;
         let (user, created) = match self
             .existing_match(&identifier, &input, &roles, address.as_deref())
             .await?

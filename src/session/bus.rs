@@ -23,6 +23,23 @@ pub const REVOCATION_CHANNEL: &str = "sentri:revoked";
 /// capability-chosen id; the same subscription as [`REVOCATION_CHANNEL`] listens to it.
 pub const CREDENTIAL_REVOCATION_CHANNEL: &str = "sentri:revoked-credentials";
 
+/// The Redis channel role changes are published on, as `<version>:<user id>`: other
+/// processes raise that user's version floor in their session cache, so the user's
+/// older access tokens are stale there too.
+pub const AUTHZ_CHANNEL: &str = "sentri:authz";
+
+/// The payload of a role change on [`AUTHZ_CHANNEL`].
+fn authz_payload(user: &str, version: i64) -> String {
+    format!("{version}:{user}")
+}
+
+/// Parses a payload of [`AUTHZ_CHANNEL`].
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+fn parse_authz(payload: &str) -> Option<(&str, i64)> {
+    let (version, user) = payload.split_once(':')?;
+    Some((user, version.parse().ok()?))
+}
+
 /// How many credential revocations a slow listener may fall behind before it is told
 /// it lagged (and must drop its whole cache).
 const CREDENTIAL_BACKLOG: usize = 1024;
@@ -50,6 +67,13 @@ impl Revocations {
     /// Subscribes to revoked credential ids (local and, with Redis, remote).
     pub(crate) fn credential_revocations(&self) -> CredentialRevocations {
         self.credentials.subscribe()
+    }
+
+    /// Tells the other processes (Redis) that `user`'s roles changed (now at
+    /// `version`). Best effort: failures are logged; the cache TTL bounds the rest.
+    pub(crate) async fn publish_authz(&self, user: &str, version: i64) {
+        self.publish_on(AUTHZ_CHANNEL, &authz_payload(user, version))
+            .await;
     }
 
     /// Tells this process's listeners, then (with Redis) the other processes, that the
@@ -117,7 +141,11 @@ impl Revocations {
             for client in nodes.iter().cycle() {
                 match client.get_async_pubsub().await {
                     Ok(mut pubsub) => {
-                        let channels = [REVOCATION_CHANNEL, CREDENTIAL_REVOCATION_CHANNEL];
+                        let channels = [
+                            REVOCATION_CHANNEL,
+                            CREDENTIAL_REVOCATION_CHANNEL,
+                            AUTHZ_CHANNEL,
+                        ];
                         if let Err(err) = pubsub.subscribe(&channels).await {
                             tracing::warn!(error = %err, "revocation subscribe failed");
                         } else {
@@ -132,6 +160,10 @@ impl Revocations {
                                 };
                                 if msg.get_channel_name() == CREDENTIAL_REVOCATION_CHANNEL {
                                     let _ = credentials.send(id);
+                                } else if msg.get_channel_name() == AUTHZ_CHANNEL {
+                                    if let Some((user, version)) = parse_authz(&id) {
+                                        cache.raise(user, version).await;
+                                    }
                                 } else {
                                     cache.forget(&id).await;
                                 }

@@ -1,6 +1,6 @@
 //! The live-session cache of `protect()`.
 
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::time::Duration;
 
 /// The live-session cache of `protect()`, safe against a revocation racing an insert.
@@ -11,9 +11,18 @@ use std::time::Duration;
 /// at `revoked` and undoes itself if the id is there. With a sequentially consistent fence
 /// between each pair of steps, one of the two always sees the other: a live entry can
 /// never survive a revocation that this process has seen.
+///
+/// Each live entry holds the authorization version of the session's user read with
+/// it. `floors` holds, per user, the lowest version still current after a role change
+/// this process saw (made here or announced through Redis): a cached entry read
+/// before that change counts as that version, so a role change needs no eviction race.
 pub(crate) struct SessionCache {
-    live: moka::future::Cache<String, ()>,
+    live: moka::future::Cache<String, i64>,
     revoked: moka::future::Cache<String, ()>,
+    floors: moka::future::Cache<String, i64>,
+    /// Set by the first [`raise`](Self::raise): until then no floor exists and
+    /// `protect()` skips the lookup.
+    any_floor: AtomicBool,
 }
 
 impl SessionCache {
@@ -27,6 +36,12 @@ impl SessionCache {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(120))
                 .build(),
+            // Outlives any live entry read before the change it records.
+            floors: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl.saturating_add(Duration::from_secs(120)))
+                .build(),
+            any_floor: AtomicBool::new(false),
         }
     }
 
@@ -35,9 +50,38 @@ impl SessionCache {
         self.live.contains_key(sid)
     }
 
-    /// Remembers `sid` as live unless it was revoked meanwhile.
-    pub(crate) async fn remember(&self, sid: &str) {
-        self.live.insert(sid.to_owned(), ()).await;
+    /// The authorization version of `user` when `sid` is cached as live.
+    pub(crate) async fn version(&self, sid: &str, user: &str) -> Option<i64> {
+        let cached = self.live.get(sid).await?;
+        Some(self.floor(user, cached).await)
+    }
+
+    /// `version`, raised to the floor recorded for `user`.
+    pub(crate) async fn floor(&self, user: &str, version: i64) -> i64 {
+        if !self.any_floor.load(Ordering::SeqCst) {
+            return version;
+        }
+        match self.floors.get(user).await {
+            Some(floor) => floor.max(version),
+            None => version,
+        }
+    }
+
+    /// Records that `user`'s roles changed: versions below `version` are stale.
+    pub(crate) async fn raise(&self, user: &str, version: i64) {
+        self.any_floor.store(true, Ordering::SeqCst);
+        self.floors
+            .entry(user.to_owned())
+            .and_upsert_with(
+                |old| async move { old.map_or(version, |o| (*o.value()).max(version)) },
+            )
+            .await;
+    }
+
+    /// Remembers `sid` as live (its user at authorization `version`) unless it was
+    /// revoked meanwhile.
+    pub(crate) async fn remember(&self, sid: &str, version: i64) {
+        self.live.insert(sid.to_owned(), version).await;
         fence(Ordering::SeqCst);
         if self.revoked.contains_key(sid) {
             self.live.invalidate(sid).await;

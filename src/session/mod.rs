@@ -16,6 +16,7 @@
 //! * **The cache never outlives a revocation on the revoking process.** See
 //!   `SessionCache`.
 
+mod authz;
 pub(crate) mod bus;
 mod cache;
 mod devices;
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
-pub use bus::REVOCATION_CHANNEL;
+pub use bus::{AUTHZ_CHANNEL, REVOCATION_CHANNEL};
 pub(crate) use cache::SessionCache;
 pub use devices::{DeviceSession, MAX_DEVICE_SESSIONS};
 pub use families::{FamilyRecord, NewFamily, Rotation};
@@ -99,19 +100,43 @@ impl Sessions {
         if self.cache.contains(sid) {
             return Ok(true);
         }
-        self.session_active_in_store(sid).await
+        Ok(self.session_version_in_store(sid, None).await?.is_some())
     }
 
-    /// The cache miss of [`is_session_active`](Self::is_session_active). Boxed so that the
+    /// The authorization version of `user` while session `sid` is live (`None`:
+    /// revoked or ended), from the same cache as [`is_session_active`](Self::is_session_active)
+    /// and, on a miss, the same one-row read (joined with the user row).
+    pub(crate) async fn session_version(&self, sid: &str, user: &str) -> Result<Option<i64>> {
+        if let Some(version) = self.cache.version(sid, user).await {
+            return Ok(Some(version));
+        }
+        self.session_version_in_store(sid, Some(user)).await
+    }
+
+    /// The cache miss of [`session_version`](Self::session_version). Boxed so that the
     /// (large) store future is not part of every protected request's future.
-    fn session_active_in_store<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<bool>> {
+    fn session_version_in_store<'a>(
+        &'a self,
+        sid: &'a str,
+        user: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<i64>>> {
         Box::pin(async move {
-            let live = self.db.family_active(sid, self.now()).await?;
-            if live {
-                self.cache.remember(sid).await;
-            }
-            Ok(live)
+            let Some(version) = self.db.family_authz(sid, self.now()).await? else {
+                return Ok(None);
+            };
+            self.cache.remember(sid, version).await;
+            Ok(Some(match user {
+                Some(user) => self.cache.floor(user, version).await,
+                None => version,
+            }))
         })
+    }
+
+    /// Records a change of `user`'s roles (now at `version`) here and tells other
+    /// processes (Redis): their tokens of older versions are stale at once.
+    pub(crate) async fn roles_changed(&self, user: &str, version: i64) {
+        self.cache.raise(user, version).await;
+        self.bus.publish_authz(user, version).await;
     }
 
     /// Drops a session from this process's cache and tells other processes (Redis).
@@ -140,7 +165,14 @@ impl Sessions {
         self.db
             .open_family_with(&family, &row, now, Some(&column))
             .await?;
-        self.finish_session(user, family.id, &jti, Some(assurance))
+        // The roles and their version read together, after the family exists: a role
+        // change racing the login makes this token stale, never wrongly fresh.
+        let (user, av) = self
+            .db
+            .stamped_user(&user.id)
+            .await?
+            .ok_or_else(SentriError::user_not_found)?;
+        self.finish_session(user, family.id, &jti, Some(assurance), av)
             .await
     }
 
@@ -170,10 +202,13 @@ impl Sessions {
         family: String,
         jti: &str,
         assurance: Option<&Assurance>,
+        av: i64,
     ) -> Result<AuthResult> {
-        let (access_token, _) = self.tokens.sign_access_with(&user, &family, assurance)?;
+        let (access_token, _) = self
+            .tokens
+            .sign_access_versioned(&user, &family, assurance, av)?;
         let refresh_token = self.tokens.sign_refresh(&user.id, &family, jti)?;
-        self.cache.remember(&family).await;
+        self.cache.remember(&family, av).await;
         Ok(AuthResult {
             access_token,
             refresh_token,
@@ -194,9 +229,10 @@ impl Sessions {
         let claims = self.tokens.verify_refresh(refresh_token)?;
         let hash = sha256_hex(&claims.jti);
         let now = self.now();
-        if let Some((row, user, assurance)) = self.db.find_session_with_user(&hash).await?
+        if let Some((row, user, assurance, av)) =
+            self.db.find_session_with_stamped_user(&hash).await?
             && let Some(res) = self
-                .rotate(&claims, (row, user), assurance, meta, now)
+                .rotate(&claims, (row, user, av), assurance, meta, now)
                 .await?
         {
             return Ok(res);
@@ -215,7 +251,7 @@ impl Sessions {
     async fn rotate(
         &self,
         claims: &RefreshClaims,
-        (row, user): (SessionRecord, AuthUser),
+        (row, user, av): (SessionRecord, AuthUser, i64),
         assurance: Option<String>,
         meta: SessionMeta,
         now: i64,
@@ -240,7 +276,7 @@ impl Sessions {
                 self.emit(AuthEventKind::Refreshed, &user.id, &family.id);
                 // Read with the session: a family's assurance never changes after login.
                 let assurance = assurance.as_deref().and_then(Assurance::from_column);
-                let res = self.finish_session(user, family.id, &next_jti, assurance.as_ref());
+                let res = self.finish_session(user, family.id, &next_jti, assurance.as_ref(), av);
                 Ok(Some(res.await?))
             }
             Rotation::Superseded => Ok(None),
@@ -281,9 +317,9 @@ impl Sessions {
         {
             return Ok(None);
         }
-        let user = self.load_session_user(&next).await?;
+        let (user, av) = self.load_session_user(&next).await?;
         let assurance = self.family_assurance(&next.family_id).await?;
-        let res = self.finish_session(user, next.family_id, &next_jti, assurance.as_ref());
+        let res = self.finish_session(user, next.family_id, &next_jti, assurance.as_ref(), av);
         Ok(Some(res.await?))
     }
 
@@ -293,9 +329,9 @@ impl Sessions {
         Ok(stored.as_deref().and_then(Assurance::from_column))
     }
 
-    async fn load_session_user(&self, row: &SessionRecord) -> Result<AuthUser> {
-        match self.db.find_user_by_id(&row.user_id).await? {
-            Some(user) => Ok(user.to_auth_user()),
+    async fn load_session_user(&self, row: &SessionRecord) -> Result<(AuthUser, i64)> {
+        match self.db.stamped_user(&row.user_id).await? {
+            Some(stamped) => Ok(stamped),
             None => Err(SentriError::token_invalid("Invalid refresh token")),
         }
     }
@@ -410,9 +446,9 @@ mod tests {
     async fn a_revocation_wins_over_a_racing_insert() {
         let cache = SessionCache::new(Duration::from_secs(60));
         cache.forget("s").await;
-        cache.remember("s").await;
+        cache.remember("s", 0).await;
         assert!(!cache.contains("s"));
-        cache.remember("t").await;
+        cache.remember("t", 0).await;
         assert!(cache.contains("t"));
         cache.forget("t").await;
         assert!(!cache.contains("t"));

@@ -172,9 +172,13 @@ pub(super) fn map_insert_error(err: sqlx::Error) -> SentriError {
 /// needs before it rotates, read in one query.
 pub type SessionContext = (SessionRecord, AuthUser, Option<String>);
 
-/// Maps a session row joined with its user's identifier and roles and its family's
-/// assurance (any dialect).
-fn session_and_user(row: &impl Columns) -> Result<SessionContext, SentriError> {
+/// [`SessionContext`] with the user's authorization version, read in the same
+/// statement as the roles.
+type StampedContext = (SessionRecord, AuthUser, Option<String>, i64);
+
+/// Maps a session row joined with its user's identifier, roles and authorization
+/// version and its family's assurance (any dialect).
+fn session_and_user(row: &impl Columns) -> Result<StampedContext, SentriError> {
     let session = session_from_row(row)?;
     let roles: String = row.col("u_roles")?;
     let user = AuthUser {
@@ -183,7 +187,7 @@ fn session_and_user(row: &impl Columns) -> Result<SessionContext, SentriError> {
         roles: serde_json::from_str(&roles).map_err(SentriError::internal)?,
     };
     let assurance: Option<String> = row.col("f_assurance")?;
-    Ok((session, user, assurance))
+    Ok((session, user, assurance, row.col("u_av")?))
 }
 
 /// Maps one `sentri_sessions` row (any dialect).
@@ -269,10 +273,27 @@ impl Database {
         &self,
         hash: &str,
     ) -> Result<Option<SessionContext>, SentriError> {
+        Ok(self
+            .find_session_with_stamped_user(hash)
+            .await?
+            .map(|(session, user, assurance, _)| (session, user, assurance)))
+    }
+
+    /// [`find_session_with_user`](Self::find_session_with_user) with the user's
+    /// authorization version, read in the same statement as the roles.
+    pub(crate) async fn find_session_with_stamped_user(
+        &self,
+        hash: &str,
+    ) -> Result<Option<StampedContext>, SentriError> {
+        let roles = crate::identity::roles::schema::roles_json_sql(self.dialect());
         let stmt = Query::select()
             .columns(SESSION_COLUMNS.map(|c| (SESSIONS, c)))
             .expr_as(Expr::col((USERS, "identifier")), "u_identifier")
-            .expr_as(Expr::col((USERS, "roles")), "u_roles")
+            .expr_as(Expr::cust(roles), "u_roles")
+            .expr_as(
+                Expr::col((USERS, crate::identity::roles::schema::AUTHZ_VERSION)),
+                "u_av",
+            )
             .expr_as(Expr::col((FAMILIES, ASSURANCE)), "f_assurance")
             .from(SESSIONS)
             .inner_join(USERS, Expr::col((USERS, "id")).equals((SESSIONS, USER_ID)))

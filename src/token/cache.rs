@@ -169,6 +169,7 @@ mod tests {
             aud: None,
             amr: None,
             aal: None,
+            av: None,
         }
     }
 

@@ -118,6 +118,10 @@ pub struct AccessClaims {
     /// The assurance level of the session (1: one factor, 2: two), when recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aal: Option<u8>,
+    /// The user's authorization version when the token was signed (absent: 0). A role
+    /// change bumps the stored version; `protect()` then treats this token as stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub av: Option<i64>,
 }
 
 impl AccessClaims {
@@ -301,6 +305,18 @@ impl TokenService {
         sid: &str,
         assurance: Option<&Assurance>,
     ) -> Result<(String, AccessClaims)> {
+        self.sign_access_versioned(user, sid, assurance, 0)
+    }
+
+    /// [`sign_access_with`](Self::sign_access_with) for a user at authorization version
+    /// `av` (the `av` claim, left out when 0).
+    pub fn sign_access_versioned(
+        &self,
+        user: &AuthUser,
+        sid: &str,
+        assurance: Option<&Assurance>,
+        av: i64,
+    ) -> Result<(String, AccessClaims)> {
         let iat = now_secs();
         let claims = AccessClaims {
             sub: user.id.clone(),
@@ -314,6 +330,7 @@ impl TokenService {
             aud: self.inner.opts.audience.clone(),
             amr: assurance.map(|a| a.amr.clone()),
             aal: assurance.map(|a| a.level),
+            av: (av != 0).then_some(av),
         };
         let token = self.encode(TYP_ACCESS, &claims)?;
         Ok((token, claims))

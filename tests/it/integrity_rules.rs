@@ -616,23 +616,37 @@ async fn a_database_of_the_landed_schema_upgrades_in_place() {
         t.raw("ALTER TABLE sentri_users DROP COLUMN email_verified_at")
             .await;
         t.raw("ALTER TABLE sentri_users DROP COLUMN email").await;
+        // The landed roles: a JSON column, no catalogue, no version.
+        for table in [
+            "sentri_user_roles",
+            "sentri_role_permissions",
+            "sentri_roles",
+        ] {
+            t.raw(&format!("DROP TABLE {table}")).await;
+        }
+        t.raw("ALTER TABLE sentri_users DROP COLUMN authz_version")
+            .await;
+        t.raw("ALTER TABLE sentri_users ADD COLUMN roles TEXT")
+            .await;
+        t.raw(r#"UPDATE sentri_users SET roles = '["user"]'"#).await;
         t.raw("CREATE TABLE sentri_migrations (version BIGINT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL)").await;
         t.raw("INSERT INTO sentri_migrations (version, applied_at) VALUES (1, 0)")
             .await;
         // A user stored by the landed code's rule (lower-casing keeps "ß").
-        t.db.create_user(&sentri::identity::NewUser {
-            identifier: "straße",
-            password_hash: &bcrypt::hash("password1", 4).unwrap(),
-            roles: &["user".to_owned()],
-        })
-        .await
-        .unwrap();
+        let hash = bcrypt::hash("password1", 4).unwrap();
+        t.raw(&format!(
+            "INSERT INTO sentri_users (id, identifier, password_hash, roles, created_at, updated_at) \
+             VALUES ('{}', 'straße', '{hash}', '[\"user\",\"editor\"]', 0, 0)",
+            uuid::Uuid::now_v7()
+        ))
+        .await;
         auth.migrate().await.unwrap();
         let applied = t.db.applied_migrations().await.unwrap();
         let expected = [
             ("identity", 1),
             ("identity-email", 1),
             ("identity-form", 1),
+            ("identity-roles", 1),
             ("session", 1),
             ("session", 2),
             ("session-assurance", 1),
@@ -648,6 +662,10 @@ async fn a_database_of_the_landed_schema_upgrades_in_place() {
             "{}: identifier in the new normal form",
             t.name
         );
+        let moved = moved.unwrap();
+        assert_eq!(moved.roles, ["user", "editor"], "{}: roles kept", t.name);
+        let legacy = t.db.find_user_by_identifier("legacy").await.unwrap();
+        assert_eq!(legacy.unwrap().roles, ["user"], "{}", t.name);
         assert_eq!(
             login(&app, "STRASSE", "password1").await.status,
             StatusCode::OK

@@ -21,6 +21,7 @@ mod no_echo;
 mod password;
 mod props;
 mod races;
+mod roles;
 mod scaleout;
 mod secops;
 mod secrets;

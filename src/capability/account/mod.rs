@@ -15,7 +15,7 @@ use crate::core::Override;
 use crate::core::error::{Result, SentriError};
 use crate::core::events::{AuthEvent, AuthEventKind};
 use crate::core::principal::AuthUser;
-use crate::identity::dedupe;
+use crate::identity::roles::RoleChange;
 use crate::throttle::ThrottleKey;
 
 /// The account operations, as a service handle (what overrides receive). Cheap to clone.
@@ -69,23 +69,13 @@ impl AccountService {
         Ok(user.to_auth_user())
     }
 
-    /// Adds roles to a user (merged with the existing ones, checked against
-    /// `valid_roles`). Tokens already issued carry the old roles until they expire.
+    /// Adds roles to a user (merged with the existing ones; each configured in
+    /// `valid_roles` or in the role catalogue). The user's access tokens of before are
+    /// stale at once (refreshed silently with a refresh cookie).
     pub async fn assign_roles(&self, user_id: &str, roles: &[String]) -> Result<AuthUser> {
-        if roles.is_empty() {
-            return Err(SentriError::validation("roles must not be empty"));
-        }
-        let identity = &self.core.identity;
-        identity.roles.check(roles)?;
-        let user = identity.get_user(user_id).await?;
-        let merged = dedupe(user.roles.into_iter().chain(roles.iter().cloned()));
-        let user = identity
-            .db
-            .update_user_roles(user_id, &merged)
-            .await?
-            .ok_or_else(SentriError::user_not_found)?;
-        self.emit(AuthEventKind::RolesChanged, user_id);
-        Ok(user.to_auth_user())
+        self.core
+            .change_user_roles(user_id, RoleChange::Assign(roles.to_vec()))
+            .await
     }
 
     /// The current-password check, throttled per user (`429 TOO_MANY_ATTEMPTS` before

@@ -236,7 +236,12 @@ impl Store {
     pub(super) async fn find_by_hash(&self, hash: &str) -> Result<Option<(KeyRecord, AuthUser)>> {
         let stmt = Self::select()
             .expr_as(Expr::col((USERS, "identifier")), "u_identifier")
-            .expr_as(Expr::col((USERS, "roles")), "u_roles")
+            .expr_as(
+                Expr::cust(crate::identity::roles::schema::roles_json_sql(
+                    self.db.dialect(),
+                )),
+                "u_roles",
+            )
             .inner_join(USERS, Expr::col((USERS, "id")).equals((KEYS, USER_ID)))
             .and_where(Expr::col((KEYS, KEY_HASH)).eq(hash))
             .limit(1)

@@ -319,17 +319,11 @@ impl Database {
         email: Option<&str>,
         now: i64,
     ) -> Result<UserRecord, SentriError> {
-        let (record, insert_user) = self.insert_user(new)?;
-        let steps = [
-            Step {
-                built: insert_user,
-                must_affect: true,
-            },
-            Step {
-                built: self.sso_link_insert(&record.id, provider, subject, email, now)?,
-                must_affect: true,
-            },
-        ];
+        let (record, mut steps) = self.insert_user(new)?;
+        steps.push(Step {
+            built: self.sso_link_insert(&record.id, provider, subject, email, now)?,
+            must_affect: true,
+        });
         match self.steps(&steps, conflict).await? {
             StepsOutcome::Committed => Ok(record),
             StepsOutcome::StoppedAt(_) => Err(SentriError::internal(std::io::Error::other(

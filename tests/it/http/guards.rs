@@ -184,6 +184,24 @@ async fn roles_permit_and_account_endpoints() {
             None,
         )
         .await;
+        // Judy's roles changed after her token was signed: it is stale (the client
+        // refreshes on TOKEN_EXPIRED).
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNAUTHORIZED, "TOKEN_EXPIRED")
+        );
+        let jb = {
+            let r = login(&app, "judy", "password1").await;
+            format!("Bearer {}", r.body["data"]["accessToken"].as_str().unwrap())
+        };
+        let r = call(
+            &app,
+            Method::GET,
+            "/api/admin",
+            &[("authorization", &jb)],
+            None,
+        )
+        .await;
         assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "FORBIDDEN"));
         let r = call(&app, Method::GET, "/api/admin", &[], None).await;
         assert_eq!(

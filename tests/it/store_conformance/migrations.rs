@@ -30,6 +30,7 @@ async fn idempotent_and_concurrent(t: &TestDb) {
         vec![
             ("identity".to_owned(), 1),
             ("identity-email".to_owned(), 1),
+            ("identity-roles".to_owned(), 1),
             ("session".to_owned(), 1),
             ("session".to_owned(), 2),
             ("session-assurance".to_owned(), 1)
