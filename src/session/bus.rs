@@ -162,10 +162,10 @@ impl Revocations {
                                     let _ = credentials.send(id);
                                 } else if msg.get_channel_name() == AUTHZ_CHANNEL {
                                     if let Some((user, version)) = parse_authz(&id) {
-                                        cache.raise(user, version).await;
+                                        cache.raise(user, version);
                                     }
                                 } else {
-                                    cache.forget(&id).await;
+                                    cache.forget(&id);
                                 }
                             }
                             tracing::warn!("revocation channel closed; reconnecting");

@@ -1,4 +1,5 @@
-//! The live-session cache of `protect()`.
+//! The live-session cache of `protect()` (moka's synchronous cache: a hit is a lock-free
+//! read, no future to poll on the hot path).
 
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::time::Duration;
@@ -17,9 +18,9 @@ use std::time::Duration;
 /// this process saw (made here or announced through Redis): a cached entry read
 /// before that change counts as that version, so a role change needs no eviction race.
 pub(crate) struct SessionCache {
-    live: moka::future::Cache<String, i64>,
-    revoked: moka::future::Cache<String, ()>,
-    floors: moka::future::Cache<String, i64>,
+    live: moka::sync::Cache<String, i64>,
+    revoked: moka::sync::Cache<String, ()>,
+    floors: moka::sync::Cache<String, i64>,
     /// Set by the first [`raise`](Self::raise): until then no floor exists and
     /// `protect()` skips the lookup.
     any_floor: AtomicBool,
@@ -28,16 +29,16 @@ pub(crate) struct SessionCache {
 impl SessionCache {
     pub(crate) fn new(ttl: Duration) -> Self {
         Self {
-            live: moka::future::Cache::builder()
+            live: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ttl.max(Duration::from_millis(1)))
                 .build(),
-            revoked: moka::future::Cache::builder()
+            revoked: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(120))
                 .build(),
             // Outlives any live entry read before the change it records.
-            floors: moka::future::Cache::builder()
+            floors: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ttl.saturating_add(Duration::from_secs(120)))
                 .build(),
@@ -51,47 +52,44 @@ impl SessionCache {
     }
 
     /// The authorization version of `user` when `sid` is cached as live.
-    pub(crate) async fn version(&self, sid: &str, user: &str) -> Option<i64> {
-        let cached = self.live.get(sid).await?;
-        Some(self.floor(user, cached).await)
+    pub(crate) fn version(&self, sid: &str, user: &str) -> Option<i64> {
+        let cached = self.live.get(sid)?;
+        Some(self.floor(user, cached))
     }
 
     /// `version`, raised to the floor recorded for `user`.
-    pub(crate) async fn floor(&self, user: &str, version: i64) -> i64 {
+    pub(crate) fn floor(&self, user: &str, version: i64) -> i64 {
         if !self.any_floor.load(Ordering::SeqCst) {
             return version;
         }
-        match self.floors.get(user).await {
+        match self.floors.get(user) {
             Some(floor) => floor.max(version),
             None => version,
         }
     }
 
     /// Records that `user`'s roles changed: versions below `version` are stale.
-    pub(crate) async fn raise(&self, user: &str, version: i64) {
+    pub(crate) fn raise(&self, user: &str, version: i64) {
         self.any_floor.store(true, Ordering::SeqCst);
         self.floors
             .entry(user.to_owned())
-            .and_upsert_with(
-                |old| async move { old.map_or(version, |o| (*o.value()).max(version)) },
-            )
-            .await;
+            .and_upsert_with(|old| old.map_or(version, |o| (*o.value()).max(version)));
     }
 
     /// Remembers `sid` as live (its user at authorization `version`) unless it was
     /// revoked meanwhile.
-    pub(crate) async fn remember(&self, sid: &str, version: i64) {
-        self.live.insert(sid.to_owned(), version).await;
+    pub(crate) fn remember(&self, sid: &str, version: i64) {
+        self.live.insert(sid.to_owned(), version);
         fence(Ordering::SeqCst);
         if self.revoked.contains_key(sid) {
-            self.live.invalidate(sid).await;
+            self.live.invalidate(sid);
         }
     }
 
     /// Marks `sid` revoked and drops it from the live cache (this process only).
-    pub(crate) async fn forget(&self, sid: &str) {
-        self.revoked.insert(sid.to_owned(), ()).await;
+    pub(crate) fn forget(&self, sid: &str) {
+        self.revoked.insert(sid.to_owned(), ());
         fence(Ordering::SeqCst);
-        self.live.invalidate(sid).await;
+        self.live.invalidate(sid);
     }
 }

@@ -107,7 +107,7 @@ impl Sessions {
     /// revoked or ended), from the same cache as [`is_session_active`](Self::is_session_active)
     /// and, on a miss, the same one-row read (joined with the user row).
     pub(crate) async fn session_version(&self, sid: &str, user: &str) -> Result<Option<i64>> {
-        if let Some(version) = self.cache.version(sid, user).await {
+        if let Some(version) = self.cache.version(sid, user) {
             return Ok(Some(version));
         }
         self.session_version_in_store(sid, Some(user)).await
@@ -124,9 +124,9 @@ impl Sessions {
             let Some(version) = self.db.family_authz(sid, self.now()).await? else {
                 return Ok(None);
             };
-            self.cache.remember(sid, version).await;
+            self.cache.remember(sid, version);
             Ok(Some(match user {
-                Some(user) => self.cache.floor(user, version).await,
+                Some(user) => self.cache.floor(user, version),
                 None => version,
             }))
         })
@@ -135,13 +135,13 @@ impl Sessions {
     /// Records a change of `user`'s roles (now at `version`) here and tells other
     /// processes (Redis): their tokens of older versions are stale at once.
     pub(crate) async fn roles_changed(&self, user: &str, version: i64) {
-        self.cache.raise(user, version).await;
+        self.cache.raise(user, version);
         self.bus.publish_authz(user, version).await;
     }
 
     /// Drops a session from this process's cache and tells other processes (Redis).
     pub(crate) async fn forget_session(&self, sid: &str) {
-        self.cache.forget(sid).await;
+        self.cache.forget(sid);
         self.bus.publish(sid).await;
     }
 
@@ -208,7 +208,7 @@ impl Sessions {
             .tokens
             .sign_access_versioned(&user, &family, assurance, av)?;
         let refresh_token = self.tokens.sign_refresh(&user.id, &family, jti)?;
-        self.cache.remember(&family, av).await;
+        self.cache.remember(&family, av);
         Ok(AuthResult {
             access_token,
             refresh_token,
@@ -445,12 +445,12 @@ mod tests {
     #[tokio::test]
     async fn a_revocation_wins_over_a_racing_insert() {
         let cache = SessionCache::new(Duration::from_secs(60));
-        cache.forget("s").await;
-        cache.remember("s", 0).await;
+        cache.forget("s");
+        cache.remember("s", 0);
         assert!(!cache.contains("s"));
-        cache.remember("t", 0).await;
+        cache.remember("t", 0);
         assert!(cache.contains("t"));
-        cache.forget("t").await;
+        cache.forget("t");
         assert!(!cache.contains("t"));
     }
 }
