@@ -7,7 +7,7 @@ use axum::http::{Method, StatusCode};
 use sentri::{CookieConfig, create_auth};
 
 use crate::support::db::databases;
-use crate::support::http::{app, bearer, call, login, register};
+use crate::support::http::{app, bearer, call, login, profile_with, register};
 use crate::support::services::config;
 
 #[tokio::test]
@@ -249,14 +249,7 @@ async fn cached_access_tokens_still_meet_revocation_and_expiry() {
                 .to_owned(),
         );
         for token in [&a, &b, &a, &b] {
-            let r = call(
-                &app,
-                Method::GET,
-                "/api/profile",
-                &[("authorization", &bearer(token))],
-                None,
-            )
-            .await;
+            let r = profile_with(&app, token).await;
             assert_eq!(r.status, StatusCode::OK, "{n}: {:?}", r.body);
         }
         assert!(
@@ -275,39 +268,18 @@ async fn cached_access_tokens_still_meet_revocation_and_expiry() {
         )
         .await;
         assert_eq!(r.status, StatusCode::OK, "{n}: {:?}", r.body);
-        let r = call(
-            &app,
-            Method::GET,
-            "/api/profile",
-            &[("authorization", &bearer(&a))],
-            None,
-        )
-        .await;
+        let r = profile_with(&app, &a).await;
         assert_eq!(
             (r.status, r.code()),
             (StatusCode::UNAUTHORIZED, "TOKEN_INVALID"),
             "{n}"
         );
-        let r = call(
-            &app,
-            Method::GET,
-            "/api/profile",
-            &[("authorization", &bearer(&b))],
-            None,
-        )
-        .await;
+        let r = profile_with(&app, &b).await;
         assert_eq!(r.status, StatusCode::OK, "{n}");
 
         // B past its exp while cached: expired, as a full verification says.
         tokio::time::sleep(Duration::from_millis(3100)).await;
-        let r = call(
-            &app,
-            Method::GET,
-            "/api/profile",
-            &[("authorization", &bearer(&b))],
-            None,
-        )
-        .await;
+        let r = profile_with(&app, &b).await;
         assert_eq!(
             (r.status, r.code()),
             (StatusCode::UNAUTHORIZED, "TOKEN_EXPIRED"),
