@@ -5,29 +5,32 @@ use serde_json::json;
 
 use crate::example::{http, spawn_example};
 
+/// A fresh SQLite file for the example server and its environment (tokens in bodies,
+/// cheap bcrypt, an admin `boss@example.com`).
+fn server_env(prefix: &str) -> (std::path::PathBuf, Vec<(&'static str, String)>) {
+    let db = std::env::temp_dir().join(format!("{prefix}_{}.db", uuid::Uuid::new_v4().simple()));
+    let envs = vec![
+        ("SENTRI_ADDR", "127.0.0.1:0".to_owned()),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", db.display()),
+        ),
+        (
+            "SENTRI_SECRET",
+            "example-secret-example-secret-example-secret".into(),
+        ),
+        ("SENTRI_COOKIES", "0".into()),
+        ("SENTRI_BCRYPT_COST", "4".into()),
+        ("SENTRI_ADMIN_IDENTIFIER", "boss@example.com".into()),
+        ("SENTRI_ADMIN_PASSWORD", "correct horse boss".into()),
+    ];
+    (db, envs)
+}
+
 #[tokio::test]
 async fn example_server_guards_reports_by_permission() {
-    let db =
-        std::env::temp_dir().join(format!("sentri_roles_{}.db", uuid::Uuid::new_v4().simple()));
-    let (mut child, addr) = spawn_example(
-        "server",
-        &[
-            ("SENTRI_ADDR", "127.0.0.1:0".into()),
-            (
-                "DATABASE_URL",
-                format!("sqlite://{}?mode=rwc", db.display()),
-            ),
-            (
-                "SENTRI_SECRET",
-                "example-secret-example-secret-example-secret".into(),
-            ),
-            ("SENTRI_COOKIES", "0".into()),
-            ("SENTRI_BCRYPT_COST", "4".into()),
-            ("SENTRI_ADMIN_IDENTIFIER", "boss@example.com".into()),
-            ("SENTRI_ADMIN_PASSWORD", "correct horse boss".into()),
-        ],
-    )
-    .await;
+    let (db, envs) = server_env("sentri_roles");
+    let (mut child, addr) = spawn_example("server", &envs).await;
     let token =
         |b: &serde_json::Value| format!("Bearer {}", b["data"]["accessToken"].as_str().unwrap());
     let creds = json!({"identifier": "ada@example.com", "password": "correct horse"});
@@ -96,27 +99,9 @@ async fn a_second_process_learns_a_role_change_through_redis() {
     let Some(redis) = crate::support::common::redis_url("roles::second_process") else {
         return;
     };
-    let db = std::env::temp_dir().join(format!(
-        "sentri_roles2_{}.db",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let envs = [
-        ("SENTRI_ADDR", "127.0.0.1:0".to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", db.display()),
-        ),
-        (
-            "SENTRI_SECRET",
-            "example-secret-example-secret-example-secret".into(),
-        ),
-        ("SENTRI_COOKIES", "0".into()),
-        ("SENTRI_BCRYPT_COST", "4".into()),
-        ("SENTRI_ADMIN_IDENTIFIER", "boss@example.com".into()),
-        ("SENTRI_ADMIN_PASSWORD", "correct horse boss".into()),
-        ("SENTRI_SESSION_CACHE_TTL", "60".into()),
-        ("REDIS_URL", redis),
-    ];
+    let (db, mut envs) = server_env("sentri_roles2");
+    envs.push(("SENTRI_SESSION_CACHE_TTL", "60".into()));
+    envs.push(("REDIS_URL", redis));
     // One after the other: both migrate the same file at start-up.
     let (mut a, addr_a) = spawn_example("server", &envs).await;
     let (mut b, addr_b) = spawn_example("server", &envs).await;
