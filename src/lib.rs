@@ -64,7 +64,7 @@ pub use http::transport::{AccessCookieConfig, CookieConfig, SameSite};
 pub use http::{ApiResponse, CurrentUser, GuardLayer, PermitOptions};
 pub use idempotency::{IdempotencyKey, IdempotencyLayer, IdempotencyOptions};
 #[cfg(feature = "server")]
-pub use identity::{IdentifierCase, LoginInput, ProvisionUser, RegisterInput};
+pub use identity::{IdentifierCase, LoginInput, ProvisionUser, ProvisionWorkspace, RegisterInput};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use server::{CreateServerOptions, PostgresConfig, create_auth_server};

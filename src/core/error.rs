@@ -112,6 +112,26 @@ pub enum ErrorCode {
     LastAdmin,
     /// A permission name that is not declared in the configuration (400).
     InvalidPermission,
+    /// A tenant route was called without the workspace header (403).
+    WorkspaceHeaderRequired,
+    /// The workspace header is not the workspace the access token is bound to (a personal token, or a token of another workspace) (403).
+    WorkspaceMismatch,
+    /// The caller is not an active member of the workspace (removed, suspended, only invited, or the workspace is gone) (403).
+    WorkspaceAccessDenied,
+    /// No such workspace, or the caller is not a member of it (404).
+    WorkspaceNotFound,
+    /// Another workspace has this slug (409).
+    WorkspaceSlugTaken,
+    /// The change would leave the workspace without an active owner (409).
+    LastOwner,
+    /// The user is already a member of the workspace (409).
+    AlreadyMember,
+    /// No such member in the workspace (404).
+    MemberNotFound,
+    /// The invitation is unknown, expired, revoked or already used (400): one code for all, so a token reveals nothing.
+    InvitationInvalid,
+    /// The invitation is for another address than the signed-in account's (403).
+    InvitationAddressMismatch,
     /// An application's own code (the Rust form of subclassing `SentriError`).
     Custom(Cow<'static, str>),
 }
@@ -159,6 +179,16 @@ impl ErrorCode {
             Self::RoleInUse => "ROLE_IN_USE",
             Self::LastAdmin => "LAST_ADMIN",
             Self::InvalidPermission => "INVALID_PERMISSION",
+            Self::WorkspaceHeaderRequired => "WORKSPACE_HEADER_REQUIRED",
+            Self::WorkspaceMismatch => "WORKSPACE_MISMATCH",
+            Self::WorkspaceAccessDenied => "WORKSPACE_ACCESS_DENIED",
+            Self::WorkspaceNotFound => "WORKSPACE_NOT_FOUND",
+            Self::WorkspaceSlugTaken => "WORKSPACE_SLUG_TAKEN",
+            Self::LastOwner => "LAST_OWNER",
+            Self::AlreadyMember => "ALREADY_MEMBER",
+            Self::MemberNotFound => "MEMBER_NOT_FOUND",
+            Self::InvitationInvalid => "INVITATION_INVALID",
+            Self::InvitationAddressMismatch => "INVITATION_ADDRESS_MISMATCH",
             Self::Custom(code) => code,
         }
     }
@@ -199,6 +229,15 @@ impl ErrorCode {
             Self::RoleNotFound => StatusCode::NOT_FOUND,
             Self::RoleAlreadyExists | Self::RoleInUse | Self::LastAdmin => StatusCode::CONFLICT,
             Self::InvalidPermission => StatusCode::BAD_REQUEST,
+            Self::WorkspaceHeaderRequired
+            | Self::WorkspaceMismatch
+            | Self::WorkspaceAccessDenied
+            | Self::InvitationAddressMismatch => StatusCode::FORBIDDEN,
+            Self::WorkspaceNotFound | Self::MemberNotFound => StatusCode::NOT_FOUND,
+            Self::WorkspaceSlugTaken | Self::LastOwner | Self::AlreadyMember => {
+                StatusCode::CONFLICT
+            }
+            Self::InvitationInvalid => StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -83,6 +83,30 @@ pub enum AuthEventKind {
     SsoUnlinked,
     /// A single sign-on attempt failed (`error` says why).
     SsoFailed,
+    /// A workspace was created (`workspace_id`; `user_id`: its first owner).
+    WorkspaceCreated,
+    /// A workspace's name or slug changed.
+    WorkspaceUpdated,
+    /// A workspace was deleted (its memberships and invitations with it).
+    WorkspaceDeleted,
+    /// A user became an active member of a workspace (`role`: their roles).
+    MemberAdded,
+    /// A member's roles within a workspace changed (`role`: the new roles).
+    MemberRolesChanged,
+    /// A member was suspended (the tenant guard refuses them).
+    MemberSuspended,
+    /// A suspended member was made active again.
+    MemberReinstated,
+    /// A member was removed from a workspace (or left it).
+    MemberRemoved,
+    /// An invitation to a workspace was created (never the token or the address).
+    InvitationCreated,
+    /// An invitation was revoked.
+    InvitationRevoked,
+    /// An invitation was accepted (`user_id`: who joined).
+    InvitationAccepted,
+    /// A session was switched to a workspace (its tokens carry `wid`).
+    WorkspaceSwitched,
 }
 
 impl AuthEventKind {
@@ -120,6 +144,18 @@ impl AuthEventKind {
             Self::SsoLinked => "sso_linked",
             Self::SsoUnlinked => "sso_unlinked",
             Self::SsoFailed => "sso_failed",
+            Self::WorkspaceCreated => "workspace_created",
+            Self::WorkspaceUpdated => "workspace_updated",
+            Self::WorkspaceDeleted => "workspace_deleted",
+            Self::MemberAdded => "member_added",
+            Self::MemberRolesChanged => "member_roles_changed",
+            Self::MemberSuspended => "member_suspended",
+            Self::MemberReinstated => "member_reinstated",
+            Self::MemberRemoved => "member_removed",
+            Self::InvitationCreated => "invitation_created",
+            Self::InvitationRevoked => "invitation_revoked",
+            Self::InvitationAccepted => "invitation_accepted",
+            Self::WorkspaceSwitched => "workspace_switched",
         }
     }
 }
@@ -149,6 +185,8 @@ pub struct AuthEvent {
     /// The catalogue role concerned (role events), or the roles of a
     /// `roles_changed` event, comma-separated.
     pub role: Option<String>,
+    /// The workspace concerned (workspace, membership and invitation events).
+    pub workspace_id: Option<String>,
 }
 
 impl AuthEvent {
@@ -165,7 +203,14 @@ impl AuthEvent {
             error: None,
             key_id: None,
             role: None,
+            workspace_id: None,
         }
+    }
+
+    /// Sets the workspace concerned.
+    pub fn workspace(mut self, workspace_id: impl Into<String>) -> Self {
+        self.workspace_id = Some(workspace_id.into());
+        self
     }
 
     /// Sets the role concerned.

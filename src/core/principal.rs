@@ -51,6 +51,9 @@ pub struct AuthResult {
     pub user: AuthUser,
     /// The session id (`sid` claim), stable across refreshes.
     pub session_id: String,
+    /// The workspace the session is bound to (`wid` claim of the access token), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<String>,
 }
 
 impl fmt::Debug for AuthResult {
@@ -60,6 +63,7 @@ impl fmt::Debug for AuthResult {
             .field("refresh_token", &"<redacted>")
             .field("user", &self.user)
             .field("session_id", &self.session_id)
+            .field("workspace_id", &self.workspace_id)
             .finish()
     }
 }

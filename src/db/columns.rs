@@ -50,3 +50,40 @@ macro_rules! columns_of {
 columns_of!("postgres", sqlx::postgres::PgRow);
 columns_of!("mysql", sqlx::mysql::MySqlRow);
 columns_of!("sqlite", sqlx::sqlite::SqliteRow);
+
+/// A record read from one row of any enabled dialect.
+pub(crate) trait FromRow: Sized {
+    /// Maps one row.
+    fn from_row(row: &impl Columns) -> Result<Self, SentriError>;
+}
+
+impl super::Database {
+    /// Every row of a select, mapped (an idempotent read: retried like
+    /// [`read`](super::Database::read)).
+    pub(crate) async fn fetch_all<T: FromRow>(
+        &self,
+        stmt: &sea_query::SelectStatement,
+    ) -> Result<Vec<T>, SentriError> {
+        let (sql, values) = self.build(stmt);
+        self.read(|| async {
+            super::on_pool!(self, pool => {
+                let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)?;
+                rows.iter().map(T::from_row).collect()
+            })
+        })
+        .await
+    }
+
+    /// The first row of a select, mapped, if any.
+    pub(crate) async fn fetch_first<T: FromRow>(
+        &self,
+        stmt: &sea_query::SelectStatement,
+    ) -> Result<Option<T>, SentriError> {
+        let mut stmt = stmt.clone();
+        stmt.limit(1);
+        Ok(self.fetch_all(&stmt).await?.into_iter().next())
+    }
+}

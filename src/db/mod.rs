@@ -31,7 +31,7 @@ use crate::core::error::SentriError;
 mod columns;
 mod migrate;
 
-pub(crate) use columns::Columns;
+pub(crate) use columns::{Columns, FromRow};
 pub use migrate::{Migration, Target};
 
 /// The current system time as unix epoch milliseconds, the unit of every stored

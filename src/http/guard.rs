@@ -12,12 +12,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request};
+use axum::http::HeaderValue;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::tenant::TenantRule;
+use super::with_cookies;
 use crate::core::BoxFuture;
 use crate::core::error::{Result, SentriError};
 use crate::core::principal::{Assurance, AuthUser, Permissions};
@@ -37,6 +39,10 @@ pub struct CurrentUser {
     /// How the caller authenticated when it was not a session's access token (e.g. an
     /// API key): its kind, id and scopes. `None` for a session.
     pub credential: Option<Arc<CredentialInfo>>,
+    /// The workspace the access token is bound to (`wid` claim); `None` for a personal
+    /// token or a credential. Only a tenant guard proves membership: see
+    /// [`CurrentWorkspace`](super::tenant::CurrentWorkspace).
+    pub workspace_id: Option<String>,
 }
 
 /// A non-session credential a request was authenticated with (see
@@ -78,6 +84,7 @@ impl From<AccessClaims> for CurrentUser {
             },
             session_id: claims.sid,
             credential: None,
+            workspace_id: claims.wid,
         }
     }
 }
@@ -381,6 +388,7 @@ enum Rule {
     Scopes(Arc<[String]>),
     SecondFactor,
     Permissions(Arc<PermissionRule>),
+    Tenant(Arc<TenantRule>),
 }
 
 /// The rule of a permission guard.
@@ -421,6 +429,7 @@ impl fmt::Debug for GuardLayer {
             Rule::Scopes(s) => format!("require_scopes({s:?})"),
             Rule::SecondFactor => "require_2fa".to_owned(),
             Rule::Permissions(p) => format!("require_permissions({:?})", p.permissions),
+            Rule::Tenant(t) => format!("tenant({:?})", t.roles),
         };
         f.debug_struct("GuardLayer").field("rule", &rule).finish()
     }
@@ -540,6 +549,27 @@ impl GuardLayer {
     }
 }
 
+impl GuardLayer {
+    /// Requires the request's workspace header to name the workspace its token is bound
+    /// to, the caller to be an active member, and (when `roles` is not empty) to hold
+    /// one of `roles` within it. Panics at build time on a role no member can hold.
+    pub fn tenant<R, S>(
+        auth: Arc<dyn Authenticate>,
+        members: Arc<dyn super::Membership>,
+        roles: R,
+    ) -> Self
+    where
+        R: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let roles = roles.into_iter().map(Into::into).collect();
+        Self {
+            auth,
+            rule: Rule::Tenant(Arc::new(TenantRule::new(members, roles))),
+        }
+    }
+}
+
 /// 403 `INSUFFICIENT_SCOPE`: the credential lacks a scope the route requires.
 fn insufficient_scope() -> SentriError {
     SentriError::new(
@@ -620,8 +650,19 @@ where
                     Err(err) => return Ok(err.into_response()),
                 }
             }
+            let admitted = match (&layer.rule, parts.extensions.get::<CurrentUser>()) {
+                (Rule::Tenant(rule), Some(current)) => Some(rule.admit(&parts, current).await),
+                _ => None,
+            };
+            match admitted {
+                Some(Ok(workspace)) => {
+                    parts.extensions.insert(workspace);
+                }
+                Some(Err(err)) => return Ok(with_cookies(err.into_response(), set_cookies)),
+                None => {}
+            }
             let allowed = match (&layer.rule, parts.extensions.get::<CurrentUser>()) {
-                (Rule::Authenticated, Some(_)) => true,
+                (Rule::Authenticated | Rule::Tenant(_), Some(_)) => true,
                 (Rule::AnyRole(roles), Some(current)) => current.user.has_any_role(roles),
                 (Rule::Permit(opts), Some(current)) => {
                     current.user.has_any_role(&opts.roles)
@@ -642,7 +683,7 @@ where
                 // Inserted just above when missing: unreachable, but never let it through.
                 (_, None) => false,
             };
-            let mut res = if allowed {
+            let res = if allowed {
                 inner.call(Request::from_parts(parts, body)).await?
             } else if matches!(layer.rule, Rule::Scopes(_)) {
                 insufficient_scope().into_response()
@@ -655,10 +696,7 @@ where
             } else {
                 SentriError::forbidden("Insufficient permissions").into_response()
             };
-            for c in set_cookies {
-                res.headers_mut().append(header::SET_COOKIE, c);
-            }
-            Ok(res)
+            Ok(with_cookies(res, set_cookies))
         })
     }
 }

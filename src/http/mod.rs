@@ -10,17 +10,16 @@ pub(crate) mod csrf;
 mod envelope;
 mod errors;
 pub mod guard;
+pub mod tenant;
 #[cfg(feature = "server")]
 pub mod transport;
 
 use std::net::SocketAddr;
 
 use axum::extract::ConnectInfo;
-#[cfg(feature = "server")]
 use axum::http::HeaderValue;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
-#[cfg(feature = "server")]
 use axum::response::Response;
 
 pub use body::{JsonBody, MAX_BODY_BYTES};
@@ -30,6 +29,7 @@ pub use errors::{ErrorLayer, UnhandledCallback};
 pub use guard::{
     Authenticate, Authenticated, CredentialInfo, CurrentUser, GuardLayer, PermitOptions,
 };
+pub use tenant::{CurrentWorkspace, Membership};
 
 use crate::core::principal::SessionMeta;
 
@@ -69,7 +69,6 @@ pub(crate) fn no_store(headers: &mut HeaderMap) {
 }
 
 /// Appends `Set-Cookie` values to a response.
-#[cfg(feature = "server")]
 pub(crate) fn with_cookies(mut res: Response, cookies: Vec<HeaderValue>) -> Response {
     for c in cookies {
         res.headers_mut().append(header::SET_COOKIE, c);

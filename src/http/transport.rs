@@ -111,7 +111,32 @@ impl Transport {
         if self.cookie.is_none() {
             data["refreshToken"] = serde_json::Value::String(res.refresh_token.clone());
         }
+        if let Some(workspace) = &res.workspace_id {
+            data["workspaceId"] = serde_json::Value::String(workspace.clone());
+        }
         let mut out = with_cookies(success(status, message, data), self.session_cookies(res));
+        no_store(out.headers_mut());
+        out
+    }
+
+    /// The answer of a new access token alone (a workspace switch): `data` with the
+    /// token added as `accessToken`, the access cookie when configured, no-store. The
+    /// refresh token is unchanged.
+    pub(crate) fn access_response(
+        &self,
+        message: &str,
+        access_token: &str,
+        mut data: serde_json::Value,
+    ) -> Response {
+        data["accessToken"] = serde_json::Value::String(access_token.to_owned());
+        let cookie = self
+            .access_cookie
+            .as_ref()
+            .and_then(|c| access_cookie(c, access_token, self.access_ttl));
+        let mut out = with_cookies(
+            success(StatusCode::OK, message, data),
+            cookie.into_iter().collect(),
+        );
         no_store(out.headers_mut());
         out
     }

@@ -70,6 +70,49 @@ pub struct ProvisionUser {
     pub email: Option<String>,
     /// Store the address as verified (default `false`).
     pub mark_email_verified: bool,
+    /// A workspace to create or join (needs the workspaces capability).
+    pub workspace: Option<ProvisionWorkspace>,
+}
+
+/// The workspace part of [`ProvisionUser`]: the user joins the workspace of `slug`
+/// with `roles`, which is created (named `name`, the user its owner) when there is none.
+///
+/// ```
+/// use sentri::identity::{ProvisionUser, ProvisionWorkspace};
+/// let input = ProvisionUser::new("ops@example.com", "a long admin password")
+///     .workspace(ProvisionWorkspace::new("Acme", "acme"));
+/// # let _ = input;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProvisionWorkspace {
+    /// The workspace name (used when it is created).
+    pub name: String,
+    /// Its unique slug: what makes provisioning idempotent.
+    pub slug: String,
+    /// The user's roles in it (default: the owner role).
+    pub roles: Vec<String>,
+}
+
+impl ProvisionWorkspace {
+    /// The workspace `slug` (named `name` if created), as its owner.
+    pub fn new(name: impl Into<String>, slug: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            slug: slug.into(),
+            roles: Vec::new(),
+        }
+    }
+
+    /// The user's roles in the workspace.
+    pub fn roles<I, S>(mut self, roles: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
 }
 
 impl ProvisionUser {
@@ -82,7 +125,14 @@ impl ProvisionUser {
             roles: Vec::new(),
             email: None,
             mark_email_verified: false,
+            workspace: None,
         }
+    }
+
+    /// Also creates or joins a workspace (needs the workspaces capability).
+    pub fn workspace(mut self, workspace: ProvisionWorkspace) -> Self {
+        self.workspace = Some(workspace);
+        self
     }
 
     /// Sets the roles.
@@ -116,6 +166,7 @@ impl fmt::Debug for ProvisionUser {
             .field("roles", &self.roles)
             .field("email", &self.email)
             .field("mark_email_verified", &self.mark_email_verified)
+            .field("workspace", &self.workspace)
             .finish()
     }
 }

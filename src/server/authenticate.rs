@@ -137,6 +137,7 @@ impl ServerAuth {
                     user: res.user,
                     session_id: res.session_id,
                     credential: None,
+                    workspace_id: res.workspace_id,
                 },
                 set_cookies,
             })

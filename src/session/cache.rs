@@ -24,6 +24,8 @@ pub(crate) struct SessionCache {
     /// Set by the first [`raise`](Self::raise): until then no floor exists and
     /// `protect()` skips the lookup.
     any_floor: AtomicBool,
+    /// How long a live entry is trusted (`session_cache_ttl`).
+    ttl: Duration,
 }
 
 impl SessionCache {
@@ -43,7 +45,14 @@ impl SessionCache {
                 .time_to_live(ttl.saturating_add(Duration::from_secs(120)))
                 .build(),
             any_floor: AtomicBool::new(false),
+            ttl,
         }
+    }
+
+    /// How long an entry is trusted without the store (`session_cache_ttl`): also the
+    /// bound of other caches that follow the sessions' (memberships).
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// `true` when `sid` is cached as live.

@@ -26,9 +26,9 @@ use sea_query::{CaseStatement, Expr, ExprTrait, Query};
 use super::schema::{
     ASSURANCE, CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, IP, LAST_USED_AT, MAX_EXPIRES_AT,
     PREVIOUS_HASH, REFRESH_HASH, REVOCATION, REVOKED_AT, ROTATED_FROM, SESSIONS, USER_AGENT,
-    USER_ID,
+    USER_ID, WORKSPACE_ID,
 };
-use super::store::{NewSession, SessionRecord, insert_session, map_insert_error};
+use super::store::{FamilyBinding, NewSession, SessionRecord, insert_session, map_insert_error};
 use crate::core::error::SentriError;
 use crate::db::{Columns, Database, Step, StepsOutcome, db_err, on_pool};
 
@@ -206,11 +206,12 @@ impl Database {
         .await
     }
 
-    /// The stored assurance of a family (`None`: not recorded, or no such family).
-    pub async fn family_assurance(&self, id: &str) -> Result<Option<String>, SentriError> {
+    /// The stored binding of a family (assurance and workspace; empty when not
+    /// recorded, or no such family).
+    pub(crate) async fn family_binding(&self, id: &str) -> Result<FamilyBinding, SentriError> {
         let (sql, values) = self.build(
             &Query::select()
-                .column(ASSURANCE)
+                .columns([ASSURANCE, WORKSPACE_ID])
                 .from(FAMILIES)
                 .and_where(Expr::col(ID).eq(id))
                 .limit(1)
@@ -223,12 +224,50 @@ impl Database {
                     .await
                     .map_err(db_err)?;
                 match row {
-                    Some(r) => sqlx::Row::try_get::<Option<String>, _>(&r, 0).map_err(db_err),
-                    None => Ok(None),
+                    Some(r) => Ok(FamilyBinding {
+                        assurance: r.col(ASSURANCE)?,
+                        workspace: r.col(WORKSPACE_ID)?,
+                    }),
+                    None => Ok(FamilyBinding::default()),
                 }
             })
         })
         .await
+    }
+
+    /// Binds the live family `id` of `user` to `workspace` (`None`: personal again).
+    /// `false` when the family is not live or not the user's.
+    pub(crate) async fn bind_family_workspace(
+        &self,
+        id: &str,
+        user: &str,
+        workspace: Option<&str>,
+        now: i64,
+    ) -> Result<bool, SentriError> {
+        let stmt = Query::update()
+            .table(FAMILIES)
+            .value(WORKSPACE_ID, workspace.map(str::to_owned))
+            .cond_where(live_family(id, now))
+            .and_where(Expr::col(USER_ID).eq(user))
+            .to_owned();
+        Ok(self.exec(self.build(&stmt)).await? > 0)
+    }
+
+    /// Makes every family bound to `workspace` (of `user` only, when given) personal
+    /// again; returns how many.
+    pub(crate) async fn unbind_workspace(
+        &self,
+        workspace: &str,
+        user: Option<&str>,
+    ) -> Result<u64, SentriError> {
+        let mut stmt = Query::update();
+        stmt.table(FAMILIES)
+            .value(WORKSPACE_ID, Option::<String>::None)
+            .and_where(Expr::col(WORKSPACE_ID).eq(workspace));
+        if let Some(user) = user {
+            stmt.and_where(Expr::col(USER_ID).eq(user));
+        }
+        self.exec(self.build(&stmt)).await
     }
 
     /// `true` when the family is neither revoked nor expired at `now` (one primary-key

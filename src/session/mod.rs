@@ -34,6 +34,7 @@ pub use bus::{AUTHZ_CHANNEL, REVOCATION_CHANNEL};
 pub(crate) use cache::SessionCache;
 pub use devices::{DeviceSession, MAX_DEVICE_SESSIONS};
 pub use families::{FamilyRecord, NewFamily, Rotation};
+pub(crate) use store::FamilyBinding;
 pub use store::{NewSession, SessionRecord};
 
 use crate::core::BoxFuture;
@@ -44,7 +45,7 @@ use crate::core::events::{AuthEvent, AuthEventKind, EventBus};
 use crate::core::principal::{Assurance, AuthUser, SessionMeta};
 pub use crate::core::principal::{AuthResult, RefreshResult};
 use crate::db::Database;
-use crate::token::{RefreshClaims, TokenService};
+use crate::token::{AccessClaims, AccessGrant, RefreshClaims, TokenService};
 
 /// The session service: families, rotation, revocation, the live cache and the purge.
 pub(crate) struct Sessions {
@@ -172,8 +173,12 @@ impl Sessions {
             .stamped_user(&user.id)
             .await?
             .ok_or_else(SentriError::user_not_found)?;
-        self.finish_session(user, family.id, &jti, Some(assurance), av)
-            .await
+        let grant = AccessGrant {
+            assurance: Some(assurance.clone()),
+            av,
+            workspace: None,
+        };
+        self.finish_session(user, family.id, &jti, &grant).await
     }
 
     fn new_session_row(
@@ -201,20 +206,56 @@ impl Sessions {
         user: AuthUser,
         family: String,
         jti: &str,
-        assurance: Option<&Assurance>,
-        av: i64,
+        grant: &AccessGrant,
     ) -> Result<AuthResult> {
-        let (access_token, _) = self
-            .tokens
-            .sign_access_versioned(&user, &family, assurance, av)?;
+        let (access_token, _) = self.tokens.sign_access_granted(&user, &family, grant)?;
         let refresh_token = self.tokens.sign_refresh(&user.id, &family, jti)?;
-        self.cache.remember(&family, av);
+        self.cache.remember(&family, grant.av);
         Ok(AuthResult {
             access_token,
             refresh_token,
             user,
             session_id: family,
+            workspace_id: grant.workspace.clone(),
         })
+    }
+
+    /// Binds the live session `sid` of `user` to `workspace` (`None`: personal again)
+    /// and signs an access token of the session that carries it (`wid`); the session's
+    /// refresh tokens go on issuing tokens of that workspace. The caller checked the
+    /// membership; the tenant guard checks it again on every request.
+    pub(crate) async fn switch_workspace(
+        &self,
+        sid: &str,
+        user: &str,
+        workspace: Option<&str>,
+    ) -> Result<(String, AccessClaims)> {
+        if !self
+            .db
+            .bind_family_workspace(sid, user, workspace, self.now())
+            .await?
+        {
+            return Err(SentriError::token_invalid("Session has been revoked"));
+        }
+        let (user, av) = self
+            .db
+            .stamped_user(user)
+            .await?
+            .ok_or_else(SentriError::user_not_found)?;
+        let binding = self.db.family_binding(sid).await?;
+        // The workspace asked for, even if a removal unbound the family meanwhile: the
+        // tenant guard refuses such a token (membership), it never widens anything.
+        let grant = AccessGrant {
+            workspace: workspace.map(str::to_owned),
+            ..grant_of(binding, av)
+        };
+        self.tokens.sign_access_granted(&user, sid, &grant)
+    }
+
+    /// Makes the sessions bound to `workspace` (of `user` only, when given) personal
+    /// again: their next tokens carry no `wid`.
+    pub(crate) async fn unbind_workspace(&self, workspace: &str, user: Option<&str>) -> Result<()> {
+        self.db.unbind_workspace(workspace, user).await.map(|_| ())
     }
 
     /// Rotates a refresh token: the presented token stops working and a new pair of the
@@ -229,10 +270,10 @@ impl Sessions {
         let claims = self.tokens.verify_refresh(refresh_token)?;
         let hash = sha256_hex(&claims.jti);
         let now = self.now();
-        if let Some((row, user, assurance, av)) =
+        if let Some((row, user, binding, av)) =
             self.db.find_session_with_stamped_user(&hash).await?
             && let Some(res) = self
-                .rotate(&claims, (row, user, av), assurance, meta, now)
+                .rotate(&claims, (row, user, av), binding, meta, now)
                 .await?
         {
             return Ok(res);
@@ -252,7 +293,7 @@ impl Sessions {
         &self,
         claims: &RefreshClaims,
         (row, user, av): (SessionRecord, AuthUser, i64),
-        assurance: Option<String>,
+        binding: FamilyBinding,
         meta: SessionMeta,
         now: i64,
     ) -> Result<Option<AuthResult>> {
@@ -274,9 +315,10 @@ impl Sessions {
         match self.db.rotate_session(&row, &next, now).await? {
             Rotation::Rotated(_) => {
                 self.emit(AuthEventKind::Refreshed, &user.id, &family.id);
-                // Read with the session: a family's assurance never changes after login.
-                let assurance = assurance.as_deref().and_then(Assurance::from_column);
-                let res = self.finish_session(user, family.id, &next_jti, assurance.as_ref(), av);
+                // Read with the session: a family's assurance never changes after login;
+                // its workspace binding as it was when the rotation read it.
+                let grant = grant_of(binding, av);
+                let res = self.finish_session(user, family.id, &next_jti, &grant);
                 Ok(Some(res.await?))
             }
             Rotation::Superseded => Ok(None),
@@ -318,15 +360,10 @@ impl Sessions {
             return Ok(None);
         }
         let (user, av) = self.load_session_user(&next).await?;
-        let assurance = self.family_assurance(&next.family_id).await?;
-        let res = self.finish_session(user, next.family_id, &next_jti, assurance.as_ref(), av);
+        let binding = self.db.family_binding(&next.family_id).await?;
+        let grant = grant_of(binding, av);
+        let res = self.finish_session(user, next.family_id, &next_jti, &grant);
         Ok(Some(res.await?))
-    }
-
-    /// The assurance recorded for a family (refreshes carry it over unchanged).
-    async fn family_assurance(&self, family: &str) -> Result<Option<Assurance>> {
-        let stored = self.db.family_assurance(family).await?;
-        Ok(stored.as_deref().and_then(Assurance::from_column))
     }
 
     async fn load_session_user(&self, row: &SessionRecord) -> Result<(AuthUser, i64)> {
@@ -392,6 +429,19 @@ impl Sessions {
             .user(user_id)
             .session(session_id);
         self.events.emit(event);
+    }
+}
+
+/// What the tokens of a family with this stored `binding` carry, for a user at
+/// authorization version `av` (refreshes carry the assurance over unchanged).
+fn grant_of(binding: FamilyBinding, av: i64) -> AccessGrant {
+    AccessGrant {
+        assurance: binding
+            .assurance
+            .as_deref()
+            .and_then(Assurance::from_column),
+        av,
+        workspace: binding.workspace,
     }
 }
 

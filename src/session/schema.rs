@@ -26,6 +26,7 @@ pub(crate) const MAX_EXPIRES_AT: &str = "max_expires_at";
 pub(crate) const REVOKED_AT: &str = "revoked_at";
 pub(crate) const REVOCATION: &str = "revocation";
 pub(crate) const ASSURANCE: &str = "assurance";
+pub(crate) const WORKSPACE_ID: &str = "workspace_id";
 
 /// The migrations of the session tables (after the users table).
 pub(crate) const MIGRATIONS: &[Migration] = &[
@@ -44,7 +45,29 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 1,
         up: family_assurance,
     },
+    Migration {
+        component: "session-workspace",
+        version: 1,
+        up: family_workspace,
+    },
 ];
+
+/// `session-workspace` version 1: the workspace a family is bound to (`NULL`: a
+/// personal session). Every access token of the family carries it as `wid`; the
+/// workspaces capability sets it (switch) and clears it (removal, deletion). No foreign
+/// key: the session tables know no capability.
+fn family_workspace(target: Target) -> Vec<String> {
+    let alter = sea_query::Table::alter()
+        .table(FAMILIES)
+        .add_column(ColumnDef::new(WORKSPACE_ID).string_len(36).null())
+        .to_owned();
+    let index = sea_query::Index::create()
+        .name("idx_sentri_session_families_workspace_id")
+        .table(FAMILIES)
+        .col(WORKSPACE_ID)
+        .to_owned();
+    vec![target.ddl(&alter), target.ddl(&index)]
+}
 
 /// `session-assurance` version 1: how each family's login was authenticated
 /// (`Assurance::to_column`; `NULL` for families opened before, whose tokens carry no

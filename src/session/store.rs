@@ -7,7 +7,7 @@ use sea_query_sqlx::SqlxValues;
 
 use super::schema::{
     ASSURANCE, CREATED_AT, EXPIRES_AT, FAMILIES, FAMILY_ID, ID, IP, LAST_USED_AT, PREVIOUS_HASH,
-    REFRESH_HASH, ROTATED_FROM, SESSIONS, USER_AGENT, USER_ID,
+    REFRESH_HASH, ROTATED_FROM, SESSIONS, USER_AGENT, USER_ID, WORKSPACE_ID,
 };
 use crate::core::error::SentriError;
 use crate::core::principal::AuthUser;
@@ -172,9 +172,17 @@ pub(super) fn map_insert_error(err: sqlx::Error) -> SentriError {
 /// needs before it rotates, read in one query.
 pub type SessionContext = (SessionRecord, AuthUser, Option<String>);
 
-/// [`SessionContext`] with the user's authorization version, read in the same
-/// statement as the roles.
-type StampedContext = (SessionRecord, AuthUser, Option<String>, i64);
+/// What a family hands on to every token it issues, as stored: its assurance
+/// (`Assurance::to_column`) and the workspace it is bound to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FamilyBinding {
+    pub(crate) assurance: Option<String>,
+    pub(crate) workspace: Option<String>,
+}
+
+/// A session row with its user, the user's authorization version (read in the same
+/// statement as the roles) and its family's binding.
+type StampedContext = (SessionRecord, AuthUser, FamilyBinding, i64);
 
 /// Maps a session row joined with its user's identifier, roles and authorization
 /// version and its family's assurance (any dialect).
@@ -186,8 +194,11 @@ fn session_and_user(row: &impl Columns) -> Result<StampedContext, SentriError> {
         identifier: row.col("u_identifier")?,
         roles: serde_json::from_str(&roles).map_err(SentriError::internal)?,
     };
-    let assurance: Option<String> = row.col("f_assurance")?;
-    Ok((session, user, assurance, row.col("u_av")?))
+    let binding = FamilyBinding {
+        assurance: row.col("f_assurance")?,
+        workspace: row.col("f_workspace")?,
+    };
+    Ok((session, user, binding, row.col("u_av")?))
 }
 
 /// Maps one `sentri_sessions` row (any dialect).
@@ -276,7 +287,7 @@ impl Database {
         Ok(self
             .find_session_with_stamped_user(hash)
             .await?
-            .map(|(session, user, assurance, _)| (session, user, assurance)))
+            .map(|(session, user, binding, _)| (session, user, binding.assurance)))
     }
 
     /// [`find_session_with_user`](Self::find_session_with_user) with the user's
@@ -295,6 +306,7 @@ impl Database {
                 "u_av",
             )
             .expr_as(Expr::col((FAMILIES, ASSURANCE)), "f_assurance")
+            .expr_as(Expr::col((FAMILIES, WORKSPACE_ID)), "f_workspace")
             .from(SESSIONS)
             .inner_join(USERS, Expr::col((USERS, "id")).equals((SESSIONS, USER_ID)))
             .left_join(

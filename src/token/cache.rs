@@ -100,6 +100,7 @@ fn weight(token: &str, claims: &AccessClaims) -> u32 {
     bytes += claims.roles.iter().map(|r| r.len() + 24).sum::<usize>();
     bytes +=
         claims.iss.as_ref().map_or(0, String::len) + claims.aud.as_ref().map_or(0, String::len);
+    bytes += claims.wid.as_ref().map_or(0, String::len);
     bytes += claims
         .amr
         .as_ref()
@@ -170,6 +171,7 @@ mod tests {
             amr: None,
             aal: None,
             av: None,
+            wid: None,
         }
     }
 

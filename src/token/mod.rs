@@ -122,6 +122,11 @@ pub struct AccessClaims {
     /// change bumps the stored version; `protect()` then treats this token as stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub av: Option<i64>,
+    /// The workspace (tenant) the token is bound to; absent on a personal token. Set by
+    /// switching the session to a workspace; the tenant guard requires it to equal the
+    /// request's workspace header and the caller's membership to be active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wid: Option<String>,
 }
 
 impl AccessClaims {
@@ -132,6 +137,19 @@ impl AccessClaims {
             level: self.aal?,
         })
     }
+}
+
+/// What a session grants each access token it issues beyond the user: how the login
+/// was authenticated, the user's authorization version and the workspace the session is
+/// bound to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessGrant {
+    /// The session's assurance (claims `amr`, `aal`), when recorded.
+    pub assurance: Option<Assurance>,
+    /// The user's authorization version (claim `av`, left out when 0).
+    pub av: i64,
+    /// The workspace the session is bound to (claim `wid`), if any.
+    pub workspace: Option<String>,
 }
 
 /// The claims of a refresh token.
@@ -305,19 +323,23 @@ impl TokenService {
         sid: &str,
         assurance: Option<&Assurance>,
     ) -> Result<(String, AccessClaims)> {
-        self.sign_access_versioned(user, sid, assurance, 0)
+        let grant = AccessGrant {
+            assurance: assurance.cloned(),
+            ..AccessGrant::default()
+        };
+        self.sign_access_granted(user, sid, &grant)
     }
 
-    /// [`sign_access_with`](Self::sign_access_with) for a user at authorization version
-    /// `av` (the `av` claim, left out when 0).
-    pub fn sign_access_versioned(
+    /// Signs an access token of session `sid` with everything the session grants
+    /// (assurance, authorization version, workspace).
+    pub fn sign_access_granted(
         &self,
         user: &AuthUser,
         sid: &str,
-        assurance: Option<&Assurance>,
-        av: i64,
+        grant: &AccessGrant,
     ) -> Result<(String, AccessClaims)> {
         let iat = now_secs();
+        let assurance = grant.assurance.as_ref();
         let claims = AccessClaims {
             sub: user.id.clone(),
             identifier: user.identifier.clone(),
@@ -330,7 +352,8 @@ impl TokenService {
             aud: self.inner.opts.audience.clone(),
             amr: assurance.map(|a| a.amr.clone()),
             aal: assurance.map(|a| a.level),
-            av: (av != 0).then_some(av),
+            av: (grant.av != 0).then_some(grant.av),
+            wid: grant.workspace.clone(),
         };
         let token = self.encode(TYP_ACCESS, &claims)?;
         Ok((token, claims))

@@ -26,6 +26,7 @@ impl CachedKey {
             user: self.user.clone(),
             session_id: String::new(),
             credential: Some(self.credential.clone()),
+            workspace_id: None,
         }
     }
 }
