@@ -123,6 +123,10 @@ struct ProtectFixture {
     cold: Router,
     /// `require_permission("orders:read")` (granted to `user` in code), cache warm.
     permission: Router,
+    /// `auth.tenant()`: the session switched to a workspace, caches warm.
+    tenant: Router,
+    tenant_token: String,
+    workspace: String,
     token: String,
     /// One token per session, for the cold case.
     cold_tokens: Vec<String>,
@@ -177,6 +181,7 @@ async fn protect_fixture() -> ProtectFixture {
             .access_cookie(None)
             .session_cache_ttl(ttl)
             .grant("user", ["orders:read"])
+            .with(sentri::capability::workspaces::Workspaces::default())
     };
     let auth = ok(create_auth(config(Duration::from_secs(5))));
     ok(auth.migrate().await);
@@ -207,7 +212,11 @@ async fn protect_fixture() -> ProtectFixture {
         cold_tokens.push(login().await);
     }
     let route = || Router::new().route("/r", get(handler));
+    let (workspace, tenant_token) = switched_token(&auth, &token).await;
     ProtectFixture {
+        tenant: route().route_layer(auth.tenant()),
+        tenant_token,
+        workspace,
         bare: route(),
         jwt_only: route().route_layer(middleware::from_fn_with_state(auth.clone(), jwt_only)),
         warm: route().route_layer(auth.protect()),
@@ -780,6 +789,55 @@ fn api_key_ratio(rt: &tokio::runtime::Runtime, fx: &ProtectFixture, kf: &ApiKeyF
     );
 }
 
+/// A workspace created by the bearer of `token` and an access token switched to it.
+async fn switched_token(auth: &ServerAuth, token: &str) -> (String, String) {
+    let call = |path: String, body: &'static str, token: String| {
+        let app = auth.router::<()>();
+        async move {
+            let req = ok(HttpRequest::post(path)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body)));
+            let res = match app.oneshot(req).await {
+                Ok(res) => res,
+                Err(never) => match never {},
+            };
+            let bytes = ok(axum::body::to_bytes(res.into_body(), usize::MAX).await);
+            ok(serde_json::from_slice::<serde_json::Value>(&bytes))
+        }
+    };
+    let created = call(
+        "/workspaces".into(),
+        r#"{"name":"Bench"}"#,
+        token.to_owned(),
+    )
+    .await;
+    let id = created["data"]["workspace"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let switched = call(format!("/workspaces/{id}/switch"), "{}", token.to_owned()).await;
+    let access = switched["data"]["accessToken"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (id, access)
+}
+
+/// One request through `auth.tenant()` (session and membership caches warm).
+async fn tenant_run(f: &ProtectFixture) {
+    let req = ok(HttpRequest::get("/r")
+        .header(header::AUTHORIZATION, format!("Bearer {}", f.tenant_token))
+        .header("x-workspace-id", f.workspace.as_str())
+        .body(Body::empty()));
+    let res = match f.tenant.clone().oneshot(req).await {
+        Ok(res) => res,
+        Err(never) => match never {},
+    };
+    assert_eq!(res.status(), StatusCode::OK);
+    let _ = black_box(axum::body::to_bytes(res.into_body(), usize::MAX).await);
+}
+
 /// One request through `require_permission` (session and permission caches warm).
 async fn permission_run(f: &ProtectFixture) {
     let req = ok(HttpRequest::get("/r")
@@ -801,15 +859,19 @@ fn permission_cases(c: &mut Criterion, rt: &tokio::runtime::Runtime, fx: &Protec
     group.bench_function("require_permission (cache warm)", |b| {
         b.to_async(rt).iter(|| permission_run(fx))
     });
+    group.bench_function("tenant (cache warm)", |b| {
+        b.to_async(rt).iter(|| tenant_run(fx))
+    });
     group.finish();
 }
 
 /// The ratio row: `require_permission` against `protect()`, both warm, interleaved.
 fn permission_ratio(rt: &tokio::runtime::Runtime, fx: &ProtectFixture) {
-    let (mut warm, mut perm) = (Vec::new(), Vec::new());
+    let (mut warm, mut perm, mut tenant) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         warm.push(time_async(rt, 1_000, || Protect::Warm.run(fx)));
         perm.push(time_async(rt, 1_000, || permission_run(fx)));
+        tenant.push(time_async(rt, 1_000, || tenant_run(fx)));
     }
     let base = best(&warm);
     println!("-- permissions via oneshot (baseline: protect, cache warm)");
@@ -818,6 +880,11 @@ fn permission_ratio(rt: &tokio::runtime::Runtime, fx: &ProtectFixture) {
     println!(
         "  => cost of require_permission (warm) / protect (warm) = {:.3} (target <= 1.10)",
         best(&perm).as_secs_f64() / base.as_secs_f64()
+    );
+    row("tenant (cache warm)", best(&tenant), base);
+    println!(
+        "  => cost of tenant (warm) / protect (warm) = {:.3} (target <= 1.10)",
+        best(&tenant).as_secs_f64() / base.as_secs_f64()
     );
 }
 

@@ -146,6 +146,14 @@ async fn admin(user: CurrentUser) -> Response {
     )
 }
 
+async fn workspace(ws: sentri::http::CurrentWorkspace, user: CurrentUser) -> Response {
+    success(
+        StatusCode::OK,
+        "Workspace",
+        serde_json::json!({ "workspace": ws.id, "roles": ws.roles.to_vec(), "user": user.user.id }),
+    )
+}
+
 async fn reports(permissions: sentri::core::principal::Permissions) -> Response {
     success(
         StatusCode::OK,
@@ -306,7 +314,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         // --- roles: a role catalogue with admin routes (GET/POST /auth/roles, …) and
         // permissions granted in code; `GET /api/reports` needs `reports:read` ---
         .with(sentri::capability::roles::Roles::default())
-        .grant("admin", ["reports:read"]);
+        .grant("admin", ["reports:read"])
+        // --- workspaces: tenants under /auth/workspaces; `GET /api/workspace` needs a
+        // token switched to the workspace named by `X-Workspace-Id` ---
+        .with(sentri::capability::workspaces::Workspaces::default());
     // --- scale-out: signing keys shared and rotated through the database ---
     if let Some(store) = key_store()? {
         config = config.signing_key_store(store);
@@ -399,6 +410,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             "/reports",
             get(reports).route_layer(auth.require_permission("reports:read")),
         )
+        // Only active members of the workspace the token is switched to.
+        .route("/workspace", get(workspace).route_layer(auth.tenant()))
         // Only sessions signed in with a second factor (403 TWO_FACTOR_REQUIRED otherwise).
         .route("/secure", get(profile).route_layer(auth.require_2fa()))
         .route(

@@ -35,6 +35,7 @@ pub mod roles;
 pub mod sso;
 pub mod two_factor;
 mod user_roles;
+pub mod workspaces;
 
 use std::fmt;
 use std::sync::Arc;
@@ -50,8 +51,10 @@ use crate::core::events::{AuthEvent, AuthEventKind, EventBus, EventSink};
 use crate::core::principal::{Assurance, AuthUser, SessionMeta};
 use crate::db::Migration;
 use crate::http::guard::{Authenticate, CurrentUser, GuardLayer};
+use crate::http::tenant::Membership;
 use crate::http::transport::Transport;
 use crate::identity::Identity;
+use crate::identity::ProvisionUser;
 use crate::session::{AuthResult, Sessions};
 use crate::throttle::Throttle;
 
@@ -338,5 +341,22 @@ pub trait Capability: Send + Sync + 'static {
     /// optional `email` for an account whose identifier is not an address.
     fn mails_accounts(&self) -> bool {
         false
+    }
+
+    /// The memberships the tenant guard checks (the workspaces capability).
+    fn membership(&self, _core: &Core) -> Option<Arc<dyn Membership>> {
+        None
+    }
+
+    /// Runs after `provision_user` created (or found) `user`: the capability handles
+    /// the part of `input` that is its own (e.g. a workspace to create or join).
+    /// `Ok(true)`: it handled something.
+    fn provisioned<'a>(
+        &'a self,
+        _core: &'a Core,
+        _user: &'a AuthUser,
+        _input: &'a ProvisionUser,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async { Ok(false) })
     }
 }

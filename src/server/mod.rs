@@ -100,6 +100,8 @@ pub(crate) struct Inner {
     pub(crate) signup_open: bool,
     /// A capability mails accounts: `POST /register` takes an optional `email`.
     pub(crate) register_email: bool,
+    /// The memberships of the tenant guard (the workspaces capability), when enabled.
+    pub(crate) membership: Option<Arc<dyn crate::http::Membership>>,
 }
 
 /// sentri in server mode: owns users and sessions, issues and verifies tokens.
@@ -349,6 +351,7 @@ impl ServerAuth {
             registration_key: config.api_key.is_some(),
         };
         let capabilities = config.capabilities;
+        let membership = capabilities.iter().find_map(|c| c.membership(&core));
         let inner = Arc::new(Inner {
             core,
             tokens,
@@ -361,6 +364,7 @@ impl ServerAuth {
             credentials: capabilities.iter().filter_map(|c| c.credential()).collect(),
             signup_open: !capabilities.iter().any(|c| c.closes_signup()),
             register_email: capabilities.iter().any(|c| c.mails_accounts()),
+            membership,
             capabilities,
         });
         let _ = guard.0.set(Arc::downgrade(&inner));
@@ -610,6 +614,7 @@ impl ServerAuth {
             self.store_provisioned_address(&user.id, &address, input.mark_email_verified)
                 .await?;
         }
+        self.provision_capabilities(&user, &input).await?;
         if created {
             // After the address is stored: capabilities react to it (e.g. verification).
             let event =
@@ -617,6 +622,21 @@ impl ServerAuth {
             self.inner.core.events.emit(event);
         }
         Ok(user)
+    }
+
+    /// Lets each capability handle its part of a provisioning (a workspace); a part no
+    /// capability handles is a configuration error.
+    async fn provision_capabilities(&self, user: &AuthUser, input: &ProvisionUser) -> Result<()> {
+        let mut handled = false;
+        for capability in &self.inner.capabilities {
+            handled |= capability.provisioned(self.core(), user, input).await?;
+        }
+        if input.workspace.is_some() && !handled {
+            return Err(SentriError::configuration(
+                "provisioning a workspace needs ServerConfig::with(Workspaces::default())",
+            ));
+        }
+        Ok(())
     }
 
     /// Stores the address of a provisioned user, keeping an existing verification of the
@@ -1012,6 +1032,37 @@ impl ServerAuth {
     // ---- HTTP ----------------------------------------------------------------------
 
     crate::http::guard::guard_methods!();
+
+    /// A layer that admits a request into the workspace its `X-Workspace-Id` header
+    /// names only when the access token is bound to that workspace (`wid`) and the
+    /// caller is an active member of it; handlers may extract
+    /// [`CurrentWorkspace`](crate::http::CurrentWorkspace). Refusals are 403 with
+    /// `WORKSPACE_HEADER_REQUIRED`, `WORKSPACE_MISMATCH` or `WORKSPACE_ACCESS_DENIED`
+    /// (see [`workspaces`](crate::capability::workspaces)). Authenticates by itself when
+    /// no `protect()` ran before it.
+    ///
+    /// # Panics
+    /// At start-up, when the workspaces capability is not enabled.
+    pub fn tenant(&self) -> crate::http::GuardLayer {
+        self.authorize_in_workspace(Vec::<String>::new())
+    }
+
+    /// [`tenant`](Self::tenant), and the caller must hold one of `roles` within the
+    /// workspace (403 `FORBIDDEN` otherwise; an empty list: any member).
+    ///
+    /// # Panics
+    /// At start-up, when the workspaces capability is not enabled or a role is not one
+    /// of the workspace roles.
+    pub fn authorize_in_workspace<R, S>(&self, roles: R) -> crate::http::GuardLayer
+    where
+        R: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let Some(members) = self.inner.membership.clone() else {
+            panic!("sentri: tenant guards need ServerConfig::with(Workspaces::default())");
+        };
+        crate::http::GuardLayer::tenant(Arc::new(self.clone()), members, roles)
+    }
 
     /// The idempotency layer with this server's `redis_url` (see
     /// [`IdempotencyOptions`](crate::idempotency::IdempotencyOptions)).
