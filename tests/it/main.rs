@@ -31,3 +31,4 @@ mod sso;
 mod store_conformance;
 mod support;
 mod two_factor;
+mod workspaces;
