@@ -650,6 +650,7 @@ async fn a_database_of_the_landed_schema_upgrades_in_place() {
             ("session", 1),
             ("session", 2),
             ("session-assurance", 1),
+            ("session-workspace", 1),
         ];
         let expected: Vec<(String, i64)> = expected
             .iter()

@@ -7,7 +7,7 @@ use crate::example::{http, spawn_example};
 
 /// A fresh SQLite file for the example server and its environment (tokens in bodies,
 /// cheap bcrypt, an admin `boss@example.com`).
-fn server_env(prefix: &str) -> (std::path::PathBuf, Vec<(&'static str, String)>) {
+pub fn server_env(prefix: &str) -> (std::path::PathBuf, Vec<(&'static str, String)>) {
     let db = std::env::temp_dir().join(format!("{prefix}_{}.db", uuid::Uuid::new_v4().simple()));
     let envs = vec![
         ("SENTRI_ADDR", "127.0.0.1:0".to_owned()),

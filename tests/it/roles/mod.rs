@@ -4,7 +4,7 @@
 //! landed JSON roles, and the rules that keep the catalogue consistent under races.
 
 mod catalogue;
-mod example;
+pub mod example;
 mod migration;
 mod propagation;
 

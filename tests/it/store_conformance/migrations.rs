@@ -33,7 +33,8 @@ async fn idempotent_and_concurrent(t: &TestDb) {
             ("identity-roles".to_owned(), 1),
             ("session".to_owned(), 1),
             ("session".to_owned(), 2),
-            ("session-assurance".to_owned(), 1)
+            ("session-assurance".to_owned(), 1),
+            ("session-workspace".to_owned(), 1)
         ],
         "{}",
         t.name

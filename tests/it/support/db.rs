@@ -44,6 +44,16 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// The server URL and schema of a PostgreSQL test database (for a pool of the
+    /// test's own, e.g. an app's tables next to sentri's).
+    #[cfg(feature = "postgres")]
+    pub fn pg_target(&self) -> Option<(&str, &str)> {
+        match &self.cleanup {
+            Cleanup::PgSchema { url, schema } => Some((url, schema)),
+            _ => None,
+        }
+    }
+
     /// Runs raw SQL on this test's database, outside sentri (to shape legacy schemas).
     pub async fn raw(&self, sql: &str) {
         match &self.cleanup {

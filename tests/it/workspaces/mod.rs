@@ -2,7 +2,10 @@
 //! table-driven attack matrix), the last-owner rule under races, invitations once only,
 //! removal racing a switch, pagination over 10 000 workspaces, bad input.
 
+mod example;
 mod isolation;
+#[cfg(feature = "postgres")]
+mod rls;
 mod rules;
 
 use std::time::Duration;

@@ -635,3 +635,84 @@ async fn provisioning_creates_or_joins_a_workspace_idempotently() {
         t.cleanup().await;
     }
 }
+
+/// With a mailer, the invitation travels by real mail (never in the answer), and every
+/// change emits an event carrying the workspace id.
+#[tokio::test]
+async fn invitations_are_mailed_and_changes_emit_workspace_events() {
+    use sentri::AuthEventKind as K;
+    let Some((url, maildir)) = crate::lifecycle::smtp("workspaces::mail") else {
+        return;
+    };
+    for t in databases("workspaces::mail").await {
+        let n = t.name;
+        let mailer = std::sync::Arc::new(sentri::mail::SmtpMailer::from_url(&url).unwrap());
+        let from = sentri::mail::Mailbox::new(Some("Acme"), "no-reply@acme.example").unwrap();
+        let link = "https://app.example/invitations/accept?token={token}";
+        let events = crate::lifecycle::Recorder::default();
+        let cfg = crate::support::services::config(t.db.clone())
+            .event_sink(events.clone())
+            .with(
+                sentri::capability::workspaces::Workspaces::default()
+                    .invitation_mail(mailer, from, link),
+            );
+        let (auth, app) = ws_app(cfg).await;
+        let olga = member(&auth, &app, "olga").await;
+        let to = crate::lifecycle::address();
+        let guest = member(&auth, &app, &to).await;
+        let ws = workspace(&app, &olga, "Mailed").await;
+        let body = json!({"address": to, "roles": ["member"]});
+        let r = api(
+            &app,
+            &olga.token,
+            Method::POST,
+            &format!("/workspaces/{ws}/invitations"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{n}: {:?}", r.body);
+        assert_eq!(
+            r.body["data"].get("token"),
+            None,
+            "{n}: mailed, not returned"
+        );
+        let mail = crate::lifecycle::wait_mail(&maildir, &to, 1).await;
+        let token = crate::lifecycle::token_in(&mail);
+        let r = api(
+            &app,
+            &guest.token,
+            Method::POST,
+            "/workspaces/invitations/accept",
+            Some(json!({"token": token})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{n}: {:?}", r.body);
+        let r = api(
+            &app,
+            &olga.token,
+            Method::DELETE,
+            &format!("/workspaces/{ws}/members/{}", guest.id),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{n}");
+        for kind in [
+            K::WorkspaceCreated,
+            K::InvitationCreated,
+            K::InvitationAccepted,
+            K::MemberRemoved,
+            K::WorkspaceSwitched,
+        ] {
+            if kind == K::WorkspaceSwitched {
+                switch(&app, &olga, &ws).await;
+            }
+            let event = events.wait_for(kind).await;
+            assert_eq!(
+                event.workspace_id.as_deref(),
+                Some(ws.as_str()),
+                "{n}: {kind:?}"
+            );
+        }
+        t.cleanup().await;
+    }
+}
