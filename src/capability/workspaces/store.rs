@@ -337,6 +337,20 @@ fn conflict(err: sqlx::Error, code: ErrorCode, message: &'static str) -> SentriE
     }
 }
 
+/// One page of `stmt` over the members table: ordered by `col`, the rows after `after`.
+fn keyset<'a>(
+    stmt: &'a mut SelectStatement,
+    col: &'static str,
+    after: Option<&str>,
+    limit: u64,
+) -> &'a SelectStatement {
+    stmt.order_by((MEMBERS, col), Order::Asc).limit(limit);
+    if let Some(after) = after {
+        stmt.and_where(Expr::col((MEMBERS, col)).gt(after));
+    }
+    stmt
+}
+
 /// The workspace statements over one database.
 #[derive(Clone)]
 pub(super) struct Store {
@@ -452,13 +466,10 @@ impl Store {
                 Expr::col((WORKSPACES, ID)).equals((MEMBERS, WORKSPACE_ID)),
             )
             .and_where(Expr::col((MEMBERS, USER_ID)).eq(user))
-            .order_by((MEMBERS, WORKSPACE_ID), Order::Asc)
-            .limit(limit)
             .to_owned();
-        if let Some(after) = after {
-            stmt.and_where(Expr::col((MEMBERS, WORKSPACE_ID)).gt(after));
-        }
-        self.db.fetch_all(&stmt).await
+        self.db
+            .fetch_all(keyset(&mut stmt, WORKSPACE_ID, after, limit))
+            .await
     }
 
     /// Renames a workspace and/or changes its slug.
@@ -552,13 +563,10 @@ impl Store {
     ) -> Result<Vec<MemberRecord>> {
         let mut stmt = Self::members_select()
             .and_where(Expr::col((MEMBERS, WORKSPACE_ID)).eq(scope.id()))
-            .order_by((MEMBERS, USER_ID), Order::Asc)
-            .limit(limit)
             .to_owned();
-        if let Some(after) = after {
-            stmt.and_where(Expr::col((MEMBERS, USER_ID)).gt(after));
-        }
-        self.db.fetch_all(&stmt).await
+        self.db
+            .fetch_all(keyset(&mut stmt, USER_ID, after, limit))
+            .await
     }
 
     /// Adds a membership (`ALREADY_MEMBER` when there is one, `USER_NOT_FOUND` for an

@@ -18,7 +18,7 @@ use sentri::db::Database;
 use sentri::http::CurrentWorkspace;
 use sentri::identity::ProvisionUser;
 use sentri::{ServerAuth, ServerConfig, create_auth};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::http::{Reply, bearer, call, login};
 use crate::support::services::config;
@@ -77,23 +77,7 @@ pub async fn member(auth: &ServerAuth, app: &Router, name: &str) -> Member {
 }
 
 /// `method /auth<path>` as the bearer of `token`.
-pub async fn api(
-    app: &Router,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Reply {
-    let auth = bearer(token);
-    call(
-        app,
-        method,
-        &format!("/auth{path}"),
-        &[("authorization", &auth)],
-        body,
-    )
-    .await
-}
+pub use crate::roles::admin_call as api;
 
 /// Creates a workspace as `owner`; its id.
 pub async fn workspace(app: &Router, owner: &Member, name: &str) -> String {

@@ -716,3 +716,70 @@ async fn invitations_are_mailed_and_changes_emit_workspace_events() {
         t.cleanup().await;
     }
 }
+
+/// Deleting a workspace takes its memberships and invitations with it and is refused by
+/// the guard at once; deleting a user removes their memberships (foreign keys).
+#[tokio::test]
+async fn deleting_a_workspace_or_a_user_removes_the_memberships() {
+    for t in databases("workspaces::deletion").await {
+        let n = t.name;
+        let (auth, app) = ws_app(ws_config(t.db.clone())).await;
+        let olga = member(&auth, &app, "olga").await;
+        let max = member(&auth, &app, "max").await;
+        let ws = workspace(&app, &olga, "Doomed").await;
+        add(&app, &olga, &ws, "max", &["admin"]).await;
+        let token = switch(&app, &max, &ws).await;
+        let body = json!({"address": "zed@example.com"});
+        let r = api(
+            &app,
+            &olga.token,
+            Method::POST,
+            &format!("/workspaces/{ws}/invitations"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{n}");
+        let r = tenant_get(&app, &token, Some(&ws), "/api/ws").await;
+        assert_eq!(r.status, StatusCode::OK, "{n}");
+        // An admin may not delete it; the owner may.
+        let r = api(
+            &app,
+            &max.token,
+            Method::DELETE,
+            &format!("/workspaces/{ws}"),
+            None,
+        )
+        .await;
+        expect(&r, StatusCode::FORBIDDEN, "FORBIDDEN", n);
+        let r = api(
+            &app,
+            &olga.token,
+            Method::DELETE,
+            &format!("/workspaces/{ws}"),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{n}: {:?}", r.body);
+        let r = tenant_get(&app, &token, Some(&ws), "/api/ws").await;
+        expect(&r, StatusCode::FORBIDDEN, "WORKSPACE_ACCESS_DENIED", n);
+        for table in ["sentri_workspace_members", "sentri_workspace_invitations"] {
+            let left = t
+                .scalar(&format!(
+                    "SELECT COUNT(*) FROM {table} WHERE workspace_id = '{ws}'"
+                ))
+                .await;
+            assert_eq!(left, 0, "{n}: {table}");
+        }
+        let other = workspace(&app, &olga, "Kept").await;
+        add(&app, &olga, &other, "max", &[]).await;
+        assert!(t.db.delete_user(&max.id).await.unwrap(), "{n}");
+        let left = t
+            .scalar(&format!(
+                "SELECT COUNT(*) FROM sentri_workspace_members WHERE user_id = '{}'",
+                max.id
+            ))
+            .await;
+        assert_eq!(left, 0, "{n}: memberships of a deleted user");
+        t.cleanup().await;
+    }
+}
