@@ -676,6 +676,7 @@ fn profile_loop(case: &str, secs: u64) {
         while Instant::now() < deadline {
             for _ in 0..1000 {
                 match (protect, idem, &app) {
+                    _ if case == "tenant" => tenant_run(&fx, &fx.tenant).await,
                     (Some(p), _, _) => p.run(&fx).await,
                     (None, Some(i), Some(app)) => i.run(app).await,
                     _ => panic!("no case starts with {case:?}"),
@@ -824,13 +825,15 @@ async fn switched_token(auth: &ServerAuth, token: &str) -> (String, String) {
     (id, access)
 }
 
-/// One request through `auth.tenant()` (session and membership caches warm).
-async fn tenant_run(f: &ProtectFixture) {
+/// One request with the switched token and the workspace header through `app`:
+/// `f.tenant` (`auth.tenant()`, session and membership caches warm) or, as its baseline,
+/// `f.warm` (`protect()`, which ignores the header): the same request both ways.
+async fn tenant_run(f: &ProtectFixture, app: &Router) {
     let req = ok(HttpRequest::get("/r")
         .header(header::AUTHORIZATION, format!("Bearer {}", f.tenant_token))
         .header("x-workspace-id", f.workspace.as_str())
         .body(Body::empty()));
-    let res = match f.tenant.clone().oneshot(req).await {
+    let res = match app.clone().oneshot(req).await {
         Ok(res) => res,
         Err(never) => match never {},
     };
@@ -860,18 +863,20 @@ fn permission_cases(c: &mut Criterion, rt: &tokio::runtime::Runtime, fx: &Protec
         b.to_async(rt).iter(|| permission_run(fx))
     });
     group.bench_function("tenant (cache warm)", |b| {
-        b.to_async(rt).iter(|| tenant_run(fx))
+        b.to_async(rt).iter(|| tenant_run(fx, &fx.tenant))
     });
     group.finish();
 }
 
 /// The ratio row: `require_permission` against `protect()`, both warm, interleaved.
 fn permission_ratio(rt: &tokio::runtime::Runtime, fx: &ProtectFixture) {
-    let (mut warm, mut perm, mut tenant) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut warm, mut perm) = (Vec::new(), Vec::new());
+    let (mut warm_ws, mut tenant) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         warm.push(time_async(rt, 1_000, || Protect::Warm.run(fx)));
         perm.push(time_async(rt, 1_000, || permission_run(fx)));
-        tenant.push(time_async(rt, 1_000, || tenant_run(fx)));
+        warm_ws.push(time_async(rt, 1_000, || tenant_run(fx, &fx.warm)));
+        tenant.push(time_async(rt, 1_000, || tenant_run(fx, &fx.tenant)));
     }
     let base = best(&warm);
     println!("-- permissions via oneshot (baseline: protect, cache warm)");
@@ -881,6 +886,11 @@ fn permission_ratio(rt: &tokio::runtime::Runtime, fx: &ProtectFixture) {
         "  => cost of require_permission (warm) / protect (warm) = {:.3} (target <= 1.10)",
         best(&perm).as_secs_f64() / base.as_secs_f64()
     );
+    let base = best(&warm_ws);
+    println!(
+        "-- tenant guard via oneshot (baseline: protect, same request and header, cache warm)"
+    );
+    row("protect, switched token + header", base, base);
     row("tenant (cache warm)", best(&tenant), base);
     println!(
         "  => cost of tenant (warm) / protect (warm) = {:.3} (target <= 1.10)",

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::tenant::TenantRule;
+use super::tenant::{Admission, TenantRule};
 use super::with_cookies;
 use crate::core::BoxFuture;
 use crate::core::error::{Result, SentriError};
@@ -651,7 +651,11 @@ where
                 }
             }
             let admitted = match (&layer.rule, parts.extensions.get::<CurrentUser>()) {
-                (Rule::Tenant(rule), Some(current)) => Some(rule.admit(&parts, current).await),
+                (Rule::Tenant(rule), Some(current)) => Some(match rule.admit(&parts, current) {
+                    Ok(Admission::Ready(workspace)) => Ok(workspace),
+                    Ok(Admission::Pending(read)) => read.await,
+                    Err(err) => Err(err),
+                }),
                 _ => None,
             };
             match admitted {

@@ -112,31 +112,41 @@ impl TenantRule {
     }
 
     /// Admits `current`'s request into the workspace it names, or says why not (403
-    /// with a code of its own for each reason; never another workspace's data).
-    pub(crate) async fn admit(
-        &self,
+    /// with a code of its own for each reason; never another workspace's data). On a
+    /// warm membership cache the answer is ready without an `await`; otherwise it is a
+    /// boxed store read (kept out of every guarded request's future).
+    pub(crate) fn admit<'a>(
+        &'a self,
         parts: &Parts,
-        current: &CurrentUser,
-    ) -> Result<CurrentWorkspace> {
+        current: &'a CurrentUser,
+    ) -> Result<Admission<'a>> {
         let Some(named) = parts.headers.get(self.members.header()) else {
             return Err(SentriError::new(
                 ErrorCode::WorkspaceHeaderRequired,
                 format!("The {} header is required", self.members.header()),
             ));
         };
-        let bound = current.workspace_id.as_deref();
-        if bound.is_none_or(|wid| wid.as_bytes() != named.as_bytes()) {
-            return Err(SentriError::new(
-                ErrorCode::WorkspaceMismatch,
-                "The access token is not bound to this workspace: switch to it first",
-            ));
-        }
-        let workspace = bound.unwrap_or_default();
-        let user = current.user.id.as_str();
-        let roles = match self.members.cached(workspace, user) {
-            Some(roles) => roles,
-            None => self.members.active_roles(workspace, user).await?,
+        let workspace = match current.workspace_id.as_deref() {
+            Some(wid) if wid.as_bytes() == named.as_bytes() => wid,
+            _ => {
+                return Err(SentriError::new(
+                    ErrorCode::WorkspaceMismatch,
+                    "The access token is not bound to this workspace: switch to it first",
+                ));
+            }
         };
+        let user = current.user.id.as_str();
+        if let Some(roles) = self.members.cached(workspace, user) {
+            return self.decide(workspace, roles).map(Admission::Ready);
+        }
+        Ok(Admission::Pending(Box::pin(async move {
+            let roles = self.members.active_roles(workspace, user).await?;
+            self.decide(workspace, roles)
+        })))
+    }
+
+    /// The answer for a member holding `roles` (`None`: not an active member).
+    fn decide(&self, workspace: &str, roles: Option<MemberRoles>) -> Result<CurrentWorkspace> {
         let Some(roles) = roles else {
             return Err(SentriError::new(
                 ErrorCode::WorkspaceAccessDenied,
@@ -151,4 +161,10 @@ impl TenantRule {
             roles,
         })
     }
+}
+
+/// What [`TenantRule::admit`] found: an answer, or a store read to await for one.
+pub(crate) enum Admission<'a> {
+    Ready(CurrentWorkspace),
+    Pending(BoxFuture<'a, Result<CurrentWorkspace>>),
 }
