@@ -96,7 +96,7 @@ use crate::mail::{MailQueue, Mailbox, Mailer, QueueOptions};
 /// | [`header`](Self::header) | `X-Workspace-Id` |
 /// | [`invitation_ttl`](Self::invitation_ttl) | 7 days |
 /// | [`invitation_mail`](Self::invitation_mail) | none: the token is returned to the inviter |
-/// | [`cache_capacity`](Self::cache_capacity) | 100 000 memberships |
+/// | [`cache_capacity`](Self::cache_capacity) | 100 000 users (64 workspaces each) |
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct Workspaces {
@@ -200,7 +200,8 @@ impl Workspaces {
         self
     }
 
-    /// How many memberships each process caches for the tenant guard (default 100 000).
+    /// How many users' memberships each process caches for the tenant guard (default
+    /// 100 000 users, up to 64 workspaces each; all are dropped when it is full).
     pub fn cache_capacity(mut self, n: u64) -> Self {
         self.cache_capacity = n.max(1);
         self
