@@ -374,6 +374,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         config = config.with(sso);
     }
     // --- end sso ---
+    // --- ecosystem: the OpenAPI document at GET /auth/openapi.json (`--features openapi`) ---
+    #[cfg(feature = "openapi")]
+    {
+        config = config.serve_openapi(true);
+    }
     let auth = create_auth(config.with(lifecycle()?))?;
     auth.migrate().await?;
     ensure_admin(&auth).await?;

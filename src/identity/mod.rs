@@ -122,6 +122,7 @@ impl fmt::Debug for ProvisionUser {
 
 /// Input of [`ServerAuth::login`](crate::ServerAuth::login).
 #[derive(Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginInput {
     /// The login identifier as typed.
     pub identifier: String,

@@ -8,6 +8,8 @@
 
 mod authenticate;
 pub mod config;
+#[cfg(feature = "openapi")]
+mod openapi;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod routes;
@@ -100,6 +102,9 @@ pub(crate) struct Inner {
     pub(crate) signup_open: bool,
     /// A capability mails accounts: `POST /register` takes an optional `email`.
     pub(crate) register_email: bool,
+    /// `ServerConfig::serve_openapi`, and the document once rendered.
+    #[cfg(feature = "openapi")]
+    pub(crate) openapi: (bool, std::sync::OnceLock<bytes::Bytes>),
 }
 
 /// sentri in server mode: owns users and sessions, issues and verifies tokens.
@@ -361,6 +366,8 @@ impl ServerAuth {
             credentials: capabilities.iter().filter_map(|c| c.credential()).collect(),
             signup_open: !capabilities.iter().any(|c| c.closes_signup()),
             register_email: capabilities.iter().any(|c| c.mails_accounts()),
+            #[cfg(feature = "openapi")]
+            openapi: (config.serve_openapi, std::sync::OnceLock::new()),
             capabilities,
         });
         let _ = guard.0.set(Arc::downgrade(&inner));

@@ -173,4 +173,9 @@ impl Capability for Account {
     fn routes(&self, core: &Core) -> Router {
         routes::router(self.clone(), core)
     }
+
+    #[cfg(feature = "openapi")]
+    fn openapi(&self, doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+        routes::openapi(doc)
+    }
 }
