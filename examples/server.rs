@@ -423,6 +423,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
     let app = Router::new()
         .route("/health", get(health))
+        .merge(metrics_route()?)
         .nest("/auth", auth.router())
         .nest("/api", api)
         .with_state(app_state)
@@ -438,6 +439,22 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// `GET /metrics` in the Prometheus text format when `SENTRI_METRICS=1` (`--features
+/// metrics`): sentri's counters, gauges and histograms (docs/METRICS.md).
+fn metrics_route<S: Clone + Send + Sync + 'static>() -> Result<Router<S>, Box<dyn std::error::Error>>
+{
+    if env("SENTRI_METRICS").as_deref() != Some("1") {
+        return Ok(Router::new());
+    }
+    #[cfg(feature = "metrics")]
+    {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        Ok(Router::new().route("/metrics", get(move || async move { handle.render() })))
+    }
+    #[cfg(not(feature = "metrics"))]
+    Err("SENTRI_METRICS=1 needs the `metrics` feature: cargo run --example server --features metrics".into())
 }
 
 async fn shutdown() {

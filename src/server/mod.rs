@@ -557,6 +557,16 @@ impl ServerAuth {
         input: RegisterInput,
         email: Option<String>,
     ) -> Result<AuthUser> {
+        let span = crate::core::observe::op_span!("register");
+        crate::core::observe::traced(span, self.register_with_email_once(input, email), |_| "ok")
+            .await
+    }
+
+    async fn register_with_email_once(
+        &self,
+        input: RegisterInput,
+        email: Option<String>,
+    ) -> Result<AuthUser> {
         let identity = self.identity();
         let address = match email.as_deref() {
             Some(email) => {
@@ -727,6 +737,23 @@ impl ServerAuth {
     /// challenges answers [`SignIn::Challenge`] (e.g. `{twoFactorRequired: true,
     /// twoFactorToken}`) instead of failing. No session exists until the challenge is met.
     pub async fn login_or_challenge(&self, input: LoginInput, meta: SessionMeta) -> Result<SignIn> {
+        let span = crate::core::observe::op_span!("login");
+        crate::core::observe::traced(
+            span,
+            self.login_or_challenge_once(input, meta),
+            |s| match s {
+                crate::capability::SignIn::Session(_) => "ok",
+                crate::capability::SignIn::Challenge(_) => "challenge",
+            },
+        )
+        .await
+    }
+
+    async fn login_or_challenge_once(
+        &self,
+        input: LoginInput,
+        meta: SessionMeta,
+    ) -> Result<SignIn> {
         let result = match self.login_attempt(&input, &meta).await {
             Ok(attempt) => {
                 let result = self.login_inner(&input, meta.clone()).await;

@@ -18,6 +18,8 @@ mod integrity_rules;
 #[cfg(feature = "smtp")]
 mod lifecycle;
 mod no_echo;
+#[cfg(feature = "metrics")]
+mod observe;
 #[cfg(all(feature = "openapi", feature = "api-keys", feature = "sso"))]
 mod openapi;
 mod password;
