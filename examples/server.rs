@@ -423,6 +423,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
     let app = Router::new()
         .route("/health", get(health))
+        // The demo page (examples/demo.html): a plain-JS single-page app on the cookies.
+        .route(
+            "/demo",
+            get(|| async { axum::response::Html(include_str!("demo.html")) }),
+        )
         .merge(metrics_route()?)
         .nest("/auth", auth.router())
         .nest("/api", api)
@@ -431,6 +436,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
+    // Not println!: a reader that stopped at the line above must not make this panic.
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stdout(),
+        format_args!("demo page: http://{}/demo\n", listener.local_addr()?),
+    );
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -3,6 +3,7 @@ mod adversarial;
 mod api_keys;
 mod architecture;
 mod audit;
+mod browser;
 #[cfg(feature = "client")]
 mod client;
 mod cluster;
