@@ -277,3 +277,38 @@ async fn every_route_is_documented_and_every_documented_operation_is_served() {
         }
     }
 }
+
+/// The served document through `openapi-spec-validator` (the OpenAPI 3.1 JSON Schema and
+/// its rules), when `.ci/venv` has it (`.ci/run` installs it): skipped loudly without it,
+/// a failure with `SENTRI_TEST_REQUIRE_SERVICES=1`.
+#[tokio::test]
+async fn the_document_passes_the_openapi_3_1_validator() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let validator = root.join(".ci/venv/bin/openapi-spec-validator");
+    if !validator.exists() {
+        assert!(
+            !crate::support::common::require_services(),
+            "{} is missing (pip install openapi-spec-validator into .ci/venv)",
+            validator.display()
+        );
+        crate::support::common::loud_skip(
+            "openapi-spec-validator in .ci/venv",
+            "the_document_passes_the_openapi_3_1_validator",
+        );
+        return;
+    }
+    let auth = everything(true).await;
+    let r = call(&app(&auth), Method::GET, "/auth/openapi.json", &[], None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let file = std::env::temp_dir().join(format!("sentri-openapi-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&file, r.body.to_string()).unwrap();
+    let out = std::process::Command::new(&validator)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert!(report.trim_end().ends_with(": OK"), "{report}");
+}
