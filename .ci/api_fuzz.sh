@@ -5,6 +5,7 @@
 # schemathesis fuzz every operation with a bounded number of examples. Any 5xx, any
 # undocumented status, content type or header, any body that violates the document,
 # fails the run. Usage: .ci/api_fuzz.sh [max examples per operation, default 50]
+# Artefacts (the document, the server log, JUnit reports): target/api-fuzz/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples=${1:-50}
@@ -40,8 +41,14 @@ grep -q '"openapi":"3.1.0"' "$out/openapi.json" || { echo "not an OpenAPI 3.1 do
 # more than a JSON schema says (password policy, identifier syntax, configured roles and
 # scopes), and ignores unknown fields of most bodies on purpose (logout accepts any body),
 # so both would flag documented behaviour. Every other check runs.
-SENTRI_FUZZ_BASE="$base" PYTHONPATH=.ci SCHEMATHESIS_HOOKS=schemathesis_hooks \
-  "$venv/st" run "$base/openapi.json" --url "$base" \
-  --checks all --exclude-checks positive_data_acceptance,negative_data_rejection \
-  --max-examples "$examples" --workers 2 --seed 20 --no-color --generation-database none \
-  --report junit --report-dir "$out"
+# Two passes: the credentials as a bearer header (every example), then as the session
+# cookies a browser sends (a quarter of them: the cookie and CSRF paths).
+fuzz() { # transport, examples
+  SENTRI_FUZZ_TRANSPORT=$1 SENTRI_FUZZ_BASE="$base" PYTHONPATH=.ci SCHEMATHESIS_HOOKS=schemathesis_hooks \
+    "$venv/st" run "$base/openapi.json" --url "$base" \
+    --checks all --exclude-checks positive_data_acceptance,negative_data_rejection \
+    --max-examples "$2" --workers 2 --seed 20 --no-color --generation-database none \
+    --report junit --report-dir "$out/$1"
+}
+fuzz bearer "$examples"
+fuzz cookie "$(( (examples + 3) / 4 ))"

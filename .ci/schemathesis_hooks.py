@@ -1,8 +1,9 @@
 """Schemathesis hooks for sentri's API fuzzing (.ci/api_fuzz.sh).
 
-Every request carries the access token of a fresh admin login, so the fuzzer reaches
+Every request carries the credentials of a fresh admin login, so the fuzzer reaches
 the guarded and admin routes (a fixed token would die as soon as a generated request
-ends its session or changes the admin's roles).
+ends its session or changes the admin's roles): the access token as a bearer header, or
+with SENTRI_FUZZ_TRANSPORT=cookie the session cookies, as a browser sends them.
 """
 
 import json
@@ -12,6 +13,7 @@ import urllib.request
 import schemathesis
 
 BASE = os.environ["SENTRI_FUZZ_BASE"]
+COOKIES = os.environ.get("SENTRI_FUZZ_TRANSPORT") == "cookie"
 ADMIN = {
     "identifier": os.environ["SENTRI_ADMIN_IDENTIFIER"],
     "password": os.environ["SENTRI_ADMIN_PASSWORD"],
@@ -28,8 +30,13 @@ class AdminLogin:
             method="POST",
         )
         with urllib.request.urlopen(req, timeout=30) as res:
+            if COOKIES:
+                return "; ".join(c.split(";")[0] for c in res.headers.get_all("Set-Cookie"))
             return json.load(res)["data"]["accessToken"]
 
     def set(self, case, data, context):
         case.headers = case.headers or {}
-        case.headers["Authorization"] = f"Bearer {data}"
+        if COOKIES:
+            case.headers["Cookie"] = data
+        else:
+            case.headers["Authorization"] = f"Bearer {data}"
