@@ -204,6 +204,13 @@ fn api_key_trusted(auth: &ServerAuth, req: &Request) -> Result<bool> {
 /// `email`. Spelled out (not `#[serde(flatten)]`, which would buffer ignored fields).
 #[derive(Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(
+        description = "A new account: `roles` only with the API key or among the public \
+        roles; `email` (with a capability that mails accounts) the address of a username"
+    )
+)]
 struct RegisterBody {
     identifier: String,
     password: String,

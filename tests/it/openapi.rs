@@ -200,6 +200,11 @@ async fn the_document_is_served_only_when_asked_and_is_openapi_3_1() {
     ] {
         assert!(codes.as_array().unwrap().contains(&code.into()), "{codes}");
     }
+    // Descriptions are for API readers: no rustdoc links or Rust internals leak in.
+    let text = doc.to_string();
+    for leak in ["](crate::", "[`", "serde("] {
+        assert!(!text.contains(leak), "{leak} in the document");
+    }
     // A request body from the route's own type.
     let login = &doc["paths"]["/login"]["post"]["requestBody"];
     assert_eq!(login["required"], true);
