@@ -385,6 +385,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         config = config.with(sso);
     }
     // --- end sso ---
+    // --- ecosystem: the OpenAPI document at GET /auth/openapi.json (`--features openapi`) ---
+    #[cfg(feature = "openapi")]
+    {
+        config = config.serve_openapi(true);
+    }
     let auth = create_auth(config.with(lifecycle()?))?;
     auth.migrate().await?;
     ensure_admin(&auth).await?;
@@ -431,6 +436,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
     let app = Router::new()
         .route("/health", get(health))
+        // The demo page (examples/demo.html): a plain-JS single-page app on the cookies.
+        .route(
+            "/demo",
+            get(|| async { axum::response::Html(include_str!("demo.html")) }),
+        )
+        .merge(metrics_route()?)
         .nest("/auth", auth.router())
         .nest("/api", api)
         .with_state(app_state)
@@ -438,6 +449,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
+    // Not println!: a reader that stopped at the line above must not make this panic.
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stdout(),
+        format_args!("demo page: http://{}/demo\n", listener.local_addr()?),
+    );
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -446,6 +462,22 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// `GET /metrics` in the Prometheus text format when `SENTRI_METRICS=1` (`--features
+/// metrics`): sentri's counters, gauges and histograms (docs/METRICS.md).
+fn metrics_route<S: Clone + Send + Sync + 'static>() -> Result<Router<S>, Box<dyn std::error::Error>>
+{
+    if env("SENTRI_METRICS").as_deref() != Some("1") {
+        return Ok(Router::new());
+    }
+    #[cfg(feature = "metrics")]
+    {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        Ok(Router::new().route("/metrics", get(move || async move { handle.render() })))
+    }
+    #[cfg(not(feature = "metrics"))]
+    Err("SENTRI_METRICS=1 needs the `metrics` feature: cargo run --example server --features metrics".into())
 }
 
 async fn shutdown() {

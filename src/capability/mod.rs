@@ -331,6 +331,29 @@ pub trait Capability: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The OpenAPI description of its [routes](Capability::routes) (feature `openapi`),
+    /// merged into [`ServerAuth::openapi`](crate::ServerAuth::openapi). Every route a
+    /// capability serves must be described here (`tests/it/openapi.rs` checks sentri's
+    /// own). The default describes none.
+    #[cfg(feature = "openapi")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
+    fn openapi(&self, doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+        doc.paths([])
+    }
+
+    /// How its [credential](Capability::credential) appears in the OpenAPI document: its
+    /// security scheme (name and definition) and the codes it refuses with.
+    #[cfg(feature = "openapi")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
+    fn openapi_credential(
+        &self,
+    ) -> Option<(
+        crate::http::openapi::CredentialDoc,
+        utoipa::openapi::security::SecurityScheme,
+    )> {
+        None
+    }
+
     /// `true` when this capability closes public sign-up: the core `POST /register`
     /// then answers 404 `NOT_FOUND` (trusted server-side creation still works).
     fn closes_signup(&self) -> bool {

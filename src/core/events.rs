@@ -317,6 +317,7 @@ impl EventBus {
 
     /// Queues an event for the sinks; never waits. A full queue drops it (counted).
     pub fn emit(&self, event: AuthEvent) {
+        crate::core::observe::event(&event);
         let Some(tx) = &self.tx else {
             return;
         };

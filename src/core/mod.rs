@@ -6,6 +6,11 @@ pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod events;
+#[cfg_attr(
+    not(feature = "server"),
+    allow(dead_code, unused_macros, unused_imports)
+)]
+pub mod observe;
 pub mod principal;
 pub mod seal;
 

@@ -10,6 +10,9 @@ pub(crate) mod csrf;
 mod envelope;
 mod errors;
 pub mod guard;
+#[cfg(feature = "openapi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
+pub mod openapi;
 pub mod tenant;
 #[cfg(feature = "server")]
 pub mod transport;

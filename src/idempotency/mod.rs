@@ -714,6 +714,10 @@ where
             return Ok(with_request_id(res, &key_value));
         }
     };
+    crate::core::observe::count(
+        crate::core::observe::IDEMPOTENCY,
+        Some(("outcome", "executed")),
+    );
     let guard = InFlight {
         shared: shared.clone(),
         key: skey,
@@ -726,6 +730,14 @@ where
 
 /// The answer when the key was already taken (anything but [`Begin::Started`]).
 fn answer_existing(found: Begin, shared: &Shared, key: &HeaderValue) -> Response<Body> {
+    use crate::core::observe::{IDEMPOTENCY, count};
+    let outcome = match &found {
+        Begin::Completed(_) => "replayed",
+        Begin::InProgress | Begin::Started(_) => "in_progress",
+        Begin::NotReplayable => "not_replayable",
+        Begin::Mismatch => "mismatch",
+    };
+    count(IDEMPOTENCY, Some(("outcome", outcome)));
     let err = match found {
         Begin::Completed(stored) => return replay(&stored, key),
         Begin::InProgress | Begin::Started(_) => SentriError::new(

@@ -173,6 +173,11 @@ impl fmt::Debug for ProvisionUser {
 
 /// Input of [`ServerAuth::login`](crate::ServerAuth::login).
 #[derive(Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(description = "The credentials of a login")
+)]
 pub struct LoginInput {
     /// The login identifier as typed.
     pub identifier: String,

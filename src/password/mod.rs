@@ -586,21 +586,28 @@ impl PasswordHasher {
         T: Send + 'static,
         F: FnOnce(&Inner) -> T + Send + 'static,
     {
+        use crate::core::observe;
         let Ok(admitted) = Arc::clone(&self.inner.admission).try_acquire_owned() else {
             tracing::debug!("password hashing queue is full; shedding the request");
+            observe::count(observe::HASH_SHED, None);
             return Err(busy());
         };
+        let queued = std::time::Instant::now();
+        observe::gauge(observe::HASH_QUEUE_DEPTH, self.in_flight() as f64);
         let running = Arc::clone(&self.inner.permits)
             .acquire_owned()
             .await
             .map_err(SentriError::internal)?;
+        observe::histogram(observe::HASH_WAIT, queued.elapsed().as_secs_f64());
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
+        let res = tokio::task::spawn_blocking(move || {
             let _permits = (admitted, running);
             work(&inner)
         })
         .await
-        .map_err(SentriError::internal)
+        .map_err(SentriError::internal);
+        observe::gauge(observe::HASH_QUEUE_DEPTH, self.in_flight() as f64);
+        res
     }
 }
 

@@ -351,6 +351,10 @@ pub struct ServerConfig {
     /// e.g. removing a 2FA device) need a session signed in with a second factor
     /// (`TWO_FACTOR_REQUIRED`, 403, otherwise). Default `false`.
     pub sensitive_requires_2fa: bool,
+    /// When `true`, `auth.router()` serves its OpenAPI 3.1 document at `GET /openapi.json`
+    /// (feature `openapi`; default `false`). See [`ServerAuth::openapi`](crate::ServerAuth::openapi).
+    #[cfg(feature = "openapi")]
+    pub serve_openapi: bool,
     /// The policy of every new password (register, change, reset, provisioning);
     /// default: 8 characters to 1024 bytes, no application check.
     pub password_policy: PasswordPolicy,
@@ -409,6 +413,8 @@ impl ServerConfig {
             throttling: None,
             trusted_proxies: None,
             sensitive_requires_2fa: false,
+            #[cfg(feature = "openapi")]
+            serve_openapi: false,
             password_policy: PasswordPolicy::default(),
         }
     }
@@ -653,6 +659,15 @@ impl ServerConfig {
     /// [`ServerConfig::sensitive_requires_2fa`]).
     pub fn sensitive_requires_2fa(mut self, on: bool) -> Self {
         self.sensitive_requires_2fa = on;
+        self
+    }
+
+    /// Serves the OpenAPI document at `GET /openapi.json` under `auth.router()`
+    /// ([`ServerConfig::serve_openapi`]).
+    #[cfg(feature = "openapi")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
+    pub fn serve_openapi(mut self, on: bool) -> Self {
+        self.serve_openapi = on;
         self
     }
 

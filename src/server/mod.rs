@@ -8,6 +8,8 @@
 
 mod authenticate;
 pub mod config;
+#[cfg(feature = "openapi")]
+mod openapi;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod routes;
@@ -102,6 +104,9 @@ pub(crate) struct Inner {
     pub(crate) register_email: bool,
     /// The memberships of the tenant guard (the workspaces capability), when enabled.
     pub(crate) membership: Option<Arc<dyn crate::http::Membership>>,
+    /// `ServerConfig::serve_openapi`, and the document once rendered.
+    #[cfg(feature = "openapi")]
+    pub(crate) openapi: (bool, std::sync::OnceLock<bytes::Bytes>),
 }
 
 /// sentri in server mode: owns users and sessions, issues and verifies tokens.
@@ -365,6 +370,8 @@ impl ServerAuth {
             signup_open: !capabilities.iter().any(|c| c.closes_signup()),
             register_email: capabilities.iter().any(|c| c.mails_accounts()),
             membership,
+            #[cfg(feature = "openapi")]
+            openapi: (config.serve_openapi, std::sync::OnceLock::new()),
             capabilities,
         });
         let _ = guard.0.set(Arc::downgrade(&inner));
@@ -550,6 +557,16 @@ impl ServerAuth {
     /// # Ok(()) }
     /// ```
     pub async fn register_with_email(
+        &self,
+        input: RegisterInput,
+        email: Option<String>,
+    ) -> Result<AuthUser> {
+        let span = crate::core::observe::op_span!("register");
+        crate::core::observe::traced(span, self.register_with_email_once(input, email), |_| "ok")
+            .await
+    }
+
+    async fn register_with_email_once(
         &self,
         input: RegisterInput,
         email: Option<String>,
@@ -740,6 +757,23 @@ impl ServerAuth {
     /// challenges answers [`SignIn::Challenge`] (e.g. `{twoFactorRequired: true,
     /// twoFactorToken}`) instead of failing. No session exists until the challenge is met.
     pub async fn login_or_challenge(&self, input: LoginInput, meta: SessionMeta) -> Result<SignIn> {
+        let span = crate::core::observe::op_span!("login");
+        crate::core::observe::traced(
+            span,
+            self.login_or_challenge_once(input, meta),
+            |s| match s {
+                crate::capability::SignIn::Session(_) => "ok",
+                crate::capability::SignIn::Challenge(_) => "challenge",
+            },
+        )
+        .await
+    }
+
+    async fn login_or_challenge_once(
+        &self,
+        input: LoginInput,
+        meta: SessionMeta,
+    ) -> Result<SignIn> {
         let result = match self.login_attempt(&input, &meta).await {
             Ok(attempt) => {
                 let result = self.login_inner(&input, meta.clone()).await;

@@ -21,14 +21,166 @@ pub(super) fn core_routes(auth: &ServerAuth) -> Router {
         .route("/logout-all", post(logout_all))
         .route("/me", get(me))
         .route_layer(auth.protect());
-    Router::new()
+    let router = Router::new()
         .route("/register", post(register))
         .route("/login", post(login))
         .route("/refresh", post(refresh))
         .route("/logout", post(logout))
         .route("/keys", get(keys))
-        .merge(signed_in)
-        .with_state(auth.clone())
+        .merge(signed_in);
+    #[cfg(feature = "openapi")]
+    let router = if auth.inner.openapi.0 {
+        router.route("/openapi.json", get(super::openapi::serve))
+    } else {
+        router
+    };
+    router.with_state(auth.clone())
+}
+
+/// The OpenAPI description of the core routes.
+#[cfg(feature = "openapi")]
+pub(super) fn openapi(
+    auth: &ServerAuth,
+    doc: &crate::http::openapi::ApiDoc,
+) -> utoipa::openapi::OpenApi {
+    use crate::http::openapi::{Method, any, object, of, user};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::security::SecurityRequirement;
+    let cookies = auth.inner.core.transport.cookie.is_some();
+    let mut tokens = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("accessToken", of(Type::String))
+        .property("user", user())
+        .required("accessToken")
+        .required("user");
+    if !cookies {
+        tokens = tokens
+            .property("refreshToken", of(Type::String))
+            .required("refreshToken");
+    }
+    let tokens: utoipa::openapi::RefOr<_> = tokens.into();
+    let login_data = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "The token pair, or (a second factor is required) `twoFactorRequired` and \
+             `twoFactorToken` for `POST /2fa/verify`",
+        ))
+        .property("accessToken", of(Type::String))
+        .property("refreshToken", of(Type::String))
+        .property("user", user())
+        .property("twoFactorRequired", of(Type::Boolean))
+        .property("twoFactorToken", of(Type::String));
+    let throttled: &[ErrorCode] = if auth.throttle().is_enabled() {
+        &[ErrorCode::TooManyAttempts]
+    } else {
+        &[]
+    };
+    let mut register = doc
+        .op(Method::Post, "/register", "core", "Register a user")
+        .describe(
+            "Creates an account (no tokens). Without the server's API key only the \
+             public roles may be asked for.",
+        )
+        .body::<RegisterBody>()
+        .ok_data(201, "User registered", object([("user", user())]))
+        .err(&[
+            ErrorCode::UserAlreadyExists,
+            ErrorCode::InvalidRole,
+            ErrorCode::Forbidden,
+        ])
+        .err(throttled);
+    if !auth.inner.signup_open {
+        register = register.err(&[ErrorCode::NotFound]);
+    }
+    if auth.inner.api_key.is_some() {
+        register = register
+            .security_requirement(SecurityRequirement::default())
+            .security(super::openapi::REGISTRATION_KEY)
+            .err(&[ErrorCode::Unauthorized]);
+    }
+    let mut refresh = doc
+        .op(Method::Post, "/refresh", "core", "Rotate the refresh token")
+        .describe(
+            "Reads the refresh cookie (cross-origin requests refused), else \
+             `{\"refreshToken\"}`. Answers a new pair; a dead token clears the cookies.",
+        )
+        .optional_body::<RefreshBody>()
+        .ok_data(200, "Token refreshed", tokens)
+        .err(&[
+            ErrorCode::TokenInvalid,
+            ErrorCode::TokenExpired,
+            ErrorCode::ValidationError,
+            ErrorCode::PayloadTooLarge,
+        ]);
+    let mut logout = doc
+        .op(
+            Method::Post,
+            "/logout",
+            "core",
+            "End the session of a refresh token",
+        )
+        .describe("Always 200 for a missing, invalid or used token; clears the cookies.")
+        .optional_body::<RefreshBody>()
+        .ok_data(200, "Logged out", of(Type::Null));
+    if cookies {
+        refresh = refresh
+            .security_requirement(SecurityRequirement::default())
+            .security(crate::http::openapi::REFRESH_COOKIE)
+            .err(&[ErrorCode::Forbidden]);
+        logout = logout
+            .security_requirement(SecurityRequirement::default())
+            .security(crate::http::openapi::REFRESH_COOKIE)
+            .err(&[ErrorCode::Forbidden]);
+    }
+    let mut ops = vec![
+        register,
+        doc.op(Method::Post, "/login", "core", "Log in")
+            .describe(
+                "The same `INVALID_CREDENTIALS` for an unknown identifier and a wrong \
+                 password. A user with a second factor gets a challenge instead of tokens.",
+            )
+            .body::<crate::identity::LoginInput>()
+            .ok_data(
+                200,
+                "Login successful, or a second factor is required",
+                login_data.into(),
+            )
+            .err(&[ErrorCode::InvalidCredentials, ErrorCode::EmailNotVerified])
+            .err(throttled),
+        refresh,
+        logout,
+        doc.op(
+            Method::Post,
+            "/logout-all",
+            "core",
+            "End every session of the caller",
+        )
+        .signed_in(doc)
+        .ok_data(200, "Logged out of all sessions", of(Type::Null)),
+        doc.op(Method::Get, "/me", "core", "The caller")
+            .signed_in(doc)
+            .ok_data(200, "Current user", object([("user", user())]))
+            .err(&[ErrorCode::UserNotFound]),
+        doc.op(Method::Get, "/keys", "core", "The JSON Web Key Set")
+            .describe("The public keys that verify access tokens (404 with symmetric keys only).")
+            .raw(
+                "The JWKS",
+                object([(
+                    "keys",
+                    utoipa::openapi::schema::ArrayBuilder::new()
+                        .items(any())
+                        .into(),
+                )]),
+            )
+            .err(&[ErrorCode::NotFound]),
+    ];
+    if auth.inner.openapi.0 {
+        ops.push(
+            doc.op(Method::Get, "/openapi.json", "core", "This document")
+                .raw("The OpenAPI 3.1 document", of(Type::Object)),
+        );
+    }
+    doc.paths(ops)
 }
 
 /// `X-Api-Key` against the configured key (constant time): `Ok(true)` when it matches,
@@ -51,6 +203,14 @@ fn api_key_trusted(auth: &ServerAuth, req: &Request) -> Result<bool> {
 /// The body of `POST /register`: sentri 2.1's ([`RegisterInput`]), plus an optional
 /// `email`. Spelled out (not `#[serde(flatten)]`, which would buffer ignored fields).
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(
+        description = "A new account: `roles` only with the API key or among the public \
+        roles; `email` (with a capability that mails accounts) the address of a username"
+    )
+)]
 struct RegisterBody {
     identifier: String,
     password: String,
@@ -124,6 +284,7 @@ async fn login(State(auth): State<ServerAuth>, req: Request) -> Result<Response>
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 struct RefreshBody {
     #[serde(default)]

@@ -42,6 +42,7 @@ use crate::core::clock::{Clock, duration_ms};
 use crate::core::crypto::{clip, sha256_b64, sha256_hex};
 use crate::core::error::{Result, SentriError};
 use crate::core::events::{AuthEvent, AuthEventKind, EventBus};
+use crate::core::observe;
 use crate::core::principal::{Assurance, AuthUser, SessionMeta};
 pub use crate::core::principal::{AuthResult, RefreshResult};
 use crate::db::Database;
@@ -99,8 +100,10 @@ impl Sessions {
     /// else from the store.
     pub async fn is_session_active(&self, sid: &str) -> Result<bool> {
         if self.cache.contains(sid) {
+            observe::count(observe::SESSION_CACHE, Some(("result", "hit")));
             return Ok(true);
         }
+        observe::count(observe::SESSION_CACHE, Some(("result", "miss")));
         Ok(self.session_version_in_store(sid, None).await?.is_some())
     }
 
@@ -109,8 +112,10 @@ impl Sessions {
     /// and, on a miss, the same one-row read (joined with the user row).
     pub(crate) async fn session_version(&self, sid: &str, user: &str) -> Result<Option<i64>> {
         if let Some(version) = self.cache.version(sid, user) {
+            observe::count(observe::SESSION_CACHE, Some(("result", "hit")));
             return Ok(Some(version));
         }
+        observe::count(observe::SESSION_CACHE, Some(("result", "miss")));
         self.session_version_in_store(sid, Some(user)).await
     }
 
@@ -267,6 +272,13 @@ impl Sessions {
     /// other case revokes the whole session (RFC 9700 §4.14.2). A revoked or ended
     /// session never rotates, whatever is in flight.
     pub async fn refresh(&self, refresh_token: &str, meta: SessionMeta) -> Result<RefreshResult> {
+        let span = observe::op_span!("refresh");
+        let res = observe::traced(span, self.refresh_once(refresh_token, meta), |_| "ok").await;
+        observe::refresh(&res);
+        res
+    }
+
+    async fn refresh_once(&self, refresh_token: &str, meta: SessionMeta) -> Result<RefreshResult> {
         let claims = self.tokens.verify_refresh(refresh_token)?;
         let hash = sha256_hex(&claims.jti);
         let now = self.now();
@@ -385,6 +397,11 @@ impl Sessions {
     /// one). Always succeeds for a missing, invalid or already-used token (logout is
     /// idempotent).
     pub async fn logout(&self, refresh_token: Option<&str>) -> Result<()> {
+        let span = crate::core::observe::op_span!("logout");
+        crate::core::observe::traced(span, self.logout_once(refresh_token), |_| "ok").await
+    }
+
+    async fn logout_once(&self, refresh_token: Option<&str>) -> Result<()> {
         let Some(token) = refresh_token else {
             return Ok(());
         };
@@ -405,6 +422,11 @@ impl Sessions {
     /// Ends every session of a user: when this returns, no refresh token of any of them
     /// works, whatever rotations were in flight.
     pub async fn logout_all(&self, user_id: &str) -> Result<()> {
+        let span = crate::core::observe::op_span!("logout_all");
+        crate::core::observe::traced(span, self.logout_all_once(user_id), |_| "ok").await
+    }
+
+    async fn logout_all_once(&self, user_id: &str) -> Result<()> {
         let families = self.db.revoke_user_families(user_id, self.now()).await?;
         for family in &families {
             self.forget_session(family).await;

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 /// The example binary that `cargo test` builds next to the test binary.
-fn example_binary(name: &str) -> PathBuf {
+pub fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
     dir.join("examples").join(name)
@@ -197,6 +197,56 @@ async fn example_server_end_to_end() {
     .await;
     assert_eq!(s, 401, "{b}");
     assert_eq!(b["code"], "TOKEN_INVALID");
+
+    child.start_kill().ok();
+    let _ = child.wait().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
+/// `SENTRI_METRICS=1`: the example serves sentri's metrics in the Prometheus text format.
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn example_server_serves_metrics_when_asked() {
+    let db = std::env::temp_dir().join(format!(
+        "sentri_example_metrics_{}.db",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let (mut child, addr) = spawn_example(
+        "server",
+        &[
+            ("SENTRI_ADDR", "127.0.0.1:0".into()),
+            (
+                "DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", db.display()),
+            ),
+            ("SENTRI_BCRYPT_COST", "4".into()),
+            ("SENTRI_METRICS", "1".into()),
+        ],
+    )
+    .await;
+    let creds = json!({"identifier": "metrics@example.com", "password": "password1"});
+    let (s, _, b) = http(&addr, "POST", "/auth/register", &[], Some(creds.clone())).await;
+    assert_eq!(s, 201, "{b}");
+    let wrong = json!({"identifier": "metrics@example.com", "password": "password2"});
+    let (s, _, _) = http(&addr, "POST", "/auth/login", &[], Some(wrong)).await;
+    assert_eq!(s, 401);
+
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for line in [
+        "sentri_registrations_total 1",
+        "sentri_logins_total{outcome=\"failed\"} 1",
+        "sentri_password_hash_wait_seconds_count 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
 
     child.start_kill().ok();
     let _ = child.wait().await;

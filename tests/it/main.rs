@@ -3,6 +3,7 @@ mod adversarial;
 mod api_keys;
 mod architecture;
 mod audit;
+mod browser;
 #[cfg(feature = "client")]
 mod client;
 mod cluster;
@@ -18,6 +19,10 @@ mod integrity_rules;
 #[cfg(feature = "smtp")]
 mod lifecycle;
 mod no_echo;
+#[cfg(feature = "metrics")]
+mod observe;
+#[cfg(all(feature = "openapi", feature = "api-keys", feature = "sso"))]
+mod openapi;
 mod password;
 mod props;
 mod races;

@@ -38,6 +38,16 @@ impl AccountService {
     /// Changes a password after checking the current one, then revokes every session of
     /// the user (whatever rotations are in flight).
     pub async fn change_password(&self, user_id: &str, current: &str, new: &str) -> Result<()> {
+        let span = crate::core::observe::op_span!("change_password");
+        crate::core::observe::traced(
+            span,
+            self.change_password_once(user_id, current, new),
+            |_| "ok",
+        )
+        .await
+    }
+
+    async fn change_password_once(&self, user_id: &str, current: &str, new: &str) -> Result<()> {
         let identity = &self.core.identity;
         identity.policy.validate(new)?;
         self.check_current_password(user_id, current).await?;
@@ -51,6 +61,21 @@ impl AccountService {
     /// Changes a user's identifier after checking the current password
     /// (`INVALID_CREDENTIALS` when wrong, `USER_ALREADY_EXISTS` when taken).
     pub async fn change_identifier(
+        &self,
+        user_id: &str,
+        new_identifier: &str,
+        current_password: &str,
+    ) -> Result<AuthUser> {
+        let span = crate::core::observe::op_span!("change_identifier");
+        crate::core::observe::traced(
+            span,
+            self.change_identifier_once(user_id, new_identifier, current_password),
+            |_| "ok",
+        )
+        .await
+    }
+
+    async fn change_identifier_once(
         &self,
         user_id: &str,
         new_identifier: &str,
@@ -172,5 +197,10 @@ impl Capability for Account {
 
     fn routes(&self, core: &Core) -> Router {
         routes::router(self.clone(), core)
+    }
+
+    #[cfg(feature = "openapi")]
+    fn openapi(&self, doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+        routes::openapi(doc)
     }
 }

@@ -37,7 +37,35 @@ pub(super) fn router(account: Account, core: &Core) -> Router {
     signed_in.merge(admin).with_state(state)
 }
 
+/// The OpenAPI description of [`router`].
+#[cfg(feature = "openapi")]
+pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+    use crate::core::error::ErrorCode as E;
+    use crate::http::openapi::{Method, object, of, user};
+    use utoipa::openapi::schema::Type;
+    doc.paths([
+        doc.op(Method::Post, "/change-password", "account", "Change the password")
+            .describe("Checks the current password, then ends every session of the user and clears the cookies.")
+            .signed_in(doc)
+            .body::<ChangePasswordBody>()
+            .ok_data(200, "Password changed", of(Type::Null))
+            .err(&[E::InvalidCredentials, E::TwoFactorRequired, E::UserNotFound, E::TooManyAttempts]),
+        doc.op(Method::Post, "/change-identifier", "account", "Change the identifier")
+            .signed_in(doc)
+            .body::<ChangeIdentifierBody>()
+            .ok_data(200, "Identifier changed", object([("user", user())]))
+            .err(&[E::InvalidCredentials, E::UserAlreadyExists, E::UserNotFound, E::TooManyAttempts]),
+        doc.op(Method::Post, "/users/{user_id}/roles", "account", "Add roles to a user (admin)")
+            .admin(doc)
+            .path_param("user_id", "The user's id")
+            .body::<RolesBody>()
+            .ok_data(200, "Roles assigned", object([("user", user())]))
+            .err(&[E::UserNotFound, E::InvalidRole]),
+    ])
+}
+
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 struct ChangePasswordBody {
     current_password: String,
@@ -63,6 +91,7 @@ async fn change_password(
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 struct ChangeIdentifierBody {
     identifier: String,
@@ -90,6 +119,7 @@ async fn change_identifier(
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 struct RolesBody {
     roles: Vec<String>,
 }

@@ -277,6 +277,34 @@ impl Capability for ApiKeys {
         }
     }
 
+    #[cfg(feature = "openapi")]
+    fn openapi(&self, doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+        routes::openapi(doc)
+    }
+
+    #[cfg(feature = "openapi")]
+    fn openapi_credential(
+        &self,
+    ) -> Option<(
+        crate::http::openapi::CredentialDoc,
+        utoipa::openapi::security::SecurityScheme,
+    )> {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        let doc = crate::http::openapi::CredentialDoc {
+            scheme: "apiKey",
+            codes: &[
+                crate::ErrorCode::ApiKeyInvalid,
+                crate::ErrorCode::ApiKeyExpired,
+                crate::ErrorCode::InsufficientScope,
+            ],
+        };
+        let scheme = SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            self.header.as_str(),
+            "An API key (`sk_…`; also accepted as `Authorization: Bearer sk_…`)",
+        )));
+        Some((doc, scheme))
+    }
+
     fn credential(&self) -> Option<Arc<dyn Credential>> {
         Some(Arc::new(KeyCredential(self.clone())))
     }

@@ -35,6 +35,75 @@ pub(super) fn router(svc: Arc<KeyService>, core: &Core) -> Router {
     own.merge(admin).with_state(svc)
 }
 
+/// The OpenAPI description of [`router`].
+#[cfg(feature = "openapi")]
+pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+    use crate::core::error::ErrorCode as E;
+    use crate::http::openapi::{Method, any, object, of};
+    use utoipa::openapi::schema::{ArrayBuilder, Type};
+    let key = || object([("apiKey", any())]);
+    let keys = || object([("apiKeys", ArrayBuilder::new().items(any()).into())]);
+    let own = |m, p, s| {
+        doc.op(m, p, "api-keys", s)
+            .describe("Needs a signed-in session: an API key cannot manage keys (403).")
+            .signed_in(doc)
+    };
+    let id = "The key id";
+    doc.paths([
+        own(Method::Get, "/api-keys", "The caller's API keys").ok_data(200, "API keys", keys()),
+        own(Method::Post, "/api-keys", "Create an API key")
+            .body::<CreateBody>()
+            .ok_data(
+                201,
+                "API key created: the secret `key` is shown once",
+                object([("key", of(Type::String)), ("apiKey", any())]),
+            )
+            .err(&[E::InvalidScope, E::InvalidRole]),
+        own(
+            Method::Get,
+            "/api-keys/{id}",
+            "One of the caller's API keys",
+        )
+        .path_param("id", id)
+        .ok_data(200, "API key", key())
+        .err(&[E::ApiKeyNotFound]),
+        own(
+            Method::Patch,
+            "/api-keys/{id}",
+            "Rename or rescope an API key",
+        )
+        .path_param("id", id)
+        .body::<UpdateBody>()
+        .ok_data(200, "API key updated", key())
+        .err(&[E::ApiKeyNotFound, E::InvalidScope, E::InvalidRole]),
+        own(Method::Delete, "/api-keys/{id}", "Revoke an API key")
+            .path_param("id", id)
+            .ok_data(200, "API key revoked", key())
+            .err(&[E::ApiKeyNotFound]),
+        doc.op(
+            Method::Get,
+            "/users/{user_id}/api-keys",
+            "api-keys",
+            "A user's API keys (admin)",
+        )
+        .admin(doc)
+        .path_param("user_id", "The user's id")
+        .ok_data(200, "API keys", keys())
+        .err(&[E::UserNotFound]),
+        doc.op(
+            Method::Delete,
+            "/users/{user_id}/api-keys/{id}",
+            "api-keys",
+            "Revoke a user's API key (admin)",
+        )
+        .admin(doc)
+        .path_param("user_id", "The user's id")
+        .path_param("id", id)
+        .ok_data(200, "API key revoked", key())
+        .err(&[E::ApiKeyNotFound]),
+    ])
+}
+
 /// The caller's user id, when it signed in with a session (403 for a key).
 fn session_user(user: &CurrentUser) -> Result<&str> {
     if user.credential.is_some() {
@@ -55,6 +124,7 @@ fn key_id(path: std::result::Result<Path<String>, PathRejection>) -> Result<Stri
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateBody {
     name: String,
@@ -113,6 +183,7 @@ async fn show(
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateBody {
     name: Option<String>,

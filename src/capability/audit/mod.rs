@@ -310,6 +310,11 @@ impl Capability for Audit {
         routes::router(core, self.clone(), roles)
     }
 
+    #[cfg(feature = "openapi")]
+    fn openapi(&self, doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+        routes::openapi(doc)
+    }
+
     fn event_sinks(&self) -> Vec<Arc<dyn EventSink>> {
         vec![Arc::new(DbSink(self.clone()))]
     }

@@ -21,6 +21,37 @@ pub(super) fn router(core: &Core, audit: Audit, roles: Vec<String>) -> Router {
         .with_state(audit)
 }
 
+/// The OpenAPI description of [`router`].
+#[cfg(feature = "openapi")]
+pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+    use crate::http::openapi::{Method, any, nullable, object};
+    use utoipa::openapi::schema::{ArrayBuilder, Type};
+    doc.paths([doc
+        .op(
+            Method::Get,
+            "/audit/events",
+            "audit",
+            "Audit events, newest first (admin)",
+        )
+        .admin(doc)
+        .query("userId", Type::String, "Only this user's events")
+        .query("workspaceId", Type::String, "Only this workspace's events")
+        .query("type", Type::String, "Only this kind, e.g. `login_failed`")
+        .query("from", Type::Integer, "From this time (epoch ms)")
+        .query("to", Type::Integer, "Until this time (epoch ms)")
+        .query("limit", Type::Integer, "Page size, 1 to 500 (default 50)")
+        .query("cursor", Type::String, "`nextCursor` of the previous page")
+        .ok_data(
+            200,
+            "Audit events",
+            object([
+                ("events", ArrayBuilder::new().items(any()).into()),
+                ("nextCursor", nullable(Type::String)),
+            ]),
+        )
+        .err(&[crate::core::error::ErrorCode::ValidationError])])
+}
+
 /// The query string as sent.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -44,4 +44,9 @@ impl Capability for Devices {
     fn routes(&self, core: &Core) -> Router {
         routes::router(core)
     }
+
+    #[cfg(feature = "openapi")]
+    fn openapi(&self, doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+        routes::openapi(doc)
+    }
 }

@@ -27,6 +27,80 @@ pub(super) fn router(core: &Core) -> Router {
     signed_in.merge(admin).with_state(core.clone())
 }
 
+/// The OpenAPI description of [`router`].
+#[cfg(feature = "openapi")]
+pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+    use crate::core::error::ErrorCode as E;
+    use crate::http::openapi::{Method, object, of};
+    use utoipa::openapi::schema::{ArrayBuilder, Type};
+    let sessions = || {
+        let session = object([
+            ("id", of(Type::String)),
+            ("createdAt", of(Type::Integer)),
+            ("lastUsedAt", crate::http::openapi::nullable(Type::Integer)),
+            ("expiresAt", of(Type::Integer)),
+            ("userAgent", crate::http::openapi::nullable(Type::String)),
+            ("ip", crate::http::openapi::nullable(Type::String)),
+            ("current", of(Type::Boolean)),
+        ]);
+        object([("sessions", ArrayBuilder::new().items(session).into())])
+    };
+    doc.paths([
+        doc.op(
+            Method::Get,
+            "/sessions",
+            "devices",
+            "The caller's sessions, one per device",
+        )
+        .signed_in(doc)
+        .ok_data(200, "Sessions", sessions()),
+        doc.op(
+            Method::Post,
+            "/sessions/revoke-others",
+            "devices",
+            "End every other session of the caller",
+        )
+        .signed_in(doc)
+        .ok_data(
+            200,
+            "Other sessions ended",
+            object([("ended", of(Type::Integer))]),
+        ),
+        doc.op(
+            Method::Delete,
+            "/sessions/{id}",
+            "devices",
+            "End one of the caller's sessions",
+        )
+        .describe("Ending the current session clears the cookies.")
+        .signed_in(doc)
+        .path_param("id", "The session id")
+        .ok_data(200, "Session ended", of(Type::Null))
+        .err(&[E::NotFound]),
+        doc.op(
+            Method::Get,
+            "/users/{user_id}/sessions",
+            "devices",
+            "A user's sessions (admin)",
+        )
+        .admin(doc)
+        .path_param("user_id", "The user's id")
+        .ok_data(200, "Sessions", sessions())
+        .err(&[E::UserNotFound]),
+        doc.op(
+            Method::Delete,
+            "/users/{user_id}/sessions/{id}",
+            "devices",
+            "End a user's session (admin)",
+        )
+        .admin(doc)
+        .path_param("user_id", "The user's id")
+        .path_param("id", "The session id")
+        .ok_data(200, "Session ended", of(Type::Null))
+        .err(&[E::NotFound]),
+    ])
+}
+
 fn not_found() -> SentriError {
     SentriError::new(ErrorCode::NotFound, "No such session")
 }

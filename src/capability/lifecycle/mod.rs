@@ -336,6 +336,11 @@ impl Capability for Lifecycle {
         routes::router(self, self.service(core))
     }
 
+    #[cfg(feature = "openapi")]
+    fn openapi(&self, doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+        routes::openapi(self, doc)
+    }
+
     fn login_step(&self) -> Option<Arc<dyn LoginStep>> {
         self.require_email_verification.then(|| {
             Arc::new(RequireVerified {

@@ -58,6 +58,79 @@ pub(super) fn router(config: &Lifecycle, service: LifecycleService) -> Router {
     router.with_state(state)
 }
 
+/// The OpenAPI description of [`router`]: the flows that are switched on.
+#[cfg(feature = "openapi")]
+pub(super) fn openapi(
+    config: &Lifecycle,
+    doc: &crate::http::openapi::ApiDoc,
+) -> utoipa::openapi::OpenApi {
+    use crate::core::error::ErrorCode as E;
+    use crate::http::openapi::{Method, any, of};
+    use utoipa::openapi::schema::Type;
+    let mail = |path, summary| {
+        doc.op(Method::Post, path, "lifecycle", summary)
+            .describe("The same 202 whether or not the account exists; the mail is sent off the request path.")
+            .body::<IdentifierBody>()
+            .ok_data(202, "If the account exists, a message is on its way", of(Type::Null))
+            .err(&[E::TooManyAttempts])
+    };
+    let mut ops = Vec::new();
+    if config.email_verification {
+        ops.push(
+            doc.op(
+                Method::Post,
+                "/verify-email",
+                "lifecycle",
+                "Verify an email address",
+            )
+            .describe("`{token}` (link mode) or `{identifier, code}` (code mode).")
+            .body::<VerifyBody>()
+            .ok_data(200, "Email verified", of(Type::Null))
+            .err(&[E::TokenInvalid, E::TooManyAttempts]),
+        );
+        ops.push(mail(
+            "/verify-email/resend",
+            "Send the verification message again",
+        ));
+    }
+    if config.reset_password {
+        ops.push(mail("/forgot-password", "Ask for a password-reset message"));
+        ops.push(
+            doc.op(
+                Method::Post,
+                "/reset-password",
+                "lifecycle",
+                "Set a new password with a reset token",
+            )
+            .describe("Ends every session of the user and clears the cookies.")
+            .body::<ResetBody>()
+            .ok_data(200, "Password reset", of(Type::Null))
+            .err(&[E::TokenInvalid, E::TooManyAttempts]),
+        );
+    }
+    if config.magic_link {
+        ops.push(mail("/magic-link/request", "Ask for a sign-in link"));
+        ops.push(
+            doc.op(
+                Method::Post,
+                "/magic-link/consume",
+                "lifecycle",
+                "Sign in with a link's token",
+            )
+            .describe("Answers like `POST /login` (tokens, or a second-factor challenge).")
+            .body::<TokenBody>()
+            .ok_data(200, "Login successful", any())
+            .err(&[
+                E::TokenInvalid,
+                E::TooManyAttempts,
+                E::EmailNotVerified,
+                E::UserAlreadyExists,
+            ]),
+        );
+    }
+    doc.paths(ops)
+}
+
 /// The one answer of every request that must not tell whether the account exists.
 fn accepted() -> Response {
     success(
@@ -68,16 +141,19 @@ fn accepted() -> Response {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 struct IdentifierBody {
     identifier: String,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 struct TokenBody {
     token: String,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 struct VerifyBody {
     #[serde(default)]
     token: Option<String>,
@@ -88,6 +164,7 @@ struct VerifyBody {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 struct ResetBody {
     token: String,

@@ -426,6 +426,16 @@ impl LifecycleService {
     /// token is used, the hash stored and every other reset or sign-in token of the
     /// account ended; then every session is revoked and the address marked verified.
     pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<()> {
+        let span = crate::core::observe::op_span!("reset_password");
+        crate::core::observe::traced(
+            span,
+            self.reset_password_once(token, new_password),
+            |_| "ok",
+        )
+        .await
+    }
+
+    async fn reset_password_once(&self, token: &str, new_password: &str) -> Result<()> {
         let identity = &self.core.identity;
         identity.policy.validate(new_password)?;
         let now = self.now();
@@ -544,6 +554,19 @@ impl LifecycleService {
     /// factor, when the user has one, is asked for: [`SignIn::Challenge`]). With
     /// `magic_link_signup`, a sign-up link first creates its account.
     pub async fn consume_magic_link(&self, token: &str, meta: SessionMeta) -> Result<SignIn> {
+        let span = crate::core::observe::op_span!("magic_link");
+        crate::core::observe::traced(
+            span,
+            self.consume_magic_link_once(token, meta),
+            |s| match s {
+                crate::capability::SignIn::Session(_) => "ok",
+                crate::capability::SignIn::Challenge(_) => "challenge",
+            },
+        )
+        .await
+    }
+
+    async fn consume_magic_link_once(&self, token: &str, meta: SessionMeta) -> Result<SignIn> {
         let now = self.now();
         let hash = sha256_hex(token);
         let Some(row) = self

@@ -51,4 +51,9 @@ impl Capability for Roles {
     fn routes(&self, core: &Core) -> Router {
         routes::router(core)
     }
+
+    #[cfg(feature = "openapi")]
+    fn openapi(&self, doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+        routes::openapi(doc)
+    }
 }

@@ -33,6 +33,101 @@ pub(super) fn router(core: &Core) -> Router {
         .with_state(RolesService::new(core.clone()))
 }
 
+/// The OpenAPI description of [`router`].
+#[cfg(feature = "openapi")]
+pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+    use crate::core::error::ErrorCode as E;
+    use crate::http::openapi::{Method, any, nullable, object, of, user};
+    use utoipa::openapi::schema::{ArrayBuilder, Type};
+    let role = || object([("role", any())]);
+    let admin = |m, p, s| {
+        doc.op(m, p, "roles", s)
+            .describe("Needs the admin role or the `roles:manage` permission.")
+            .admin(doc)
+    };
+    doc.paths([
+        admin(Method::Get, "/roles", "The role catalogue").ok_data(
+            200,
+            "Roles",
+            object([("roles", ArrayBuilder::new().items(any()).into())]),
+        ),
+        admin(Method::Post, "/roles", "Create a role")
+            .body::<CreateBody>()
+            .ok_data(201, "Role created", role())
+            .err(&[E::RoleAlreadyExists, E::InvalidPermission, E::InvalidRole]),
+        admin(Method::Get, "/roles/{role}", "One role")
+            .path_param("role", "The role name")
+            .ok_data(200, "Role", role())
+            .err(&[E::RoleNotFound]),
+        admin(
+            Method::Patch,
+            "/roles/{role}",
+            "Change a role's description or permissions",
+        )
+        .path_param("role", "The role name")
+        .body::<UpdateBody>()
+        .ok_data(200, "Role updated", role())
+        .err(&[E::RoleNotFound, E::InvalidPermission]),
+        admin(Method::Delete, "/roles/{role}", "Delete a role")
+            .describe("A role held by users needs `reassign=<role>` or `strip=true`.")
+            .path_param("role", "The role name")
+            .query(
+                "reassign",
+                Type::String,
+                "Give the holders this role instead",
+            )
+            .query("strip", Type::Boolean, "Take the role from its holders")
+            .ok_data(200, "Role deleted", of(Type::Null))
+            .err(&[
+                E::RoleNotFound,
+                E::RoleInUse,
+                E::LastAdmin,
+                E::ValidationError,
+                E::InvalidRole,
+                E::Forbidden,
+            ]),
+        admin(
+            Method::Get,
+            "/roles/{role}/users",
+            "The users holding a role",
+        )
+        .path_param("role", "The role name")
+        .query(
+            "after",
+            Type::String,
+            "The last user id of the previous page",
+        )
+        .query("limit", Type::Integer, "Page size, 1 to 200 (default 50)")
+        .ok_data(
+            200,
+            "Role holders",
+            object([
+                ("users", ArrayBuilder::new().items(any()).into()),
+                ("next", nullable(Type::String)),
+            ]),
+        )
+        .err(&[E::RoleNotFound, E::ValidationError]),
+        admin(Method::Get, "/users/{user_id}/roles", "A user's roles")
+            .path_param("user_id", "The user's id")
+            .ok_data(200, "User roles", object([("user", user())]))
+            .err(&[E::UserNotFound]),
+        admin(Method::Put, "/users/{user_id}/roles", "Set a user's roles")
+            .path_param("user_id", "The user's id")
+            .body::<RolesBody>()
+            .ok_data(200, "Roles set", object([("user", user())]))
+            .err(&[E::UserNotFound, E::InvalidRole, E::LastAdmin]),
+        admin(
+            Method::Delete,
+            "/users/{user_id}/roles/{role}",
+            "Take a role from a user",
+        )
+        .path_param("user_id", "The user's id")
+        .path_param("role", "The role name")
+        .ok_data(200, "Role revoked", object([("user", user())]))
+        .err(&[E::UserNotFound, E::InvalidRole, E::LastAdmin]),
+    ])
+}
+
 fn role_path(path: PathOf<String>) -> Result<String> {
     path.map(|Path(p)| p)
         .map_err(|_| SentriError::new(crate::ErrorCode::RoleNotFound, "Role not found"))
@@ -53,6 +148,7 @@ async fn list(State(s): State<RolesService>) -> Result<Response> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     name: String,
@@ -86,6 +182,7 @@ async fn show(State(s): State<RolesService>, path: PathOf<String>) -> Result<Res
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     description: Option<String>,
@@ -175,6 +272,7 @@ async fn user(State(s): State<RolesService>, path: PathOf<String>) -> Result<Res
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct RolesBody {
     roles: Vec<String>,

@@ -342,6 +342,11 @@ impl Capability for Sso {
     fn routes(&self, core: &Core) -> Router {
         routes::router(Arc::new(service::SsoService::new(self, core.clone())), core)
     }
+
+    #[cfg(feature = "openapi")]
+    fn openapi(&self, doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+        routes::openapi(doc)
+    }
 }
 
 /// `true` for the error codes of this capability (for the failure event).

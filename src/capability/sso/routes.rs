@@ -33,6 +33,94 @@ pub(super) fn router(svc: Svc, core: &Core) -> Router {
         .with_state(svc)
 }
 
+/// The OpenAPI description of [`router`].
+#[cfg(feature = "openapi")]
+pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+    use crate::core::error::ErrorCode as E;
+    use crate::http::openapi::{Method, any, object, of};
+    use utoipa::openapi::schema::{ArrayBuilder, Type};
+    let provider = "The identity provider's configured name";
+    doc.paths([
+        doc.op(
+            Method::Get,
+            "/sso/{provider}/start",
+            "sso",
+            "Start signing in with a provider",
+        )
+        .path_param("provider", provider)
+        .query(
+            "returnTo",
+            Type::String,
+            "Where to land afterwards (an allowed origin)",
+        )
+        .redirect(303, "To the identity provider")
+        .err(&[E::NotFound, E::ValidationError, E::SsoProviderError]),
+        doc.op(
+            Method::Get,
+            "/sso/{provider}/callback",
+            "sso",
+            "The provider's redirect back",
+        )
+        .path_param("provider", provider)
+        .query("state", Type::String, "The state of the flow")
+        .query("code", Type::String, "The authorization code")
+        .query("error", Type::String, "The provider's refusal")
+        .redirect(303, "Signed in (cookies set) or linked: to `returnTo`")
+        .ok(
+            200,
+            "Signed in (the token pair, without cookies) or a second-factor challenge",
+        )
+        .err(&[
+            E::NotFound,
+            E::ValidationError,
+            E::SsoStateInvalid,
+            E::SsoProviderError,
+            E::SsoRejected,
+            E::SsoIdTokenInvalid,
+            E::SsoNotAllowed,
+            E::SsoLinkConflict,
+            E::UserAlreadyExists,
+        ]),
+        doc.op(
+            Method::Post,
+            "/sso/{provider}/link",
+            "sso",
+            "Start linking a provider to the caller",
+        )
+        .signed_in(doc)
+        .path_param("provider", provider)
+        .query("returnTo", Type::String, "Where to land afterwards")
+        .ok_data(
+            200,
+            "Continue at the identity provider",
+            object([("url", of(Type::String))]),
+        )
+        .err(&[E::NotFound, E::ValidationError, E::SsoProviderError]),
+        doc.op(
+            Method::Get,
+            "/sso/links",
+            "sso",
+            "The caller's linked providers",
+        )
+        .signed_in(doc)
+        .ok_data(
+            200,
+            "Links",
+            object([("links", ArrayBuilder::new().items(any()).into())]),
+        ),
+        doc.op(
+            Method::Delete,
+            "/sso/links/{provider}",
+            "sso",
+            "Unlink a provider",
+        )
+        .signed_in(doc)
+        .path_param("provider", provider)
+        .ok_data(200, "Unlinked", of(Type::Null))
+        .err(&[E::NotFound, E::SsoLastSignInMethod]),
+    ])
+}
+
 /// The query parameters of a request (the last value of each name wins).
 fn query(raw: Option<String>) -> std::collections::HashMap<String, String> {
     form_urlencoded::parse(raw.unwrap_or_default().as_bytes())

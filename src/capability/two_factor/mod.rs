@@ -206,6 +206,11 @@ impl Capability for TwoFactor {
         routes::router(self.service(core), core)
     }
 
+    #[cfg(feature = "openapi")]
+    fn openapi(&self, doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+        routes::openapi(doc)
+    }
+
     fn login_step(&self) -> Option<Arc<dyn LoginStep>> {
         Some(Arc::new(Step(self.clone())))
     }

@@ -28,12 +28,56 @@ pub(super) fn router(service: TwoFactorService, core: &Core) -> Router {
         .with_state(service)
 }
 
+/// The OpenAPI description of [`router`].
+#[cfg(feature = "openapi")]
+pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+    use crate::core::error::ErrorCode as E;
+    use crate::http::openapi::{Method, object, of, strings, user};
+    use utoipa::openapi::schema::Type;
+    let codes = || object([("backupCodes", strings())]);
+    doc.paths([
+        doc.op(Method::Get, "/2fa", "two-factor", "The caller's second factors")
+            .signed_in(doc)
+            .ok(200, "Two-factor status"),
+        doc.op(Method::Post, "/2fa/totp/enroll", "two-factor", "Enrol a TOTP device")
+            .describe("Needs the password; the device is active once confirmed with a code.")
+            .signed_in(doc)
+            .body::<EnrollBody>()
+            .ok(201, "Confirm the device with a code")
+            .err(&[E::InvalidCredentials, E::TwoFactorRequired, E::UserNotFound, E::UserAlreadyExists, E::TooManyAttempts]),
+        doc.op(Method::Post, "/2fa/totp/confirm", "two-factor", "Confirm a TOTP device")
+            .describe("Answers the backup codes, once.")
+            .signed_in(doc)
+            .body::<ConfirmBody>()
+            .ok_data(200, "Two-factor device confirmed", codes())
+            .err(&[E::TwoFactorInvalid, E::TwoFactorLocked, E::NotFound]),
+        doc.op(Method::Delete, "/2fa/totp/{id}", "two-factor", "Remove a TOTP device")
+            .signed_in(doc)
+            .path_param("id", "The device id")
+            .body::<BothFactors>()
+            .ok_data(200, "Two-factor device removed", of(Type::Null))
+            .err(&[E::InvalidCredentials, E::TwoFactorInvalid, E::TwoFactorLocked, E::TwoFactorRequired, E::NotFound, E::TooManyAttempts])
+            .err_custom(405, "METHOD_NOT_ALLOWED"),
+        doc.op(Method::Post, "/2fa/backup-codes", "two-factor", "Regenerate the backup codes")
+            .signed_in(doc)
+            .body::<BothFactors>()
+            .ok_data(200, "Backup codes regenerated", codes())
+            .err(&[E::InvalidCredentials, E::TwoFactorInvalid, E::TwoFactorLocked, E::NotFound, E::TooManyAttempts]),
+        doc.op(Method::Post, "/2fa/verify", "two-factor", "Complete a login with a second factor")
+            .describe("`twoFactorToken` from the login's challenge and a TOTP or backup code; answers like `POST /login`.")
+            .body::<VerifyBody>()
+            .ok_data(200, "Login successful", object([("accessToken", of(Type::String)), ("user", user())]))
+            .err(&[E::TwoFactorInvalid, E::TwoFactorLocked, E::TooManyAttempts]),
+    ])
+}
+
 async fn status(State(s): State<TwoFactorService>, user: CurrentUser) -> Result<Response> {
     let data = s.status(&user.user.id).await?;
     Ok(success(StatusCode::OK, "Two-factor status", data))
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 struct EnrollBody {
     password: String,
@@ -58,6 +102,7 @@ async fn enroll(
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 struct ConfirmBody {
     device_id: String,
@@ -80,6 +125,7 @@ async fn confirm(
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 struct BothFactors {
     password: String,
@@ -122,6 +168,7 @@ async fn regenerate(
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 struct VerifyBody {
     two_factor_token: String,

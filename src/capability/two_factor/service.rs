@@ -358,6 +358,17 @@ impl TwoFactorService {
         code: &str,
         meta: SessionMeta,
     ) -> Result<AuthResult> {
+        let span = crate::core::observe::op_span!("verify_2fa");
+        crate::core::observe::traced(span, self.verify_login_once(token, code, meta), |_| "ok")
+            .await
+    }
+
+    async fn verify_login_once(
+        &self,
+        token: &str,
+        code: &str,
+        meta: SessionMeta,
+    ) -> Result<AuthResult> {
         let throttle = self.core.throttle();
         let attempt = throttle.attempt_from(meta.ip.as_deref()).await?;
         let result = self.verify_challenge(token, code, meta).await;

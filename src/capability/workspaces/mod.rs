@@ -299,6 +299,11 @@ impl Capability for Workspaces {
         }
     }
 
+    #[cfg(feature = "openapi")]
+    fn openapi(&self, doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+        routes::openapi(doc)
+    }
+
     fn membership(&self, core: &Core) -> Option<Arc<dyn Membership>> {
         let svc = self.service(core).ok()?;
         Some(svc.clone())

@@ -49,6 +49,203 @@ pub(super) fn router(core: &Core, svc: Svc) -> Router {
         .with_state(svc)
 }
 
+/// The OpenAPI description of [`router`].
+#[cfg(feature = "openapi")]
+pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
+    use crate::core::error::ErrorCode as E;
+    use crate::http::openapi::{Method, any, nullable, object, of, strings};
+    use utoipa::openapi::schema::{ArrayBuilder, Type};
+    let workspace = || {
+        object([
+            ("id", of(Type::String)),
+            ("name", of(Type::String)),
+            ("slug", of(Type::String)),
+            ("status", of(Type::String)),
+            ("createdAt", of(Type::Integer)),
+            ("updatedAt", of(Type::Integer)),
+        ])
+    };
+    let member = || {
+        object([
+            ("userId", of(Type::String)),
+            ("identifier", nullable(Type::String)),
+            ("roles", strings()),
+            ("status", of(Type::String)),
+            ("createdAt", of(Type::Integer)),
+            ("updatedAt", of(Type::Integer)),
+        ])
+    };
+    let page = |item| {
+        object([
+            ("items", ArrayBuilder::new().items(item).into()),
+            ("next", nullable(Type::String)),
+        ])
+    };
+    let op = |m, p, s| doc.op(m, p, "workspaces", s).signed_in(doc);
+    let in_ws = |m, p, s| {
+        op(m, p, s)
+            .path_param("id", "The workspace id")
+            .err(&[E::WorkspaceNotFound])
+    };
+    let paging = |o: crate::http::openapi::Op, what| {
+        o.query("after", Type::String, what)
+            .query("limit", Type::Integer, "Page size, 1 to 200 (default 50)")
+            .err(&[E::ValidationError])
+    };
+    let member_path = |m, s| {
+        in_ws(m, "/workspaces/{id}/members/{user_id}", s)
+            .describe("Managers only; an owner's membership and the owner role need an owner.")
+            .path_param("user_id", "The member's user id")
+            .err(&[E::MemberNotFound, E::LastOwner, E::NotFound, E::Forbidden])
+    };
+    let token_answer = || {
+        object([
+            ("accessToken", of(Type::String)),
+            ("workspaceId", nullable(Type::String)),
+        ])
+    };
+    doc.paths([
+        op(
+            Method::Post,
+            "/workspaces",
+            "Create a workspace (the caller becomes its owner)",
+        )
+        .body::<CreateBody>()
+        .ok_data(
+            201,
+            "Workspace created",
+            object([("workspace", workspace()), ("roles", strings())]),
+        )
+        .err(&[E::WorkspaceSlugTaken]),
+        paging(
+            op(Method::Get, "/workspaces", "The caller's workspaces"),
+            "The last workspace id of the previous page",
+        )
+        .ok_data(200, "Workspaces", page(any())),
+        in_ws(
+            Method::Get,
+            "/workspaces/{id}",
+            "One of the caller's workspaces",
+        )
+        .ok_data(
+            200,
+            "Workspace",
+            object([("workspace", workspace()), ("roles", strings())]),
+        ),
+        in_ws(
+            Method::Patch,
+            "/workspaces/{id}",
+            "Rename a workspace or change its slug (managers)",
+        )
+        .body::<UpdateBody>()
+        .ok_data(
+            200,
+            "Workspace updated",
+            object([("workspace", workspace())]),
+        )
+        .err(&[E::Forbidden, E::WorkspaceSlugTaken]),
+        in_ws(
+            Method::Delete,
+            "/workspaces/{id}",
+            "Delete a workspace (owners)",
+        )
+        .ok_data(200, "Workspace deleted", of(Type::Null))
+        .err(&[E::Forbidden]),
+        paging(
+            in_ws(Method::Get, "/workspaces/{id}/members", "The members"),
+            "The last user id of the previous page",
+        )
+        .ok_data(200, "Members", page(member())),
+        in_ws(
+            Method::Post,
+            "/workspaces/{id}/members",
+            "Add an account as a member (managers)",
+        )
+        .body::<AddMemberBody>()
+        .ok_data(201, "Member added", object([("member", member())]))
+        .err(&[
+            E::InvalidRole,
+            E::Forbidden,
+            E::UserNotFound,
+            E::AlreadyMember,
+        ]),
+        member_path(Method::Patch, "Change a member's roles or status")
+            .body::<UpdateMemberBody>()
+            .ok_data(200, "Member updated", object([("member", member())]))
+            .err(&[E::InvalidRole, E::ServiceUnavailable]),
+        member_path(Method::Delete, "Remove a member")
+            .ok_data(200, "Member removed", of(Type::Null))
+            .err(&[E::ServiceUnavailable]),
+        in_ws(Method::Post, "/workspaces/{id}/leave", "Leave a workspace")
+            .ok_data(200, "Left the workspace", of(Type::Null))
+            .err(&[E::MemberNotFound, E::LastOwner, E::ServiceUnavailable]),
+        in_ws(
+            Method::Post,
+            "/workspaces/{id}/switch",
+            "A new access token bound to the workspace",
+        )
+        .describe("The session's later refreshes keep the binding (claim `wid`).")
+        .ok_data(200, "Switched workspace", token_answer())
+        .err(&[E::Forbidden, E::TokenInvalid]),
+        op(
+            Method::Post,
+            "/workspaces/personal/switch",
+            "A new access token bound to no workspace",
+        )
+        .ok_data(200, "Switched to personal", token_answer())
+        .err(&[E::Forbidden, E::TokenInvalid]),
+        in_ws(
+            Method::Post,
+            "/workspaces/{id}/invitations",
+            "Invite an address (managers)",
+        )
+        .describe("The token is in the answer only when no mailer is configured.")
+        .body::<InviteBody>()
+        .ok_data(
+            201,
+            "Invitation created",
+            object([("invitation", any()), ("token", of(Type::String))]),
+        )
+        .err(&[E::InvalidRole, E::Forbidden]),
+        in_ws(
+            Method::Get,
+            "/workspaces/{id}/invitations",
+            "Pending invitations (managers)",
+        )
+        .ok_data(
+            200,
+            "Invitations",
+            object([("items", ArrayBuilder::new().items(any()).into())]),
+        )
+        .err(&[E::Forbidden]),
+        in_ws(
+            Method::Delete,
+            "/workspaces/{id}/invitations/{invitation_id}",
+            "Revoke an invitation (managers)",
+        )
+        .path_param("invitation_id", "The invitation id")
+        .ok_data(200, "Invitation revoked", of(Type::Null))
+        .err(&[E::Forbidden, E::NotFound]),
+        op(
+            Method::Post,
+            "/workspaces/invitations/accept",
+            "Accept an invitation as the invited address",
+        )
+        .body::<AcceptBody>()
+        .ok_data(
+            200,
+            "Invitation accepted",
+            object([("workspace", workspace())]),
+        )
+        .err(&[
+            E::InvitationInvalid,
+            E::InvitationAddressMismatch,
+            E::AlreadyMember,
+            E::WorkspaceNotFound,
+        ]),
+    ])
+}
+
 fn id_of(path: PathOf<String>) -> Result<String> {
     path.map(|Path(p)| p)
         .map_err(|_| SentriError::new(ErrorCode::WorkspaceNotFound, "Workspace not found"))
@@ -119,6 +316,7 @@ fn paged<T>(items: &[T], limit: u64, view: fn(&T) -> Value, cursor: fn(&T) -> &s
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     name: String,
@@ -169,6 +367,7 @@ async fn show(State(s): State<Svc>, me: CurrentUser, path: PathOf<String>) -> Re
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     name: Option<String>,
@@ -218,6 +417,7 @@ async fn members(
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct AddMemberBody {
     identifier: String,
@@ -242,6 +442,7 @@ async fn add_member(
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct UpdateMemberBody {
     roles: Option<Vec<String>>,
@@ -299,6 +500,7 @@ async fn switch_personal(State(s): State<Svc>, me: CurrentUser) -> Result<Respon
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct InviteBody {
     address: String,
@@ -349,6 +551,7 @@ async fn revoke_invitation(
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct AcceptBody {
     token: String,
