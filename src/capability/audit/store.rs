@@ -66,7 +66,7 @@ impl AuditRecord {
             id: uuid::Uuid::now_v7().to_string(),
             kind: event.kind.as_str().to_owned(),
             user_id: event.user_id.clone(),
-            workspace_id: None,
+            workspace_id: event.workspace_id.clone(),
             session_id: event.session_id.clone(),
             ip: cut(&event.meta.ip, IP_LEN),
             user_agent: cut(&event.meta.user_agent, UA_LEN),

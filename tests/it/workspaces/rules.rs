@@ -783,3 +783,106 @@ async fn deleting_a_workspace_or_a_user_removes_the_memberships() {
         t.cleanup().await;
     }
 }
+
+/// A workspace id that is not a UUID is refused before any query: with the workspace
+/// tables gone, it still answers 404, while a well-formed id reaches the store (503).
+#[tokio::test]
+async fn a_malformed_workspace_id_is_refused_before_any_query() {
+    for t in databases("workspaces::no_query").await {
+        let n = t.name;
+        let (auth, app) = ws_app(ws_config(t.db.clone())).await;
+        let olga = member(&auth, &app, "olga").await;
+        let r = crate::support::http::profile_with(&app, &olga.token).await;
+        assert_eq!(r.status, StatusCode::OK, "{n}: session cached");
+        for table in [
+            "sentri_workspace_invitations",
+            "sentri_workspace_members",
+            "sentri_workspaces",
+        ] {
+            t.raw(&format!("DROP TABLE {table}")).await;
+        }
+        for id in [
+            "not-a-uuid",
+            "1%20OR%201%3D1",
+            "00000000-0000-7000-8000-00000000000",
+        ] {
+            let r = api(
+                &app,
+                &olga.token,
+                Method::GET,
+                &format!("/workspaces/{id}"),
+                None,
+            )
+            .await;
+            expect(
+                &r,
+                StatusCode::NOT_FOUND,
+                "WORKSPACE_NOT_FOUND",
+                &format!("{n}: {id}"),
+            );
+        }
+        let r = api(
+            &app,
+            &olga.token,
+            Method::GET,
+            "/workspaces/00000000-0000-7000-8000-000000000000",
+            None,
+        )
+        .await;
+        expect(
+            &r,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            n,
+        );
+        t.cleanup().await;
+    }
+}
+
+/// The audit log keeps each workspace event's workspace, and filters by it.
+#[tokio::test]
+async fn the_audit_log_records_and_filters_workspace_events() {
+    use sentri::capability::audit::{Audit, AuditQuery};
+    for t in databases("workspaces::audit").await {
+        let n = t.name;
+        let audit = Audit::new(t.db.clone());
+        let (auth, app) = ws_app(ws_config(t.db.clone()).with(audit.clone())).await;
+        let olga = member(&auth, &app, "olga").await;
+        let _mia = member(&auth, &app, "mia").await;
+        let a = workspace(&app, &olga, "Audited A").await;
+        let b = workspace(&app, &olga, "Audited B").await;
+        add(&app, &olga, &b, "mia", &[]).await;
+        // Waits (bounded) for `count` events of workspace `ws`; their kinds, oldest first.
+        let kinds_of = |ws: String, count: usize| {
+            let audit = audit.clone();
+            async move {
+                let mut q = AuditQuery::default();
+                q.workspace_id = Some(ws.clone());
+                q.limit = 50;
+                for _ in 0..1000 {
+                    let rows = audit.query(&q).await.unwrap().events;
+                    if rows.len() >= count {
+                        assert!(
+                            rows.iter()
+                                .all(|e| e.workspace_id.as_deref() == Some(ws.as_str()))
+                        );
+                        return rows
+                            .iter()
+                            .rev()
+                            .map(|e| e.kind.clone())
+                            .collect::<Vec<_>>();
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!("fewer than {count} audit rows of {ws}");
+            }
+        };
+        assert_eq!(kinds_of(a.clone(), 1).await, ["workspace_created"], "{n}");
+        assert_eq!(
+            kinds_of(b.clone(), 2).await,
+            ["workspace_created", "member_added"],
+            "{n}"
+        );
+        t.cleanup().await;
+    }
+}
