@@ -317,7 +317,7 @@ impl EventBus {
 
     /// Queues an event for the sinks; never waits. A full queue drops it (counted).
     pub fn emit(&self, event: AuthEvent) {
-        crate::core::observe::event(&event);
+        count_metrics(&event);
         let Some(tx) = &self.tx else {
             return;
         };
@@ -330,5 +330,32 @@ impl EventBus {
     /// How many events were dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The counters an event moves (called for every event emitted, sinks or not).
+fn count_metrics(event: &AuthEvent) {
+    use crate::core::error::ErrorCode;
+    use crate::core::observe::{LOGINS, REGISTRATIONS, REUSE_DETECTIONS, REVOCATIONS, count};
+    let kind = event.kind;
+    match kind {
+        AuthEventKind::LoginSucceeded => count(LOGINS, Some(("outcome", "ok"))),
+        AuthEventKind::LoginFailed => {
+            let throttled = event.error.as_ref().is_some_and(|e| {
+                e.is(&ErrorCode::TooManyAttempts) || e.is(&ErrorCode::TwoFactorLocked)
+            });
+            let outcome = if throttled { "throttled" } else { "failed" };
+            count(LOGINS, Some(("outcome", outcome)));
+        }
+        AuthEventKind::Registered => count(REGISTRATIONS, None),
+        AuthEventKind::ReuseDetected => {
+            count(REUSE_DETECTIONS, None);
+            count(REVOCATIONS, Some(("reason", kind.as_str())));
+        }
+        AuthEventKind::Logout
+        | AuthEventKind::LogoutAll
+        | AuthEventKind::PasswordChanged
+        | AuthEventKind::PasswordReset => count(REVOCATIONS, Some(("reason", kind.as_str()))),
+        _ => {}
     }
 }

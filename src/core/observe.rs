@@ -31,7 +31,6 @@ use std::future::Future;
 use tracing::Instrument;
 
 use crate::core::error::Result;
-use crate::core::events::{AuthEvent, AuthEventKind};
 
 /// `sentri_logins_total{outcome}`.
 pub const LOGINS: &str = "sentri_logins_total";
@@ -105,32 +104,6 @@ pub(crate) fn histogram(name: &'static str, seconds: f64) {
     metrics::histogram!(name).record(seconds);
     #[cfg(not(feature = "metrics"))]
     let _ = (name, seconds);
-}
-
-/// The counters an event moves (called for every event emitted, sinks or not).
-pub(crate) fn event(event: &AuthEvent) {
-    use crate::core::error::ErrorCode;
-    let kind = event.kind;
-    match kind {
-        AuthEventKind::LoginSucceeded => count(LOGINS, Some(("outcome", "ok"))),
-        AuthEventKind::LoginFailed => {
-            let throttled = event.error.as_ref().is_some_and(|e| {
-                e.is(&ErrorCode::TooManyAttempts) || e.is(&ErrorCode::TwoFactorLocked)
-            });
-            let outcome = if throttled { "throttled" } else { "failed" };
-            count(LOGINS, Some(("outcome", outcome)));
-        }
-        AuthEventKind::Registered => count(REGISTRATIONS, None),
-        AuthEventKind::ReuseDetected => {
-            count(REUSE_DETECTIONS, None);
-            count(REVOCATIONS, Some(("reason", kind.as_str())));
-        }
-        AuthEventKind::Logout
-        | AuthEventKind::LogoutAll
-        | AuthEventKind::PasswordChanged
-        | AuthEventKind::PasswordReset => count(REVOCATIONS, Some(("reason", kind.as_str()))),
-        _ => {}
-    }
 }
 
 /// `sentri_refreshes_total{outcome}` for one refresh that ended with `res`.

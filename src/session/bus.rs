@@ -46,7 +46,6 @@ const CREDENTIAL_BACKLOG: usize = 1024;
 
 /// A listener's end of the credential revocations: every id revoked by this process
 /// or (with Redis) by another.
-#[cfg_attr(not(feature = "api-keys"), allow(dead_code))]
 pub(crate) type CredentialRevocations = tokio::sync::broadcast::Receiver<String>;
 
 #[cfg(feature = "redis")]
@@ -61,12 +60,50 @@ pub(crate) struct Revocations {
     credentials: tokio::sync::broadcast::Sender<String>,
 }
 
-// Used by the credential capabilities (API keys); unused in builds without them.
-#[cfg_attr(not(feature = "api-keys"), allow(dead_code))]
+// Used by the capabilities that cache credentials or memberships (API keys, workspaces).
 impl Revocations {
     /// Subscribes to revoked credential ids (local and, with Redis, remote).
     pub(crate) fn credential_revocations(&self) -> CredentialRevocations {
         self.credentials.subscribe()
+    }
+
+    /// Runs `on_message` for every credential message (this process's and, with Redis,
+    /// the others') while `owner` lives, and `on_lag` when the listener fell behind and
+    /// lost messages (the owner must then drop everything it cached). `what` names the
+    /// owner in the warning when there is no Tokio runtime to listen on.
+    pub(crate) fn follow_credentials<T, M, L>(
+        &self,
+        owner: &std::sync::Arc<T>,
+        what: &'static str,
+        on_message: M,
+        on_lag: L,
+    ) where
+        T: Send + Sync + 'static,
+        M: Fn(std::sync::Arc<T>, String) -> crate::core::BoxFuture<'static, ()> + Send + 'static,
+        L: Fn(&T) + Send + 'static,
+    {
+        let mut rx = self.credential_revocations();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                "sentri: {what} started outside a Tokio runtime: remote changes are off"
+            );
+            return;
+        };
+        let weak = std::sync::Arc::downgrade(owner);
+        handle.spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let message = rx.recv().await;
+                let Some(owner) = weak.upgrade() else {
+                    return;
+                };
+                match message {
+                    Ok(m) => on_message(owner, m).await,
+                    Err(RecvError::Lagged(_)) => on_lag(&owner),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
     }
 
     /// Tells the other processes (Redis) that `user`'s roles changed (now at

@@ -494,32 +494,16 @@ fn check_metadata(metadata: Option<serde_json::Value>) -> Result<Option<serde_js
 /// Drops keys from `cache` as revocations arrive (from this process or, with Redis,
 /// from the others). A listener that fell behind drops the whole cache.
 fn listen(core: &Core, cache: &Arc<KeyCache>) {
-    let mut rx = core.sessions.bus.credential_revocations();
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        tracing::warn!(
-            "sentri: api keys started outside a Tokio runtime: remote revocation is off"
-        );
-        return;
-    };
-    let weak = Arc::downgrade(cache);
-    handle.spawn(async move {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            let message = rx.recv().await;
-            let Some(cache) = weak.upgrade() else {
-                return;
-            };
-            match message {
-                Ok(m) => {
-                    if let Some(hash) = m.strip_prefix(REVOKED) {
-                        cache.forget(hash).await;
-                    } else if let Some(hash) = m.strip_prefix(CHANGED) {
-                        cache.refresh(hash).await;
-                    }
-                }
-                Err(RecvError::Lagged(_)) => cache.clear(),
-                Err(RecvError::Closed) => return,
+    let on_message = |cache: Arc<KeyCache>, m: String| -> crate::core::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Some(hash) = m.strip_prefix(REVOKED) {
+                cache.forget(hash).await;
+            } else if let Some(hash) = m.strip_prefix(CHANGED) {
+                cache.refresh(hash).await;
             }
-        }
-    });
+        })
+    };
+    core.sessions
+        .bus
+        .follow_credentials(cache, "api keys", on_message, KeyCache::clear);
 }

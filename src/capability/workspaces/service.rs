@@ -858,35 +858,21 @@ impl Membership for WorkspaceService {
 /// Drops memberships from the cache as changes arrive from the other processes (and
 /// this one's own, already applied). A listener that fell behind drops everything.
 fn listen(svc: &Arc<WorkspaceService>) {
-    let mut rx = svc.core.sessions.bus.credential_revocations();
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        tracing::warn!(
-            "sentri: workspaces started outside a Tokio runtime: remote changes are off"
-        );
-        return;
-    };
-    let weak = Arc::downgrade(svc);
-    handle.spawn(async move {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            let message = rx.recv().await;
-            let Some(svc) = weak.upgrade() else {
-                return;
-            };
-            match message {
-                Ok(m) => {
-                    if let Some((ws, user)) = m
-                        .strip_prefix(MEMBER_CHANGED)
-                        .and_then(|r| r.split_once(':'))
-                    {
-                        svc.cache.forget(ws, user);
-                    } else if m.starts_with(WORKSPACE_CHANGED) {
-                        svc.cache.clear();
-                    }
-                }
-                Err(RecvError::Lagged(_)) => svc.cache.clear(),
-                Err(RecvError::Closed) => return,
-            }
+    let on_message = |svc: Arc<WorkspaceService>, m: String| -> BoxFuture<'static, ()> {
+        if let Some((ws, user)) = m
+            .strip_prefix(MEMBER_CHANGED)
+            .and_then(|r| r.split_once(':'))
+        {
+            svc.cache.forget(ws, user);
+        } else if m.starts_with(WORKSPACE_CHANGED) {
+            svc.cache.clear();
         }
-    });
+        Box::pin(async {})
+    };
+    svc.core.sessions.bus.follow_credentials(
+        svc,
+        "workspaces",
+        on_message,
+        |svc: &WorkspaceService| svc.cache.clear(),
+    );
 }

@@ -41,6 +41,9 @@ const EXPIRES_AT: &str = "expires_at";
 const ACCEPTED_AT: &str = "accepted_at";
 const REVOKED_AT: &str = "revoked_at";
 
+/// The columns of a workspace row, in [`WorkspaceRecord`] order.
+const WORKSPACE_COLUMNS: [&str; 6] = [ID, NAME, SLUG, STATUS, CREATED_AT, UPDATED_AT];
+
 /// The longest workspace name (characters).
 pub(super) const MAX_NAME_CHARS: usize = 200;
 /// The longest slug (bytes).
@@ -403,7 +406,7 @@ impl Store {
     pub(super) async fn create(&self, ws: &WorkspaceRecord, owner: &MemberState<'_>) -> Result<()> {
         let insert = Query::insert()
             .into_table(WORKSPACES)
-            .columns([ID, NAME, SLUG, STATUS, CREATED_AT, UPDATED_AT])
+            .columns(WORKSPACE_COLUMNS)
             .values([
                 Expr::val(ws.id.as_str()),
                 Expr::val(ws.name.as_str()),
@@ -431,20 +434,24 @@ impl Store {
 
     /// The workspace `id`, if any.
     pub(super) async fn workspace(&self, id: &str) -> Result<Option<WorkspaceRecord>> {
-        let stmt = Query::select()
-            .columns([ID, NAME, SLUG, STATUS, CREATED_AT, UPDATED_AT])
-            .from(WORKSPACES)
-            .and_where(Expr::col(ID).eq(id))
-            .to_owned();
-        self.db.fetch_first(&stmt).await
+        self.workspace_where(ID, id).await
     }
 
     /// The workspace with this slug, if any.
     pub(super) async fn workspace_by_slug(&self, slug: &str) -> Result<Option<WorkspaceRecord>> {
+        self.workspace_where(SLUG, slug).await
+    }
+
+    /// The workspace whose unique column `col` is `value`, if any.
+    async fn workspace_where(
+        &self,
+        col: &'static str,
+        value: &str,
+    ) -> Result<Option<WorkspaceRecord>> {
         let stmt = Query::select()
-            .columns([ID, NAME, SLUG, STATUS, CREATED_AT, UPDATED_AT])
+            .columns(WORKSPACE_COLUMNS)
             .from(WORKSPACES)
-            .and_where(Expr::col(SLUG).eq(slug))
+            .and_where(Expr::col(col).eq(value))
             .to_owned();
         self.db.fetch_first(&stmt).await
     }
@@ -457,7 +464,7 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<MyWorkspace>> {
         let mut stmt = Query::select()
-            .columns([ID, NAME, SLUG, STATUS, CREATED_AT, UPDATED_AT].map(|c| (WORKSPACES, c)))
+            .columns(WORKSPACE_COLUMNS.map(|c| (WORKSPACES, c)))
             .expr_as(Expr::col((MEMBERS, ROLES)), "m_roles")
             .expr_as(Expr::col((MEMBERS, STATUS)), "m_status")
             .from(MEMBERS)
