@@ -67,6 +67,9 @@ pub struct Core {
     pub(crate) guard: Arc<dyn Authenticate>,
     pub(crate) transport: Arc<Transport>,
     pub(crate) login_steps: Arc<[Arc<dyn LoginStep>]>,
+    /// Every enabled capability, for the hooks that reach all of them (e.g.
+    /// [`Core::end_every_credential`]).
+    pub(crate) capabilities: Arc<[Arc<dyn Capability>]>,
     pub(crate) throttle: Throttle,
     /// `ServerConfig::sensitive_requires_2fa`.
     pub(crate) sensitive_requires_2fa: bool,
@@ -180,6 +183,19 @@ impl Core {
         }
     }
 
+    /// Ends every credential of `user_id`: every session, then whatever each enabled
+    /// capability issued ([`Capability::end_credentials`]: API keys, outstanding
+    /// mailed tokens, two-factor challenges, …). When this returns, none of them
+    /// authenticates anything, in any process. Password reset, password change and
+    /// logout-all go through here.
+    pub async fn end_every_credential(&self, user_id: &str, reset: CredentialReset) -> Result<()> {
+        self.sessions.logout_all(user_id).await?;
+        for capability in self.capabilities.iter() {
+            capability.end_credentials(self, user_id, reset).await?;
+        }
+        Ok(())
+    }
+
     /// Checks that a sensitive operation (change password, disable 2FA, …) may run on a
     /// session of this `assurance`: when `ServerConfig::sensitive_requires_2fa` is on, it
     /// needs a second factor (`TWO_FACTOR_REQUIRED`, 403, otherwise).
@@ -250,6 +266,22 @@ impl FirstFactor {
     pub fn assurance(self) -> Assurance {
         Assurance::single(self.amr())
     }
+}
+
+/// Why every credential of an account is being ended (see
+/// [`Core::end_every_credential`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialReset {
+    /// The password was reset through a mailed token.
+    PasswordReset,
+    /// The user changed their password.
+    PasswordChanged,
+    /// The user ended every session (`POST /logout-all`).
+    LogoutAll,
+    /// The first proof of control of the account's address, on an account that was
+    /// registered without that proof: nothing set up before it is trusted.
+    AddressProven,
 }
 
 /// What a login step decided.
@@ -324,6 +356,19 @@ pub trait Capability: Send + Sync + 'static {
     /// An extra credential kind for guarded routes.
     fn credential(&self) -> Option<Arc<dyn Credential>> {
         None
+    }
+
+    /// Ends every credential this capability issued to `user_id` (its keys, its
+    /// outstanding tokens and challenges), for [`Core::end_every_credential`]. When it
+    /// returns, none of them may authenticate anything in any process. The default
+    /// issues none.
+    fn end_credentials<'a>(
+        &'a self,
+        _core: &'a Core,
+        _user_id: &'a str,
+        _reset: CredentialReset,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
     }
 
     /// Sinks that receive every security event.

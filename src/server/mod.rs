@@ -351,6 +351,7 @@ impl ServerAuth {
                 .iter()
                 .filter_map(|c| c.login_step())
                 .collect(),
+            capabilities: config.capabilities.iter().cloned().collect(),
             throttle,
             sensitive_requires_2fa: config.sensitive_requires_2fa,
             registration_key: config.api_key.is_some(),
@@ -1026,10 +1027,13 @@ impl ServerAuth {
         self.sessions().revoke_session(sid).await
     }
 
-    /// Ends every session of a user: when this returns, no refresh token of any of them
-    /// works, whatever rotations were in flight.
+    /// Ends every credential of a user (every session, and what the capabilities issued:
+    /// API keys, outstanding mailed tokens, …): when this returns, no refresh token of
+    /// any of them works, whatever rotations were in flight.
     pub async fn logout_all(&self, user_id: &str) -> Result<()> {
-        self.sessions().logout_all(user_id).await
+        self.core()
+            .end_every_credential(user_id, crate::capability::CredentialReset::LogoutAll)
+            .await
     }
 
     /// Deletes expired sessions and ended families (revoked ones an hour after their

@@ -53,7 +53,9 @@ impl AccountService {
         self.check_current_password(user_id, current).await?;
         let hash = identity.hasher.hash(new).await?;
         identity.db.update_user_password(user_id, &hash).await?;
-        self.core.sessions.logout_all(user_id).await?;
+        self.core
+            .end_every_credential(user_id, super::CredentialReset::PasswordChanged)
+            .await?;
         self.emit(AuthEventKind::PasswordChanged, user_id);
         Ok(())
     }

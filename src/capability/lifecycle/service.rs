@@ -453,7 +453,9 @@ impl LifecycleService {
         {
             return Err(invalid_token());
         }
-        self.core.sessions.logout_all(&row.user_id).await?;
+        self.core
+            .end_every_credential(&row.user_id, crate::capability::CredentialReset::PasswordReset)
+            .await?;
         self.emit(AuthEventKind::PasswordReset, &row.user_id);
         // The token proved the address; a changed address stays unverified.
         match self.mark_verified(&row).await {
