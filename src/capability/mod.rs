@@ -73,6 +73,8 @@ pub struct Core {
     pub(crate) throttle: Throttle,
     /// `ServerConfig::sensitive_requires_2fa`.
     pub(crate) sensitive_requires_2fa: bool,
+    /// `ServerConfig::reauth_window`.
+    pub(crate) reauth_window: std::time::Duration,
     /// `ServerConfig::api_key` is set: `POST /register` is for trusted callers only, so
     /// no capability may create accounts for the public (e.g. sign-up by link).
     pub(crate) registration_key: bool,
@@ -94,6 +96,12 @@ impl Core {
     /// `require_2fa()`).
     pub fn require_2fa(&self) -> GuardLayer {
         GuardLayer::require_2fa(self.guard.clone())
+    }
+
+    /// A layer for sensitive operations: a session whose authentication is recent (see
+    /// [`Core::check_sensitive`]); the server's `require_recent_auth()`.
+    pub fn sensitive(&self) -> GuardLayer {
+        GuardLayer::sensitive(self.guard.clone())
     }
 
     /// A layer that requires one of `roles`, without the start-up role-name check.
@@ -196,9 +204,114 @@ impl Core {
         Ok(())
     }
 
-    /// Checks that a sensitive operation (change password, disable 2FA, …) may run on a
-    /// session of this `assurance`: when `ServerConfig::sensitive_requires_2fa` is on, it
-    /// needs a second factor (`TWO_FACTOR_REQUIRED`, 403, otherwise).
+    /// Re-authenticates the session `sid` of `user_id`: proves every factor the account
+    /// has (its password when it has one, the code of each enrolled
+    /// [`ReauthFactor`]), then records the new authentication on the session (its
+    /// `auth_time`, `amr` and level) and signs an access token carrying it; the
+    /// session's refresh tokens go on issuing tokens that carry it.
+    ///
+    /// 400 `VALIDATION_ERROR` without the password the account has, 403
+    /// `TWO_FACTOR_REQUIRED` without the code of an enrolled factor, 401
+    /// `INVALID_CREDENTIALS` / `TWO_FACTOR_INVALID` for a wrong one (throttled like a
+    /// login), 403 `REAUTH_REQUIRED` for an account with neither (sign in again).
+    pub async fn reauthenticate(
+        &self,
+        user_id: &str,
+        sid: &str,
+        password: Option<&str>,
+        code: Option<&str>,
+    ) -> Result<(String, crate::token::AccessClaims)> {
+        let stored = self
+            .identity
+            .db
+            .find_user_by_id(user_id)
+            .await?
+            .ok_or_else(crate::SentriError::user_not_found)?;
+        let mut factors = Vec::new();
+        for capability in self.capabilities.iter() {
+            if let Some(factor) = capability.reauth_factor()
+                && factor.enrolled(self, user_id).await?
+            {
+                factors.push(factor);
+            }
+        }
+        let has_password = crate::identity::has_password(&stored.password_hash);
+        if !has_password && factors.is_empty() {
+            return Err(crate::SentriError::new(
+                crate::ErrorCode::ReauthRequired,
+                "Sign in again to confirm it is you",
+            ));
+        }
+        let mut amr: Vec<String> = Vec::new();
+        if has_password {
+            let password =
+                password.ok_or_else(|| crate::SentriError::validation("password is required"))?;
+            let key = crate::throttle::ThrottleKey::subject("current-password", user_id);
+            let attempt = self.throttle.attempt(&[key]).await?;
+            let checked = self
+                .identity
+                .check_current_password(user_id, password)
+                .await;
+            attempt.settle(&checked).await;
+            checked?;
+            amr.push("pwd".to_owned());
+        }
+        if !factors.is_empty() {
+            let code = code.ok_or_else(|| {
+                crate::SentriError::new(
+                    crate::ErrorCode::TwoFactorRequired,
+                    "The second factor's code is required",
+                )
+            })?;
+            // Every enrolled factor is offered the code; the first that accepts it counts.
+            let mut proven = None;
+            let mut refusal = None;
+            for factor in &factors {
+                match factor.verify(self, user_id, code).await {
+                    Ok(method) => {
+                        proven = Some(method);
+                        break;
+                    }
+                    Err(err) => refusal = Some(err),
+                }
+            }
+            match (proven, refusal) {
+                (Some(method), _) => amr.push(method.to_owned()),
+                (None, Some(err)) => return Err(err),
+                (None, None) => return Err(crate::SentriError::invalid_credentials()),
+            }
+        }
+        let level = if amr.len() >= 2 {
+            amr.push("mfa".to_owned());
+            2
+        } else {
+            1
+        };
+        let assurance = Assurance {
+            amr,
+            level,
+            auth_time: None,
+        };
+        let signed = self
+            .sessions
+            .reauthenticated(sid, user_id, &assurance)
+            .await?;
+        self.emit(
+            AuthEvent::new(AuthEventKind::Reauthenticated, self.now_ms())
+                .user(user_id)
+                .session(sid),
+        );
+        Ok(signed)
+    }
+
+    /// The one rule of sensitive operations (change password or identifier, create an
+    /// API key, link or unlink an identity provider, remove a second factor or
+    /// regenerate backup codes, grant owner or admin in a workspace, delete a
+    /// workspace, end other sessions): the caller authenticated (logged in or
+    /// re-authenticated, `auth_time`) within `ServerConfig::reauth_window` (403
+    /// `REAUTH_REQUIRED` otherwise), and, when `ServerConfig::sensitive_requires_2fa` is
+    /// on, with a second factor (403 `TWO_FACTOR_REQUIRED` otherwise). A caller without
+    /// an assurance (an API key) never passes.
     pub fn check_sensitive(&self, assurance: Option<&Assurance>) -> Result<()> {
         if self.sensitive_requires_2fa && !assurance.is_some_and(Assurance::has_second_factor) {
             return Err(crate::SentriError::new(
@@ -206,7 +319,11 @@ impl Core {
                 "This operation requires signing in with a second factor",
             ));
         }
-        Ok(())
+        crate::http::guard::check_fresh(
+            assurance,
+            self.now_ms().div_euclid(1000),
+            self.reauth_window,
+        )
     }
 }
 
@@ -312,13 +429,44 @@ pub trait LoginStep: Send + Sync + 'static {
 
 /// An extra kind of credential on guarded routes (e.g. an API key header), tried before
 /// the access token. `Ok(None)`: not this kind of credential, try the next.
+///
+/// A guard admits it only where the route says so (`require_scopes`, or
+/// [`GuardLayer::admit`] with its [`kind`](Credential::kind)); elsewhere a request that
+/// [presents](Credential::presented) it is refused with 403 `CREDENTIAL_NOT_ADMITTED`
+/// before any lookup.
 pub trait Credential: Send + Sync + 'static {
+    /// Its kind, as [`CredentialInfo::kind`](crate::http::CredentialInfo) carries it
+    /// (e.g. `"api_key"`).
+    fn kind(&self) -> &'static str;
+
+    /// `true` when the request head carries this kind of credential (a cheap look at the
+    /// headers, no lookup), valid or not.
+    fn presented(&self, parts: &Parts) -> bool;
+
     /// Authenticates the request head, or says it carries no such credential.
     fn authenticate<'a>(
         &'a self,
         core: &'a Core,
         parts: &'a Parts,
     ) -> BoxFuture<'a, Result<Option<CurrentUser>>>;
+}
+
+/// A way to re-authenticate besides the password (`POST /reauthenticate`), offered by
+/// a capability: a TOTP code, a passkey, … A re-authentication proves every factor the
+/// account has, as a login would.
+pub trait ReauthFactor: Send + Sync + 'static {
+    /// `true` when `user_id` has this factor: a re-authentication of that user must
+    /// prove it.
+    fn enrolled<'a>(&'a self, core: &'a Core, user_id: &'a str) -> BoxFuture<'a, Result<bool>>;
+
+    /// Checks `code` for `user_id`: the RFC 8176 method it proved (e.g. `"otp"`), or
+    /// its refusal (e.g. `TWO_FACTOR_INVALID`).
+    fn verify<'a>(
+        &'a self,
+        core: &'a Core,
+        user_id: &'a str,
+        code: &'a str,
+    ) -> BoxFuture<'a, Result<&'static str>>;
 }
 
 /// One capability of the auth server. See the [module docs](self).
@@ -355,6 +503,11 @@ pub trait Capability: Send + Sync + 'static {
 
     /// An extra credential kind for guarded routes.
     fn credential(&self) -> Option<Arc<dyn Credential>> {
+        None
+    }
+
+    /// A factor users can re-authenticate with (`POST /reauthenticate`).
+    fn reauth_factor(&self) -> Option<Arc<dyn ReauthFactor>> {
         None
     }
 

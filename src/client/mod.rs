@@ -537,7 +537,12 @@ impl ClientAuth {
 }
 
 impl Authenticate for ClientAuth {
-    fn authenticate<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Result<Authenticated>> {
+    /// Client mode knows only access tokens (sessions): every guard admits them.
+    fn authenticate<'a>(
+        &'a self,
+        parts: &'a Parts,
+        _admits: &'a crate::http::Admits,
+    ) -> BoxFuture<'a, Result<Authenticated>> {
         Box::pin(self.authenticate_request(parts))
     }
 

@@ -75,6 +75,12 @@ pub enum ErrorCode {
     InvalidScope,
     /// The route needs a session signed in with a second factor (403).
     TwoFactorRequired,
+    /// The route does not admit the kind of credential the request presented (e.g. an
+    /// API key on a route for sessions only) (403). Decided before any lookup.
+    CredentialNotAdmitted,
+    /// A sensitive operation needs an authentication newer than the re-authentication
+    /// window (`POST /reauthenticate`, or sign in again) (403).
+    ReauthRequired,
     /// A wrong, expired or already-used second-factor code or 2FA token (401).
     TwoFactorInvalid,
     /// Too many wrong second-factor codes for this user: wait (429, `Retry-After`).
@@ -164,6 +170,8 @@ impl ErrorCode {
             Self::InsufficientScope => "INSUFFICIENT_SCOPE",
             Self::InvalidScope => "INVALID_SCOPE",
             Self::TwoFactorRequired => "TWO_FACTOR_REQUIRED",
+            Self::CredentialNotAdmitted => "CREDENTIAL_NOT_ADMITTED",
+            Self::ReauthRequired => "REAUTH_REQUIRED",
             Self::TwoFactorInvalid => "TWO_FACTOR_INVALID",
             Self::TwoFactorLocked => "TWO_FACTOR_LOCKED",
             Self::EmailNotVerified => "EMAIL_NOT_VERIFIED",
@@ -211,7 +219,9 @@ impl ErrorCode {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::IdempotencyKeyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
-            Self::TwoFactorRequired => StatusCode::FORBIDDEN,
+            Self::TwoFactorRequired | Self::CredentialNotAdmitted | Self::ReauthRequired => {
+                StatusCode::FORBIDDEN
+            }
             Self::TwoFactorInvalid => StatusCode::UNAUTHORIZED,
             Self::TwoFactorLocked => StatusCode::TOO_MANY_REQUESTS,
             Self::SsoStateInvalid => StatusCode::BAD_REQUEST,
@@ -457,6 +467,8 @@ mod tests {
             (ErrorCode::IdempotencyNotReplayable, 409),
             (ErrorCode::TooManyAttempts, 429),
             (ErrorCode::TwoFactorRequired, 403),
+            (ErrorCode::CredentialNotAdmitted, 403),
+            (ErrorCode::ReauthRequired, 403),
             (ErrorCode::TwoFactorInvalid, 401),
             (ErrorCode::TwoFactorLocked, 429),
             (ErrorCode::EmailNotVerified, 403),

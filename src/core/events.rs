@@ -32,6 +32,9 @@ pub enum AuthEventKind {
     Logout,
     /// Every session of a user was ended.
     LogoutAll,
+    /// A session's user proved their factors again (`POST /reauthenticate`): sensitive
+    /// operations are open to it for the re-authentication window.
+    Reauthenticated,
     /// A superseded refresh token was presented: the session was revoked.
     ReuseDetected,
     /// A password was changed (every session of the user ended).
@@ -119,6 +122,7 @@ impl AuthEventKind {
             Self::Refreshed => "refreshed",
             Self::Logout => "logout",
             Self::LogoutAll => "logout_all",
+            Self::Reauthenticated => "reauthenticated",
             Self::ReuseDetected => "reuse_detected",
             Self::PasswordChanged => "password_changed",
             Self::IdentifierChanged => "identifier_changed",

@@ -82,6 +82,11 @@ pub struct Assurance {
     pub amr: Vec<String>,
     /// The assurance level: 1 for one factor, 2 for two.
     pub level: u8,
+    /// When these factors were last proven (`auth_time`, unix seconds): the login, or
+    /// the latest re-authentication (`POST /reauthenticate`). `None` on sessions opened
+    /// before it was recorded: sensitive operations then need a re-authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
 }
 
 impl Assurance {
@@ -90,7 +95,14 @@ impl Assurance {
         Self {
             amr: vec![amr.to_owned()],
             level: 1,
+            auth_time: None,
         }
+    }
+
+    /// The same factors, proven at `auth_time` (unix seconds).
+    pub fn at(mut self, auth_time: i64) -> Self {
+        self.auth_time = Some(auth_time);
+        self
     }
 
     /// `first` then a second factor of method `second` (level 2, `mfa` appended).
@@ -101,7 +113,11 @@ impl Assurance {
                 amr.push(m.to_owned());
             }
         }
-        Self { amr, level: 2 }
+        Self {
+            amr,
+            level: 2,
+            auth_time: first.auth_time,
+        }
     }
 
     /// `true` at level 2 or above.
@@ -109,19 +125,35 @@ impl Assurance {
         self.level >= 2
     }
 
-    /// The stored form, `"<level>:<amr> <amr>…"` (at most 64 bytes).
+    /// The stored form, `"<level>:<amr> <amr>…[@<auth_time>]"` (at most 64 bytes; the
+    /// methods are cut, never the time).
     pub fn to_column(&self) -> String {
+        let time = self.auth_time.map(|t| format!("@{t}")).unwrap_or_default();
         let mut s = format!("{}:{}", self.level, self.amr.join(" "));
-        s.truncate(64);
+        let room = 64usize.saturating_sub(time.len());
+        if s.len() > room {
+            // Cut at a character boundary (methods are ASCII in practice).
+            let mut end = room;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+        }
+        s.push_str(&time);
         s
     }
 
     /// Parses the stored form; `None` for anything malformed.
     pub fn from_column(value: &str) -> Option<Self> {
+        let (value, auth_time) = match value.rsplit_once('@') {
+            Some((rest, time)) => (rest, Some(time.parse().ok()?)),
+            None => (value, None),
+        };
         let (level, amr) = value.split_once(':')?;
         Some(Self {
             level: level.parse().ok()?,
             amr: amr.split_whitespace().map(str::to_owned).collect(),
+            auth_time,
         })
     }
 }

@@ -74,6 +74,80 @@ impl CredentialInfo {
     }
 }
 
+/// The credential kinds a guard admits besides sessions (a login's access token, by
+/// bearer or cookie, which every guard admits).
+///
+/// A guard built by `protect()`, `authorize(..)`, `require_permission(..)`,
+/// `require_2fa()`, `permit(..)` or `tenant()` admits sessions only; `require_scopes(..)`
+/// admits every scoped credential kind; [`GuardLayer::admit`] and
+/// [`GuardLayer::admit_credentials`] widen any guard. A request that presents a kind the
+/// guard does not admit is refused with 403 `CREDENTIAL_NOT_ADMITTED` before the
+/// credential is looked up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admits(AdmitKinds);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum AdmitKinds {
+    /// Sessions only.
+    #[default]
+    Sessions,
+    /// Sessions and every credential kind.
+    Any,
+    /// Sessions and these credential kinds.
+    Only(Arc<[&'static str]>),
+}
+
+impl Admits {
+    /// Sessions only (the default of every guard).
+    pub fn sessions_only() -> Self {
+        Self(AdmitKinds::Sessions)
+    }
+
+    /// Sessions and every credential kind a capability adds.
+    pub fn any_credential() -> Self {
+        Self(AdmitKinds::Any)
+    }
+
+    /// These, and credentials of `kind` too.
+    pub fn and(self, kind: &'static str) -> Self {
+        match self.0 {
+            AdmitKinds::Any => self,
+            AdmitKinds::Sessions => Self(AdmitKinds::Only(Arc::from([kind]))),
+            AdmitKinds::Only(kinds) if kinds.contains(&kind) => Self(AdmitKinds::Only(kinds)),
+            AdmitKinds::Only(kinds) => {
+                let mut all = kinds.to_vec();
+                all.push(kind);
+                Self(AdmitKinds::Only(all.into()))
+            }
+        }
+    }
+
+    /// `true` when a credential of `kind` (not a session) is admitted.
+    pub fn admits_kind(&self, kind: &str) -> bool {
+        match &self.0 {
+            AdmitKinds::Sessions => false,
+            AdmitKinds::Any => true,
+            AdmitKinds::Only(kinds) => kinds.contains(&kind),
+        }
+    }
+
+    /// `true` when `user` authenticated with an admitted kind (a session always is).
+    pub fn admits(&self, user: &CurrentUser) -> bool {
+        user.credential
+            .as_ref()
+            .is_none_or(|c| self.admits_kind(c.kind))
+    }
+}
+
+/// 403 `CREDENTIAL_NOT_ADMITTED`: the route does not admit the presented credential
+/// kind.
+pub fn not_admitted() -> SentriError {
+    SentriError::new(
+        crate::core::error::ErrorCode::CredentialNotAdmitted,
+        "This route does not accept this kind of credential",
+    )
+}
+
 impl From<AccessClaims> for CurrentUser {
     fn from(claims: AccessClaims) -> Self {
         CurrentUser {
@@ -140,8 +214,26 @@ pub struct Authenticated {
 /// and `ClientAuth` (tokens from a remote JWKS) both implement it, so routes written
 /// for one compile against the other.
 pub trait Authenticate: Send + Sync + 'static {
-    /// Authenticates from the request head.
-    fn authenticate<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Result<Authenticated>>;
+    /// Authenticates from the request head, for a guard that admits `admits`: a
+    /// presented credential of a kind it does not admit is refused with
+    /// [`not_admitted`] before any lookup.
+    fn authenticate<'a>(
+        &'a self,
+        parts: &'a Parts,
+        admits: &'a Admits,
+    ) -> BoxFuture<'a, Result<Authenticated>>;
+
+    /// Decides whether a sensitive operation may run for a caller of this `assurance`
+    /// (see [`GuardLayer::sensitive`]): the authentication must be recent (`auth_time`
+    /// within the re-authentication window, else 403 `REAUTH_REQUIRED`). The default,
+    /// for verifiers that know no configuration (client mode), uses
+    /// [`DEFAULT_REAUTH_WINDOW`] and the system clock.
+    fn check_sensitive(&self, assurance: Option<&Assurance>) -> Result<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        check_fresh(assurance, now, DEFAULT_REAUTH_WINDOW)
+    }
 
     /// The roles a user can have, when known: guard layers check the roles they are
     /// built with against them and panic at start-up on one that can never match (a typo
@@ -166,6 +258,33 @@ pub trait Authenticate: Send + Sync + 'static {
     /// on any other.
     fn known_permissions(&self) -> Option<Vec<String>> {
         None
+    }
+}
+
+/// The default re-authentication window: a sensitive operation needs an
+/// authentication at most this old.
+pub const DEFAULT_REAUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// The freshness rule of sensitive operations, in one place: `assurance` says the
+/// caller authenticated (`auth_time`) at most `window` before `now` (unix seconds), else
+/// 403 `REAUTH_REQUIRED`. A caller without an `auth_time` (an API key, a session from
+/// before it was recorded) is never fresh.
+pub fn check_fresh(
+    assurance: Option<&Assurance>,
+    now: i64,
+    window: std::time::Duration,
+) -> Result<()> {
+    let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+    let fresh = assurance
+        .and_then(|a| a.auth_time)
+        .is_some_and(|t| t <= now.saturating_add(5) && now.saturating_sub(t) <= window);
+    if fresh {
+        Ok(())
+    } else {
+        Err(SentriError::new(
+            crate::core::error::ErrorCode::ReauthRequired,
+            "This operation requires a recent authentication",
+        ))
     }
 }
 
@@ -306,6 +425,16 @@ macro_rules! guard_methods {
             $crate::http::GuardLayer::require_2fa(::std::sync::Arc::new(self.clone()))
         }
 
+        /// A layer for sensitive operations: a session whose authentication is recent
+        /// (its `auth_time` within the re-authentication window, server mode:
+        /// `ServerConfig::reauth_window`, default 10 minutes; with
+        /// `sensitive_requires_2fa`, also a second factor). 403 `REAUTH_REQUIRED`
+        /// otherwise: the client re-authenticates (`POST /reauthenticate`) and retries.
+        /// Authenticates by itself when no `protect()` ran before it.
+        pub fn require_recent_auth(&self) -> $crate::http::GuardLayer {
+            $crate::http::GuardLayer::sensitive(::std::sync::Arc::new(self.clone()))
+        }
+
         /// A layer that runs an async permission check; `options.roles` bypass it.
         pub fn permit(&self, options: $crate::http::PermitOptions) -> $crate::http::GuardLayer {
             $crate::http::GuardLayer::permit(::std::sync::Arc::new(self.clone()), options)
@@ -313,8 +442,11 @@ macro_rules! guard_methods {
 
         /// A layer that requires every one of `scopes` from a caller authenticated by a
         /// scoped credential (an API key): 403 `INSUFFICIENT_SCOPE` when one is missing.
-        /// Sessions are not scoped: a signed-in user passes. Authenticates by itself
-        /// when no `protect()` ran before it.
+        /// Sessions are not scoped: a signed-in user passes. This guard admits every
+        /// credential kind (it is how an app opts a route in to API keys); every other
+        /// guard admits sessions only unless widened with
+        /// [`GuardLayer::admit`](crate::http::GuardLayer::admit). Authenticates by
+        /// itself when no `protect()` ran before it.
         pub fn require_scopes<R, S>(&self, scopes: R) -> $crate::http::GuardLayer
         where
             R: IntoIterator<Item = S>,
@@ -389,6 +521,7 @@ enum Rule {
     SecondFactor,
     Permissions(Arc<PermissionRule>),
     Tenant(Arc<TenantRule>),
+    Sensitive,
 }
 
 /// The rule of a permission guard.
@@ -418,6 +551,7 @@ impl PermissionRule {
 pub struct GuardLayer {
     auth: Arc<dyn Authenticate>,
     rule: Rule,
+    admits: Admits,
 }
 
 impl fmt::Debug for GuardLayer {
@@ -430,18 +564,51 @@ impl fmt::Debug for GuardLayer {
             Rule::SecondFactor => "require_2fa".to_owned(),
             Rule::Permissions(p) => format!("require_permissions({:?})", p.permissions),
             Rule::Tenant(t) => format!("tenant({:?})", t.roles),
+            Rule::Sensitive => "require_recent_auth".to_owned(),
         };
-        f.debug_struct("GuardLayer").field("rule", &rule).finish()
+        f.debug_struct("GuardLayer")
+            .field("rule", &rule)
+            .field("admits", &self.admits)
+            .finish()
     }
 }
 
 impl GuardLayer {
-    /// Requires an authenticated caller.
-    pub fn protect(auth: Arc<dyn Authenticate>) -> Self {
+    fn with_rule(auth: Arc<dyn Authenticate>, rule: Rule) -> Self {
         Self {
             auth,
-            rule: Rule::Authenticated,
+            rule,
+            admits: Admits::sessions_only(),
         }
+    }
+
+    /// This guard also admits credentials of `kind` (e.g. `"api_key"`), which it would
+    /// otherwise refuse with 403 `CREDENTIAL_NOT_ADMITTED`.
+    pub fn admit(mut self, kind: &'static str) -> Self {
+        self.admits = self.admits.and(kind);
+        self
+    }
+
+    /// This guard also admits every credential kind a capability adds (API keys, …).
+    pub fn admit_credentials(mut self) -> Self {
+        self.admits = Admits::any_credential();
+        self
+    }
+
+    /// The credential kinds this guard admits.
+    pub fn admits(&self) -> &Admits {
+        &self.admits
+    }
+
+    /// Requires a session whose authentication is recent (see
+    /// [`Authenticate::check_sensitive`]).
+    pub fn sensitive(auth: Arc<dyn Authenticate>) -> Self {
+        Self::with_rule(auth, Rule::Sensitive)
+    }
+
+    /// Requires an authenticated caller.
+    pub fn protect(auth: Arc<dyn Authenticate>) -> Self {
+        Self::with_rule(auth, Rule::Authenticated)
     }
 
     /// Requires at least one of `roles`. Panics at build time on an unknown role name.
@@ -456,37 +623,25 @@ impl GuardLayer {
             "sentri: authorize() needs at least one role"
         );
         check_role_names(auth.as_ref(), &roles);
-        Self {
-            auth,
-            rule: Rule::AnyRole(roles.into()),
-        }
+        Self::with_rule(auth, Rule::AnyRole(roles.into()))
     }
 
     /// Like `authorize`, without the build-time role-name check (for sentri's own
     /// admin route, whose role may legitimately be absent from `valid_roles`).
     #[cfg(feature = "server")]
     pub(crate) fn any_role_unchecked(auth: Arc<dyn Authenticate>, roles: Vec<String>) -> Self {
-        Self {
-            auth,
-            rule: Rule::AnyRole(roles.into()),
-        }
+        Self::with_rule(auth, Rule::AnyRole(roles.into()))
     }
 
     /// Requires a session of assurance level 2 (a second factor).
     pub fn require_2fa(auth: Arc<dyn Authenticate>) -> Self {
-        Self {
-            auth,
-            rule: Rule::SecondFactor,
-        }
+        Self::with_rule(auth, Rule::SecondFactor)
     }
 
     /// Runs a permission check; listed roles bypass it.
     pub fn permit(auth: Arc<dyn Authenticate>, options: PermitOptions) -> Self {
         check_role_names(auth.as_ref(), &options.roles);
-        Self {
-            auth,
-            rule: Rule::Permit(Arc::new(options)),
-        }
+        Self::with_rule(auth, Rule::Permit(Arc::new(options)))
     }
 }
 
@@ -505,10 +660,7 @@ impl GuardLayer {
             all,
             roles: Vec::new(),
         };
-        Self {
-            auth,
-            rule: Rule::Permissions(Arc::new(rule)),
-        }
+        Self::with_rule(auth, Rule::Permissions(Arc::new(rule)))
     }
 
     /// One of `roles`, or else `permission` (sentri's own admin routes), without the
@@ -524,10 +676,7 @@ impl GuardLayer {
             all: false,
             roles,
         };
-        Self {
-            auth,
-            rule: Rule::Permissions(Arc::new(rule)),
-        }
+        Self::with_rule(auth, Rule::Permissions(Arc::new(rule)))
     }
 
     /// Requires every one of `scopes` from a scoped credential (sessions pass). Panics
@@ -542,10 +691,7 @@ impl GuardLayer {
             !scopes.is_empty(),
             "sentri: require_scopes() needs at least one scope"
         );
-        Self {
-            auth,
-            rule: Rule::Scopes(scopes.into()),
-        }
+        Self::with_rule(auth, Rule::Scopes(scopes.into())).admit_credentials()
     }
 }
 
@@ -563,10 +709,10 @@ impl GuardLayer {
         S: Into<String>,
     {
         let roles = roles.into_iter().map(Into::into).collect();
-        Self {
+        Self::with_rule(
             auth,
-            rule: Rule::Tenant(Arc::new(TenantRule::new(members, roles))),
-        }
+            Rule::Tenant(Arc::new(TenantRule::new(members, roles))),
+        )
     }
 }
 
@@ -622,7 +768,7 @@ where
             let (mut parts, body) = req.into_parts();
             let mut set_cookies = Vec::new();
             if parts.extensions.get::<CurrentUser>().is_none() {
-                match layer.auth.authenticate(&parts).await {
+                match layer.auth.authenticate(&parts, &layer.admits).await {
                     Ok(done) => {
                         set_cookies = done.set_cookies;
                         // One copy for `Extension<AuthUser>` users; the rule below reads
@@ -635,6 +781,19 @@ where
                     }
                     Err(err) => return Ok(err.into_response()),
                 }
+            }
+            // Every guard decides admission, even when an outer one authenticated.
+            if let Some(current) = parts.extensions.get::<CurrentUser>()
+                && !layer.admits.admits(current)
+            {
+                return Ok(with_cookies(not_admitted().into_response(), set_cookies));
+            }
+            if let Rule::Sensitive = &layer.rule
+                && let Err(err) = layer
+                    .auth
+                    .check_sensitive(parts.extensions.get::<Assurance>())
+            {
+                return Ok(with_cookies(err.into_response(), set_cookies));
             }
             if let Rule::Permissions(_) = &layer.rule
                 && let Some(current) = parts.extensions.get::<CurrentUser>()
@@ -666,7 +825,7 @@ where
                 None => {}
             }
             let allowed = match (&layer.rule, parts.extensions.get::<CurrentUser>()) {
-                (Rule::Authenticated | Rule::Tenant(_), Some(_)) => true,
+                (Rule::Authenticated | Rule::Tenant(_) | Rule::Sensitive, Some(_)) => true,
                 (Rule::AnyRole(roles), Some(current)) => current.user.has_any_role(roles),
                 (Rule::Permit(opts), Some(current)) => {
                     current.user.has_any_role(&opts.roles)

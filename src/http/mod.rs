@@ -30,7 +30,8 @@ pub use client_addr::{ForwardedHeader, TrustedProxies};
 pub use envelope::{ApiResponse, success};
 pub use errors::{ErrorLayer, UnhandledCallback};
 pub use guard::{
-    Authenticate, Authenticated, CredentialInfo, CurrentUser, GuardLayer, PermitOptions,
+    Admits, Authenticate, Authenticated, CredentialInfo, CurrentUser, DEFAULT_REAUTH_WINDOW,
+    GuardLayer, PermitOptions,
 };
 pub use tenant::{CurrentWorkspace, Membership};
 

@@ -208,9 +208,9 @@ impl ApiDoc {
             (ACCESS_COOKIE, self.access_cookie),
             (REFRESH_COOKIE, self.refresh_cookie),
         ];
+        // Sessions only: no route of `auth.router()` admits a capability credential.
         std::iter::once(BEARER)
             .chain(cookies.into_iter().filter(|c| c.1).map(|c| c.0))
-            .chain(self.credentials.iter().map(|c| c.scheme))
             .map(|s| SecurityRequirement::new(s, Vec::<String>::new()))
             .collect()
     }
@@ -317,9 +317,10 @@ impl Op {
         self
     }
 
-    /// A route behind `protect()`: the guard's security schemes and its refusals (401
-    /// `UNAUTHORIZED` / `TOKEN_INVALID` / `TOKEN_EXPIRED`, 403 `FORBIDDEN` for a
-    /// cross-origin cookie request, and the refusals of capability credentials).
+    /// A route behind `protect()`, for sessions only: the session's security schemes
+    /// and its refusals (401 `UNAUTHORIZED` / `TOKEN_INVALID` / `TOKEN_EXPIRED`, 403
+    /// `FORBIDDEN` for a cross-origin cookie request, and 403 `CREDENTIAL_NOT_ADMITTED`
+    /// for a capability credential such as an API key).
     pub fn signed_in(mut self, doc: &ApiDoc) -> Self {
         self.security = doc.guard_security();
         self = self.err(&[
@@ -328,10 +329,23 @@ impl Op {
             ErrorCode::TokenExpired,
             ErrorCode::Forbidden,
         ]);
-        for c in &doc.credentials {
-            self = self.err(c.codes);
+        if !doc.credentials.is_empty() {
+            self = self.err(&[ErrorCode::CredentialNotAdmitted]);
         }
         self
+    }
+
+    /// A sensitive operation ([`signed_in`](Self::signed_in) first): 403
+    /// `REAUTH_REQUIRED` without a recent authentication, 403 `TWO_FACTOR_REQUIRED`
+    /// without a second factor when `sensitive_requires_2fa` is on.
+    pub fn sensitive(mut self) -> Self {
+        let note = "Sensitive: needs an authentication within the re-authentication \
+                    window (`POST /reauthenticate`).";
+        self.description = Some(match self.description.take() {
+            Some(text) => format!("{text} {note}"),
+            None => note.to_owned(),
+        });
+        self.err(&[ErrorCode::ReauthRequired, ErrorCode::TwoFactorRequired])
     }
 
     /// A route behind a role guard: [`signed_in`](Self::signed_in), and 403 `FORBIDDEN`

@@ -7,9 +7,11 @@ use axum::http::request::Parts;
 use super::{Inner, LateGuard, ServerAuth};
 use crate::core::BoxFuture;
 use crate::core::error::{ErrorCode, Result, SentriError};
+use crate::core::principal::Assurance;
 use crate::core::principal::Permissions;
 use crate::http::cookies::bearer_token;
-use crate::http::{Authenticate, Authenticated, CurrentUser, parts_meta};
+use crate::http::guard::not_admitted;
+use crate::http::{Admits, Authenticate, Authenticated, CurrentUser, parts_meta};
 
 impl ServerAuth {
     /// The access token of a request: `Authorization: Bearer` first, else the access
@@ -33,20 +35,29 @@ impl ServerAuth {
         }
     }
 
-    async fn authenticate_request(&self, parts: &Parts) -> Result<Authenticated> {
+    async fn authenticate_request(&self, parts: &Parts, admits: &Admits) -> Result<Authenticated> {
         if !self.inner.credentials.is_empty() {
-            return self.authenticate_with_credentials(parts).await;
+            return self.authenticate_with_credentials(parts, admits).await;
         }
         self.authenticate_token(parts).await
     }
 
-    /// Capability credentials first; the access token when none of them applies.
+    /// Capability credentials first; the access token when none of them applies. A
+    /// presented credential of a kind the guard does not admit is refused before it is
+    /// looked up.
     fn authenticate_with_credentials<'a>(
         &'a self,
         parts: &'a Parts,
+        admits: &'a Admits,
     ) -> BoxFuture<'a, Result<Authenticated>> {
         Box::pin(async move {
             for credential in &self.inner.credentials {
+                if !credential.presented(parts) {
+                    continue;
+                }
+                if !admits.admits_kind(credential.kind()) {
+                    return Err(not_admitted());
+                }
                 if let Some(user) = credential.authenticate(self.core(), parts).await? {
                     return Ok(Authenticated {
                         user,
@@ -155,8 +166,16 @@ fn refused(expired: bool) -> SentriError {
 }
 
 impl Authenticate for ServerAuth {
-    fn authenticate<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Result<Authenticated>> {
-        Box::pin(self.authenticate_request(parts))
+    fn authenticate<'a>(
+        &'a self,
+        parts: &'a Parts,
+        admits: &'a Admits,
+    ) -> BoxFuture<'a, Result<Authenticated>> {
+        Box::pin(self.authenticate_request(parts, admits))
+    }
+
+    fn check_sensitive(&self, assurance: Option<&Assurance>) -> Result<()> {
+        self.core().check_sensitive(assurance)
     }
 
     fn valid_roles(&self) -> Option<&[String]> {
@@ -197,10 +216,14 @@ impl LateGuard {
 }
 
 impl Authenticate for LateGuard {
-    fn authenticate<'a>(&'a self, parts: &'a Parts) -> BoxFuture<'a, Result<Authenticated>> {
+    fn authenticate<'a>(
+        &'a self,
+        parts: &'a Parts,
+        admits: &'a Admits,
+    ) -> BoxFuture<'a, Result<Authenticated>> {
         Box::pin(async move {
             match self.server() {
-                Some(auth) => auth.authenticate_request(parts).await,
+                Some(auth) => auth.authenticate_request(parts, admits).await,
                 // The server is gone: deny (layers fail closed).
                 None => Err(SentriError::unauthorized("Authentication required")),
             }
@@ -209,6 +232,13 @@ impl Authenticate for LateGuard {
 
     fn valid_roles(&self) -> Option<&[String]> {
         None
+    }
+
+    fn check_sensitive(&self, assurance: Option<&Assurance>) -> Result<()> {
+        match self.server() {
+            Some(auth) => auth.core().check_sensitive(assurance),
+            None => Err(SentriError::unauthorized("Authentication required")),
+        }
     }
 
     fn permissions<'a>(&'a self, user: &'a CurrentUser) -> BoxFuture<'a, Result<Permissions>> {

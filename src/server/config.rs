@@ -351,6 +351,12 @@ pub struct ServerConfig {
     /// e.g. removing a 2FA device) need a session signed in with a second factor
     /// (`TWO_FACTOR_REQUIRED`, 403, otherwise). Default `false`.
     pub sensitive_requires_2fa: bool,
+    /// How recent an authentication sensitive operations need (change password or
+    /// identifier, create an API key, link or unlink single sign-on, remove a second
+    /// factor, regenerate backup codes, grant owner/admin in a workspace, delete a
+    /// workspace, end other sessions): older than this, 403 `REAUTH_REQUIRED` until
+    /// `POST /reauthenticate` (default 10 minutes; 1 minute to 1 day).
+    pub reauth_window: Duration,
     /// When `true`, `auth.router()` serves its OpenAPI 3.1 document at `GET /openapi.json`
     /// (feature `openapi`; default `false`). See [`ServerAuth::openapi`](crate::ServerAuth::openapi).
     #[cfg(feature = "openapi")]
@@ -413,6 +419,7 @@ impl ServerConfig {
             throttling: None,
             trusted_proxies: None,
             sensitive_requires_2fa: false,
+            reauth_window: crate::http::DEFAULT_REAUTH_WINDOW,
             #[cfg(feature = "openapi")]
             serve_openapi: false,
             password_policy: PasswordPolicy::default(),
@@ -662,6 +669,13 @@ impl ServerConfig {
         self
     }
 
+    /// Sets how recent an authentication sensitive operations need (see
+    /// [`ServerConfig::reauth_window`]).
+    pub fn reauth_window(mut self, window: Duration) -> Self {
+        self.reauth_window = window;
+        self
+    }
+
     /// Serves the OpenAPI document at `GET /openapi.json` under `auth.router()`
     /// ([`ServerConfig::serve_openapi`]).
     #[cfg(feature = "openapi")]
@@ -742,6 +756,7 @@ impl fmt::Debug for ServerConfig {
             .field("throttling", &self.throttling)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("sensitive_requires_2fa", &self.sensitive_requires_2fa)
+            .field("reauth_window", &self.reauth_window)
             .field("password_policy", &self.password_policy)
             .finish()
     }

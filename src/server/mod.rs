@@ -135,6 +135,8 @@ const MAX_GRACE: Duration = Duration::from_secs(60);
 const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
 const MAX_LEEWAY: Duration = Duration::from_secs(60);
 const PURGE_RANGE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(86_400));
+/// The accepted range of `reauth_window`.
+const REAUTH_RANGE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(86_400));
 
 fn at_most(value: Duration, max: Duration, what: &str) -> Result<Duration> {
     if value > max {
@@ -157,6 +159,11 @@ fn durations_of(config: &ServerConfig) -> Result<Durations> {
     at_most(config.leeway, MAX_LEEWAY, "leeway")?;
     at_most(config.refresh_grace, MAX_GRACE, "refresh_grace")?;
     at_most(config.session_cache_ttl, MAX_CACHE_TTL, "session_cache_ttl")?;
+    if !(REAUTH_RANGE.0..=REAUTH_RANGE.1).contains(&config.reauth_window) {
+        return Err(SentriError::configuration(
+            "reauth_window must be between 60 s and 1 day",
+        ));
+    }
     if let Some(every) = config.purge_interval
         && !(PURGE_RANGE.0..=PURGE_RANGE.1).contains(&every)
     {
@@ -354,6 +361,7 @@ impl ServerAuth {
             capabilities: config.capabilities.iter().cloned().collect(),
             throttle,
             sensitive_requires_2fa: config.sensitive_requires_2fa,
+            reauth_window: config.reauth_window,
             registration_key: config.api_key.is_some(),
         };
         let capabilities = config.capabilities;

@@ -19,6 +19,7 @@ use crate::identity::{LoginInput, RegisterInput};
 pub(super) fn core_routes(auth: &ServerAuth) -> Router {
     let signed_in = Router::new()
         .route("/logout-all", post(logout_all))
+        .route("/reauthenticate", post(reauthenticate))
         .route("/me", get(me))
         .route_layer(auth.protect());
     let router = Router::new()
@@ -157,6 +158,34 @@ pub(super) fn openapi(
         )
         .signed_in(doc)
         .ok_data(200, "Logged out of all sessions", of(Type::Null)),
+        doc.op(
+            Method::Post,
+            "/reauthenticate",
+            "core",
+            "Prove the caller's factors again",
+        )
+        .describe(
+            "Sensitive operations need an authentication within the re-authentication \
+             window. This proves every factor the account has (`password`, and `code` \
+             with a second factor) and answers a new access token (and access cookie) \
+             whose `auth_time` is now; the session's refreshes carry it on.",
+        )
+        .signed_in(doc)
+        .body::<ReauthBody>()
+        .ok_data(
+            200,
+            "Re-authenticated",
+            object([("accessToken", of(Type::String)), ("user", user())]),
+        )
+        .err(&[
+            ErrorCode::InvalidCredentials,
+            ErrorCode::TwoFactorRequired,
+            ErrorCode::TwoFactorInvalid,
+            ErrorCode::TwoFactorLocked,
+            ErrorCode::ReauthRequired,
+            ErrorCode::TooManyAttempts,
+            ErrorCode::UserNotFound,
+        ]),
         doc.op(Method::Get, "/me", "core", "The caller")
             .signed_in(doc)
             .ok_data(200, "Current user", object([("user", user())]))
@@ -358,6 +387,45 @@ async fn logout_all(State(auth): State<ServerAuth>, user: CurrentUser) -> Result
         serde_json::Value::Null,
     );
     Ok(auth.inner.core.transport.with_cleared_cookies(res))
+}
+
+/// The body of `POST /reauthenticate`: the factors the account has.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(
+        description = "The account's factors: `password` when it has one, `code` (a TOTP \
+        or backup code) when it has a second factor"
+    )
+)]
+struct ReauthBody {
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+async fn reauthenticate(
+    State(auth): State<ServerAuth>,
+    user: CurrentUser,
+    JsonBody(body): JsonBody<ReauthBody>,
+) -> Result<Response> {
+    let (token, _) = auth
+        .core()
+        .reauthenticate(
+            &user.user.id,
+            &user.session_id,
+            body.password.as_deref(),
+            body.code.as_deref(),
+        )
+        .await?;
+    let transport = &auth.inner.core.transport;
+    Ok(transport.access_response(
+        "Re-authenticated",
+        &token,
+        serde_json::json!({ "user": user.user }),
+    ))
 }
 
 async fn me(State(auth): State<ServerAuth>, user: CurrentUser) -> Result<Response> {

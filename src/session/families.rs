@@ -253,6 +253,24 @@ impl Database {
         Ok(self.exec(self.build(&stmt)).await? > 0)
     }
 
+    /// Stores `assurance` (the stored form) on the live family `id` of `user` (a
+    /// re-authentication). `false` when the family is not live or not the user's.
+    pub(crate) async fn set_family_assurance(
+        &self,
+        id: &str,
+        user: &str,
+        assurance: &str,
+        now: i64,
+    ) -> Result<bool, SentriError> {
+        let stmt = Query::update()
+            .table(FAMILIES)
+            .value(ASSURANCE, assurance)
+            .cond_where(live_family(id, now))
+            .and_where(Expr::col(USER_ID).eq(user))
+            .to_owned();
+        Ok(self.exec(self.build(&stmt)).await? > 0)
+    }
+
     /// Makes every family bound to `workspace` (of `user` only, when given) personal
     /// again; returns how many.
     pub(crate) async fn unbind_workspace(

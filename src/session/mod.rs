@@ -167,6 +167,8 @@ impl Sessions {
         };
         let jti = TokenService::new_refresh_jti();
         let row = self.new_session_row(&family, &jti, None, meta);
+        // A login is an authentication now: the family records when (`auth_time`).
+        let assurance = &assurance.clone().at(now.div_euclid(1000));
         let column = assurance.to_column();
         self.db
             .open_family_with(&family, &row, now, Some(&column))
@@ -252,6 +254,38 @@ impl Sessions {
         // tenant guard refuses such a token (membership), it never widens anything.
         let grant = AccessGrant {
             workspace: workspace.map(str::to_owned),
+            ..grant_of(binding, av)
+        };
+        self.tokens.sign_access_granted(&user, sid, &grant)
+    }
+
+    /// Records a re-authentication of the live session `sid` of `user`: the family's
+    /// assurance becomes `assurance` proven now (its `auth_time`), and an access token
+    /// of the session carrying it is signed. Later refreshes carry it over.
+    /// `TOKEN_INVALID` when the session is not live or not the user's.
+    pub(crate) async fn reauthenticated(
+        &self,
+        sid: &str,
+        user: &str,
+        assurance: &Assurance,
+    ) -> Result<(String, AccessClaims)> {
+        let now = self.now();
+        let assurance = assurance.clone().at(now.div_euclid(1000));
+        if !self
+            .db
+            .set_family_assurance(sid, user, &assurance.to_column(), now)
+            .await?
+        {
+            return Err(SentriError::token_invalid("Session has been revoked"));
+        }
+        let (user, av) = self
+            .db
+            .stamped_user(user)
+            .await?
+            .ok_or_else(SentriError::user_not_found)?;
+        let binding = self.db.family_binding(sid).await?;
+        let grant = AccessGrant {
+            assurance: Some(assurance),
             ..grant_of(binding, av)
         };
         self.tokens.sign_access_granted(&user, sid, &grant)

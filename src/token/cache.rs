@@ -170,6 +170,7 @@ mod tests {
             aud: None,
             amr: None,
             aal: None,
+            auth_time: None,
             av: None,
             wid: None,
         }

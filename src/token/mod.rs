@@ -118,6 +118,11 @@ pub struct AccessClaims {
     /// The assurance level of the session (1: one factor, 2: two), when recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aal: Option<u8>,
+    /// When the user last authenticated in this session (unix seconds; OpenID Connect's
+    /// `auth_time`): the login or the latest re-authentication, never a refresh.
+    /// Sensitive operations need it within the re-authentication window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
     /// The user's authorization version when the token was signed (absent: 0). A role
     /// change bumps the stored version; `protect()` then treats this token as stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +140,7 @@ impl AccessClaims {
         Some(Assurance {
             amr: self.amr.clone().unwrap_or_default(),
             level: self.aal?,
+            auth_time: self.auth_time,
         })
     }
 }
@@ -352,6 +358,7 @@ impl TokenService {
             aud: self.inner.opts.audience.clone(),
             amr: assurance.map(|a| a.amr.clone()),
             aal: assurance.map(|a| a.level),
+            auth_time: assurance.and_then(|a| a.auth_time),
             av: (grant.av != 0).then_some(grant.av),
             wid: grant.workspace.clone(),
         };

@@ -10,7 +10,6 @@ use serde::Deserialize;
 use super::{Account, AccountService};
 use crate::capability::Core;
 use crate::core::error::{Result, SentriError};
-use crate::core::principal::Assurance;
 use crate::http::guard::CurrentUser;
 use crate::http::{JsonBody, success};
 
@@ -30,6 +29,7 @@ pub(super) fn router(account: Account, core: &Core) -> Router {
     let signed_in = Router::new()
         .route("/change-password", post(change_password))
         .route("/change-identifier", post(change_identifier))
+        .route_layer(core.sensitive())
         .route_layer(core.protect());
     let admin = Router::new()
         .route("/users/{user_id}/roles", post(assign_roles))
@@ -45,13 +45,15 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
     use utoipa::openapi::schema::Type;
     doc.paths([
         doc.op(Method::Post, "/change-password", "account", "Change the password")
-            .describe("Checks the current password, then ends every session of the user and clears the cookies.")
+            .describe("Checks the current password, then ends every credential of the user (sessions, API keys) and clears the cookies.")
             .signed_in(doc)
+            .sensitive()
             .body::<ChangePasswordBody>()
             .ok_data(200, "Password changed", of(Type::Null))
             .err(&[E::InvalidCredentials, E::TwoFactorRequired, E::UserNotFound, E::TooManyAttempts]),
         doc.op(Method::Post, "/change-identifier", "account", "Change the identifier")
             .signed_in(doc)
+            .sensitive()
             .body::<ChangeIdentifierBody>()
             .ok_data(200, "Identifier changed", object([("user", user())]))
             .err(&[E::InvalidCredentials, E::UserAlreadyExists, E::UserNotFound, E::TooManyAttempts]),
@@ -75,10 +77,8 @@ struct ChangePasswordBody {
 async fn change_password(
     State(s): State<State_>,
     user: CurrentUser,
-    assurance: Option<Assurance>,
     JsonBody(body): JsonBody<ChangePasswordBody>,
 ) -> Result<Response> {
-    s.core.check_sensitive(assurance.as_ref())?;
     let input = (user.user.id, body.current_password, body.new_password);
     s.account
         .change_password

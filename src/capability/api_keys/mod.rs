@@ -237,15 +237,47 @@ impl ApiKeys {
 }
 
 /// The guard's view of the capability.
-struct KeyCredential(ApiKeys);
+/// The credential kind of an API key ([`CredentialInfo::kind`](crate::http::CredentialInfo)).
+pub const KIND: &str = "api_key";
+
+/// The guard's view of API keys: how to spot one (header, bearer prefix) and how to
+/// check it.
+struct KeyCredential {
+    keys: ApiKeys,
+    header: HeaderName,
+    /// `Authorization: Bearer <claim>…` is an API key.
+    claim: String,
+}
+
+impl KeyCredential {
+    fn new(keys: ApiKeys) -> Self {
+        Self {
+            header: keys.header.clone(),
+            claim: format::lead(&keys.prefix, None),
+            keys,
+        }
+    }
+}
 
 impl Credential for KeyCredential {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn presented(&self, parts: &Parts) -> bool {
+        parts.headers.contains_key(&self.header)
+            || matches!(
+                crate::http::cookies::bearer_token(&parts.headers),
+                Ok(Some(token)) if token.starts_with(&self.claim)
+            )
+    }
+
     fn authenticate<'a>(
         &'a self,
         core: &'a Core,
         parts: &'a Parts,
     ) -> BoxFuture<'a, Result<Option<CurrentUser>>> {
-        Box::pin(async move { self.0.service(core)?.authenticate(parts).await })
+        Box::pin(async move { self.keys.service(core)?.authenticate(parts).await })
     }
 }
 
@@ -306,7 +338,7 @@ impl Capability for ApiKeys {
     }
 
     fn credential(&self) -> Option<Arc<dyn Credential>> {
-        Some(Arc::new(KeyCredential(self.clone())))
+        Some(Arc::new(KeyCredential::new(self.clone())))
     }
 }
 

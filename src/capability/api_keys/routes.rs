@@ -8,7 +8,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -22,7 +22,10 @@ type Svc = State<Arc<KeyService>>;
 
 pub(super) fn router(svc: Arc<KeyService>, core: &Core) -> Router {
     let own = Router::new()
-        .route("/api-keys", get(list).post(create))
+        .route(
+            "/api-keys",
+            get(list).merge(post(create).route_layer(core.sensitive())),
+        )
         .route("/api-keys/{id}", get(show).patch(update).delete(revoke))
         .route_layer(core.protect());
     let admin = Router::new()
@@ -52,6 +55,7 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
     doc.paths([
         own(Method::Get, "/api-keys", "The caller's API keys").ok_data(200, "API keys", keys()),
         own(Method::Post, "/api-keys", "Create an API key")
+            .sensitive()
             .body::<CreateBody>()
             .ok_data(
                 201,

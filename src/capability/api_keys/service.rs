@@ -251,7 +251,7 @@ impl KeyService {
             .cloned()
             .collect();
         let entry = Arc::new(CachedKey {
-            credential: Arc::new(CredentialInfo::new("api_key", key.id.clone(), key.scopes)),
+            credential: Arc::new(CredentialInfo::new(super::KIND, key.id.clone(), key.scopes)),
             id: key.id,
             user: AuthUser { roles, ..owner },
             expires_at: key.expires_at,

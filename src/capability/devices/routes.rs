@@ -17,7 +17,10 @@ use crate::session::DeviceSession;
 pub(super) fn router(core: &Core) -> Router {
     let signed_in = Router::new()
         .route("/sessions", get(list_own))
-        .route("/sessions/revoke-others", post(revoke_others))
+        .route(
+            "/sessions/revoke-others",
+            post(revoke_others).route_layer(core.sensitive()),
+        )
         .route("/sessions/{id}", delete(end_own))
         .route_layer(core.protect());
     let admin = Router::new()
@@ -61,6 +64,7 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
             "End every other session of the caller",
         )
         .signed_in(doc)
+        .sensitive()
         .ok_data(
             200,
             "Other sessions ended",
@@ -72,11 +76,14 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
             "devices",
             "End one of the caller's sessions",
         )
-        .describe("Ending the current session clears the cookies.")
+        .describe(
+            "Ending the current session clears the cookies. Ending another session is \
+             sensitive: it needs an authentication within the re-authentication window.",
+        )
         .signed_in(doc)
         .path_param("id", "The session id")
         .ok_data(200, "Session ended", of(Type::Null))
-        .err(&[E::NotFound]),
+        .err(&[E::NotFound, E::ReauthRequired, E::TwoFactorRequired]),
         doc.op(
             Method::Get,
             "/users/{user_id}/sessions",
@@ -134,11 +141,16 @@ async fn list_own(State(core): State<Core>, user: CurrentUser) -> Result<Respons
 async fn end_own(
     State(core): State<Core>,
     user: CurrentUser,
+    assurance: Option<crate::core::principal::Assurance>,
     path: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Response> {
     let Ok(Path(sid)) = path else {
         return Err(not_found());
     };
+    // Ending one's own session is a logout; ending another is sensitive.
+    if sid != user.session_id {
+        core.check_sensitive(assurance.as_ref())?;
+    }
     core.sessions.end_user_session(&user.user.id, &sid).await?;
     let res = success(StatusCode::OK, "Session ended", Value::Null);
     if sid == user.session_id {

@@ -22,9 +22,15 @@ type Svc = Arc<SsoService>;
 
 pub(super) fn router(svc: Svc, core: &Core) -> Router {
     let signed_in = Router::new()
-        .route("/sso/{provider}/link", post(link_start))
+        .route(
+            "/sso/{provider}/link",
+            post(link_start).route_layer(core.sensitive()),
+        )
         .route("/sso/links", get(links))
-        .route("/sso/links/{provider}", delete(unlink))
+        .route(
+            "/sso/links/{provider}",
+            delete(unlink).route_layer(core.sensitive()),
+        )
         .route_layer(core.protect());
     Router::new()
         .route("/sso/{provider}/start", get(start))
@@ -88,6 +94,7 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
             "Start linking a provider to the caller",
         )
         .signed_in(doc)
+        .sensitive()
         .path_param("provider", provider)
         .query("returnTo", Type::String, "Where to land afterwards")
         .ok_data(
@@ -115,6 +122,7 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
             "Unlink a provider",
         )
         .signed_in(doc)
+        .sensitive()
         .path_param("provider", provider)
         .ok_data(200, "Unlinked", of(Type::Null))
         .err(&[E::NotFound, E::SsoLastSignInMethod]),

@@ -39,7 +39,7 @@ use axum::http::StatusCode;
 pub use service::{Enrolment, TwoFactorService};
 pub use totp::totp_code;
 
-use super::{Capability, Core, FirstFactor, LoginStep, StepOutcome};
+use super::{Capability, Core, FirstFactor, LoginStep, ReauthFactor, StepOutcome};
 use crate::core::BoxFuture;
 use crate::core::error::Result;
 use crate::core::principal::{AuthUser, SessionMeta};
@@ -185,6 +185,27 @@ impl LoginStep for Step {
     }
 }
 
+/// Re-authentication by a second factor: a TOTP code or a backup code.
+struct CodeFactor(TwoFactor);
+
+impl ReauthFactor for CodeFactor {
+    fn enrolled<'a>(&'a self, core: &'a Core, user_id: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move { self.0.service(core).is_enabled(user_id).await })
+    }
+
+    fn verify<'a>(
+        &'a self,
+        core: &'a Core,
+        user_id: &'a str,
+        code: &'a str,
+    ) -> BoxFuture<'a, Result<&'static str>> {
+        Box::pin(async move {
+            self.0.service(core).check_code(user_id, code).await?;
+            Ok("otp")
+        })
+    }
+}
+
 impl Capability for TwoFactor {
     fn name(&self) -> &'static str {
         "two_factor"
@@ -213,5 +234,9 @@ impl Capability for TwoFactor {
 
     fn login_step(&self) -> Option<Arc<dyn LoginStep>> {
         Some(Arc::new(Step(self.clone())))
+    }
+
+    fn reauth_factor(&self) -> Option<Arc<dyn ReauthFactor>> {
+        Some(Arc::new(CodeFactor(self.clone())))
     }
 }

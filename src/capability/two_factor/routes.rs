@@ -19,8 +19,14 @@ pub(super) fn router(service: TwoFactorService, core: &Core) -> Router {
         .route("/2fa", get(status))
         .route("/2fa/totp/enroll", post(enroll))
         .route("/2fa/totp/confirm", post(confirm))
-        .route("/2fa/totp/{id}", delete(remove))
-        .route("/2fa/backup-codes", post(regenerate))
+        .route(
+            "/2fa/totp/{id}",
+            delete(remove).route_layer(core.sensitive()),
+        )
+        .route(
+            "/2fa/backup-codes",
+            post(regenerate).route_layer(core.sensitive()),
+        )
         .route_layer(core.protect());
     Router::new()
         .route("/2fa/verify", post(verify))
@@ -53,6 +59,7 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
             .err(&[E::TwoFactorInvalid, E::TwoFactorLocked, E::NotFound]),
         doc.op(Method::Delete, "/2fa/totp/{id}", "two-factor", "Remove a TOTP device")
             .signed_in(doc)
+            .sensitive()
             .path_param("id", "The device id")
             .body::<BothFactors>()
             .ok_data(200, "Two-factor device removed", of(Type::Null))
@@ -60,6 +67,7 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
             .err_custom(405, "METHOD_NOT_ALLOWED"),
         doc.op(Method::Post, "/2fa/backup-codes", "two-factor", "Regenerate the backup codes")
             .signed_in(doc)
+            .sensitive()
             .body::<BothFactors>()
             .ok_data(200, "Backup codes regenerated", codes())
             .err(&[E::InvalidCredentials, E::TwoFactorInvalid, E::TwoFactorLocked, E::NotFound, E::TooManyAttempts]),
@@ -135,14 +143,12 @@ struct BothFactors {
 async fn remove(
     State(s): State<TwoFactorService>,
     user: CurrentUser,
-    assurance: Option<Assurance>,
     path: std::result::Result<Path<String>, axum::extract::rejection::PathRejection>,
     JsonBody(body): JsonBody<BothFactors>,
 ) -> Result<Response> {
     let Ok(Path(id)) = path else {
         return Err(SentriError::new(ErrorCode::NotFound, "No such device"));
     };
-    s.core.check_sensitive(assurance.as_ref())?;
     s.remove_device(&user.user.id, &id, &body.password, &body.code)
         .await?;
     Ok(success(

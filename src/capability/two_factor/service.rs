@@ -404,6 +404,16 @@ impl TwoFactorService {
         self.core.open_session(user, meta, &assurance).await
     }
 
+    /// A re-authentication's second factor: a TOTP code or an unused backup code of
+    /// `user_id`, under the same per-user limit as a login's.
+    pub(super) async fn check_code(&self, user_id: &str, code: &str) -> Result<()> {
+        let method = self.check_second_factor(user_id, code, None, None).await?;
+        if method == Method::Backup {
+            self.emit(AuthEventKind::BackupCodeUsed, user_id, None);
+        }
+        Ok(())
+    }
+
     /// The one check of a second factor: the per-user limit, the challenge's own limit
     /// (when given), then a TOTP code of any confirmed device (each step once) or an
     /// unused backup code; the challenge is consumed in the same transaction.

@@ -15,6 +15,7 @@ use super::WorkspaceService;
 use super::store::{InvitationRecord, MemberRecord, WorkspaceRecord};
 use crate::capability::Core;
 use crate::core::error::{ErrorCode, Result, SentriError};
+use crate::core::principal::Assurance;
 use crate::http::{CurrentUser, JsonBody, success};
 
 type Svc = Arc<WorkspaceService>;
@@ -29,7 +30,12 @@ pub(super) fn router(core: &Core, svc: Svc) -> Router {
         .route("/workspaces", get(mine).post(create))
         .route("/workspaces/personal/switch", post(switch_personal))
         .route("/workspaces/invitations/accept", post(accept))
-        .route("/workspaces/{id}", get(show).patch(update).delete(remove))
+        .route(
+            "/workspaces/{id}",
+            get(show)
+                .patch(update)
+                .merge(axum::routing::delete(remove).route_layer(core.sensitive())),
+        )
         .route("/workspaces/{id}/members", get(members).post(add_member))
         .route(
             "/workspaces/{id}/members/{user_id}",
@@ -149,6 +155,7 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
             "/workspaces/{id}",
             "Delete a workspace (owners)",
         )
+        .sensitive()
         .ok_data(200, "Workspace deleted", of(Type::Null))
         .err(&[E::Forbidden]),
         paging(
@@ -163,6 +170,7 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
         )
         .body::<AddMemberBody>()
         .ok_data(201, "Member added", object([("member", member())]))
+        .err(&[E::ReauthRequired, E::TwoFactorRequired])
         .err(&[
             E::InvalidRole,
             E::Forbidden,
@@ -172,6 +180,7 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
         member_path(Method::Patch, "Change a member's roles or status")
             .body::<UpdateMemberBody>()
             .ok_data(200, "Member updated", object([("member", member())]))
+            .err(&[E::ReauthRequired, E::TwoFactorRequired])
             .err(&[E::InvalidRole, E::ServiceUnavailable]),
         member_path(Method::Delete, "Remove a member")
             .ok_data(200, "Member removed", of(Type::Null))
@@ -206,7 +215,8 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
             "Invitation created",
             object([("invitation", any()), ("token", of(Type::String))]),
         )
-        .err(&[E::InvalidRole, E::Forbidden]),
+        .err(&[E::InvalidRole, E::Forbidden])
+        .err(&[E::ReauthRequired, E::TwoFactorRequired]),
         in_ws(
             Method::Get,
             "/workspaces/{id}/invitations",
@@ -428,9 +438,11 @@ struct AddMemberBody {
 async fn add_member(
     State(s): State<Svc>,
     me: CurrentUser,
+    assurance: Option<Assurance>,
     path: PathOf<String>,
     JsonBody(b): JsonBody<AddMemberBody>,
 ) -> Result<Response> {
+    s.check_grant(&b.roles, assurance.as_ref())?;
     let m = s
         .add_member(&id_of(path)?, &me.user.id, &b.identifier, b.roles)
         .await?;
@@ -452,9 +464,13 @@ struct UpdateMemberBody {
 async fn update_member(
     State(s): State<Svc>,
     me: CurrentUser,
+    assurance: Option<Assurance>,
     path: PathOf<(String, String)>,
     JsonBody(b): JsonBody<UpdateMemberBody>,
 ) -> Result<Response> {
+    if let Some(roles) = &b.roles {
+        s.check_grant(roles, assurance.as_ref())?;
+    }
     let (id, user) = ids_of(path)?;
     let m = s
         .update_member(&id, &me.user.id, &user, b.roles, b.status.as_deref())
@@ -511,9 +527,11 @@ struct InviteBody {
 async fn invite(
     State(s): State<Svc>,
     me: CurrentUser,
+    assurance: Option<Assurance>,
     path: PathOf<String>,
     JsonBody(b): JsonBody<InviteBody>,
 ) -> Result<Response> {
+    s.check_grant(&b.roles, assurance.as_ref())?;
     let (inv, token) = s
         .invite(&id_of(path)?, &me.user.id, &b.address, b.roles)
         .await?;

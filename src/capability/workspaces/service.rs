@@ -16,7 +16,7 @@ use crate::core::BoxFuture;
 use crate::core::crypto::{clip, random_token, sha256_hex};
 use crate::core::error::{ErrorCode, Result, SentriError};
 use crate::core::events::{AuthEvent, AuthEventKind};
-use crate::core::principal::AuthUser;
+use crate::core::principal::{Assurance, AuthUser};
 use crate::http::tenant::{MemberRoles, Membership};
 use crate::mail::{MailQueue, Mailbox, Message};
 
@@ -182,6 +182,19 @@ impl WorkspaceService {
 
     fn manages(&self, roles: &[String]) -> bool {
         roles.iter().any(|r| self.settings.managers.contains(r))
+    }
+
+    /// Granting a managing role (owner, admin) is a sensitive operation: it needs a
+    /// recent authentication ([`Core::check_sensitive`]).
+    pub(super) fn check_grant(
+        &self,
+        roles: &[String],
+        assurance: Option<&Assurance>,
+    ) -> Result<()> {
+        if self.manages(roles) || self.owns(roles) {
+            self.core.check_sensitive(assurance)?;
+        }
+        Ok(())
     }
 
     fn state<'a>(
