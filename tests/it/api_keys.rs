@@ -43,7 +43,8 @@ async fn server(cfg: ServerConfig) -> (ServerAuth, Router) {
                     "scopes": u.credential.as_ref().map(|c| c.scopes.clone()),
                 }))
             })
-            .route_layer(auth.protect()),
+            // The app opts this route in to API keys.
+            .route_layer(auth.protect().admit_credentials()),
         )
         .route(
             "/api/orders",
@@ -55,7 +56,7 @@ async fn server(cfg: ServerConfig) -> (ServerAuth, Router) {
         )
         .route(
             "/api/admin",
-            get(|| async { "admin" }).route_layer(auth.authorize(["admin"])),
+            get(|| async { "admin" }).route_layer(auth.authorize(["admin"]).admit("api_key")),
         )
         .layer(auth.error_handler());
     (auth, app)
@@ -422,7 +423,7 @@ async fn scopes_roles_and_ownership_are_checked() {
         )
         .await;
         expect(&r, StatusCode::FORBIDDEN, "FORBIDDEN", db);
-        // A key cannot manage keys.
+        // A key cannot manage keys: the routes admit sessions only.
         let r = call(
             &app,
             Method::POST,
@@ -431,9 +432,9 @@ async fn scopes_roles_and_ownership_are_checked() {
             Some(json!({"name": "n"})),
         )
         .await;
-        expect(&r, StatusCode::FORBIDDEN, "FORBIDDEN", db);
+        expect(&r, StatusCode::FORBIDDEN, "CREDENTIAL_NOT_ADMITTED", db);
         let r = with_key(&app, "/auth/api-keys", &key).await;
-        expect(&r, StatusCode::FORBIDDEN, "FORBIDDEN", db);
+        expect(&r, StatusCode::FORBIDDEN, "CREDENTIAL_NOT_ADMITTED", db);
 
         // Another user sees none of dan's keys; an admin does, and revokes them.
         let (eve, _) = session(&app, "eve", PW).await;

@@ -3,6 +3,7 @@ mod adversarial;
 mod api_keys;
 mod architecture;
 mod audit;
+mod boundaries;
 mod browser;
 #[cfg(feature = "client")]
 mod client;

@@ -178,7 +178,8 @@ async fn the_document_is_served_only_when_asked_and_is_openapi_3_1() {
             }
         }
     }
-    // A guarded route: every credential, and the guard's refusals.
+    // A guarded route of sentri's admits sessions only: the session schemes, the guard's
+    // refusals, and 403 CREDENTIAL_NOT_ADMITTED for an API key.
     let me = &doc["paths"]["/me"]["get"];
     let security: Vec<&str> = me["security"]
         .as_array()
@@ -186,21 +187,26 @@ async fn the_document_is_served_only_when_asked_and_is_openapi_3_1() {
         .iter()
         .flat_map(|r| r.as_object().unwrap().keys().map(String::as_str))
         .collect();
-    assert_eq!(
-        security,
-        ["bearer", "accessCookie", "refreshCookie", "apiKey"]
-    );
-    let codes = &me["responses"]["401"]["content"]["application/json"]["schema"]["properties"]["code"]
-        ["enum"];
-    for code in [
-        "UNAUTHORIZED",
-        "TOKEN_INVALID",
-        "TOKEN_EXPIRED",
-        "API_KEY_INVALID",
-        "API_KEY_EXPIRED",
-    ] {
-        assert!(codes.as_array().unwrap().contains(&code.into()), "{codes}");
+    assert_eq!(security, ["bearer", "accessCookie", "refreshCookie"]);
+    let codes_of = |status: &str| {
+        me["responses"][status]["content"]["application/json"]["schema"]["properties"]["code"]
+            ["enum"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let unauthorized = codes_of("401");
+    for code in ["UNAUTHORIZED", "TOKEN_INVALID", "TOKEN_EXPIRED"] {
+        assert!(unauthorized.contains(&code.into()), "{unauthorized:?}");
     }
+    assert!(!unauthorized.contains(&"API_KEY_INVALID".into()));
+    assert!(codes_of("403").contains(&"CREDENTIAL_NOT_ADMITTED".into()));
+    // A sensitive route documents the freshness refusal.
+    let change = &doc["paths"]["/change-password"]["post"]["responses"]["403"];
+    let codes = change["content"]["application/json"]["schema"]["properties"]["code"]["enum"]
+        .as_array()
+        .unwrap();
+    assert!(codes.contains(&"REAUTH_REQUIRED".into()), "{codes:?}");
     // Descriptions are for API readers: no rustdoc links or Rust internals leak in.
     let text = doc.to_string();
     for leak in ["](crate::", "[`", "serde("] {
