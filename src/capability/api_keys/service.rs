@@ -416,12 +416,9 @@ impl KeyService {
 
     /// Scopes from the configured list (`INVALID_SCOPE` otherwise), deduplicated.
     fn check_scopes(&self, scopes: Vec<String>) -> Result<Vec<String>> {
-        if let Some(unknown) = scopes.iter().find(|s| !self.settings.scopes.contains(s)) {
-            let shown = crate::core::crypto::clip(unknown, 64);
-            return Err(SentriError::new(
-                ErrorCode::InvalidScope,
-                format!("Unknown scope {shown:?}"),
-            ));
+        // A fixed message: the refused scope is the caller's input, never echoed.
+        if scopes.iter().any(|s| !self.settings.scopes.contains(s)) {
+            return Err(SentriError::new(ErrorCode::InvalidScope, "Unknown scope"));
         }
         Ok(dedupe(scopes))
     }
