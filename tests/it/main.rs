@@ -16,6 +16,8 @@ mod idempotency;
 mod identifiers;
 mod integrity;
 mod integrity_rules;
+#[cfg(feature = "api-keys")]
+mod key_roles;
 #[cfg(feature = "smtp")]
 mod lifecycle;
 mod no_echo;
