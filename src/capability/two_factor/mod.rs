@@ -165,6 +165,10 @@ impl TwoFactor {
     }
 }
 
+/// The capability's name, which also names its login step (see
+/// [`Core::resume_sign_in`]).
+const STEP_NAME: &str = "two_factor";
+
 /// The login step: challenges users who have a confirmed device.
 struct Step(TwoFactor);
 
@@ -187,7 +191,7 @@ impl LoginStep for Step {
 
 impl Capability for TwoFactor {
     fn name(&self) -> &'static str {
-        "two_factor"
+        STEP_NAME
     }
 
     fn migrations(&self) -> &'static [Migration] {
