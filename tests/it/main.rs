@@ -11,6 +11,8 @@ mod events;
 mod example;
 mod examples_smoke;
 mod faults;
+#[cfg(all(feature = "openapi", feature = "api-keys", feature = "sso"))]
+mod hostile_input;
 mod http;
 mod idempotency;
 mod identifiers;
