@@ -66,7 +66,9 @@ pub struct Core {
     pub(crate) events: Arc<EventBus>,
     pub(crate) guard: Arc<dyn Authenticate>,
     pub(crate) transport: Arc<Transport>,
-    pub(crate) login_steps: Arc<[Arc<dyn LoginStep>]>,
+    /// Every capability's login step, in registration order, with its capability's
+    /// name (so a step that challenged can have the steps after it run).
+    pub(crate) login_steps: Arc<[(&'static str, Arc<dyn LoginStep>)]>,
     /// Every enabled capability, for the hooks that reach all of them (e.g.
     /// [`Core::end_every_credential`]).
     pub(crate) capabilities: Arc<[Arc<dyn Capability>]>,
@@ -135,7 +137,18 @@ impl Core {
         meta: &SessionMeta,
         factor: FirstFactor,
     ) -> Result<Option<Challenge>> {
-        for step in self.login_steps.iter() {
+        self.run_steps(self.login_steps.iter(), user, meta, factor)
+            .await
+    }
+
+    async fn run_steps<'s>(
+        &self,
+        steps: impl Iterator<Item = &'s (&'static str, Arc<dyn LoginStep>)>,
+        user: &AuthUser,
+        meta: &SessionMeta,
+        factor: FirstFactor,
+    ) -> Result<Option<Challenge>> {
+        for (_, step) in steps {
             match step.after_first_factor(self, user, meta, factor).await? {
                 StepOutcome::Continue => {}
                 StepOutcome::Halt(err) => return Err(err),
@@ -143,6 +156,35 @@ impl Core {
             }
         }
         Ok(None)
+    }
+
+    /// Goes on with a login whose step of capability `after` challenged, once that
+    /// challenge was met (e.g. `POST /2fa/verify`): the login steps registered after
+    /// `after` run in order, as they would have for a login that was never
+    /// challenged (one may halt, e.g. `EMAIL_NOT_VERIFIED`, or challenge in turn), then
+    /// a session is opened with `assurance`. Meeting a challenge never skips a later
+    /// step. When no capability named `after` has a step, every step runs again.
+    pub async fn resume_sign_in(
+        &self,
+        after: &str,
+        user: AuthUser,
+        meta: SessionMeta,
+        factor: FirstFactor,
+        assurance: &Assurance,
+    ) -> Result<SignIn> {
+        let steps = &self.login_steps;
+        let start = steps
+            .iter()
+            .position(|(name, _)| *name == after)
+            .map_or(0, |at| at + 1);
+        if let Some(challenge) = self
+            .run_steps(steps[start..].iter(), &user, &meta, factor)
+            .await?
+        {
+            return Ok(SignIn::Challenge(challenge));
+        }
+        let res = self.open_session(user, meta, assurance).await?;
+        Ok(SignIn::Session(res))
     }
 
     /// Signs `user` in after a first factor other than the password (a magic link, an
@@ -376,6 +418,16 @@ impl FirstFactor {
             Self::Password => "pwd",
             Self::EmailLink => "email",
             Self::External => "ext",
+        }
+    }
+
+    /// The factor whose [`amr`](Self::amr) value is `amr`; an unknown value reads as
+    /// [`Password`](Self::Password), the factor later login steps trust least.
+    pub(crate) fn from_amr(amr: &str) -> Self {
+        match amr {
+            "email" => Self::EmailLink,
+            "ext" => Self::External,
+            _ => Self::Password,
         }
     }
 

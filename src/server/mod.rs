@@ -356,7 +356,7 @@ impl ServerAuth {
             login_steps: config
                 .capabilities
                 .iter()
-                .filter_map(|c| c.login_step())
+                .filter_map(|c| Some((c.name(), c.login_step()?)))
                 .collect(),
             capabilities: config.capabilities.iter().cloned().collect(),
             throttle,

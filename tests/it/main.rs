@@ -12,11 +12,15 @@ mod events;
 mod example;
 mod examples_smoke;
 mod faults;
+#[cfg(all(feature = "openapi", feature = "api-keys", feature = "sso"))]
+mod hostile_input;
 mod http;
 mod idempotency;
 mod identifiers;
 mod integrity;
 mod integrity_rules;
+#[cfg(feature = "api-keys")]
+mod key_roles;
 #[cfg(feature = "smtp")]
 mod lifecycle;
 mod no_echo;

@@ -12,6 +12,10 @@ pub(super) struct CachedKey {
     pub(super) id: String,
     /// The owner, with the roles the key may use (its own ∩ the owner's).
     pub(super) user: AuthUser,
+    /// The owner's authorization version read with those roles: once a role change of
+    /// the owner raised it (here, or in another process through Redis), the entry is
+    /// stale and the key is read again.
+    pub(super) owner_version: i64,
     pub(super) credential: Arc<CredentialInfo>,
     pub(super) expires_at: Option<i64>,
     pub(super) verified_at: i64,

@@ -224,7 +224,11 @@ impl KeyService {
         let now = self.core.now_ms();
         let ttl = i64::try_from(self.settings.cache_ttl.as_millis()).unwrap_or(i64::MAX);
         let entry = match self.cache.get(&hash).await {
-            Some(entry) if now.saturating_sub(entry.verified_at) < ttl => entry,
+            Some(entry)
+                if now.saturating_sub(entry.verified_at) < ttl && self.owner_current(&entry) =>
+            {
+                entry
+            }
             _ => self.load(&hash, now).await.map_err(|e| (e, None))?,
         };
         if entry.expires_at.is_some_and(|at| at <= now) {
@@ -235,10 +239,24 @@ impl KeyService {
         Ok(entry.current_user())
     }
 
+    /// `true` while no role change of the key's owner is known (in this process, or
+    /// announced by another through Redis) since the entry's roles were read: the
+    /// owner's tokens turn stale on the same signal (the session cache's version
+    /// floors), so a key never keeps a role its owner lost.
+    fn owner_current(&self, entry: &CachedKey) -> bool {
+        let floor = self
+            .core
+            .sessions
+            .cache
+            .floor(&entry.user.id, entry.owner_version);
+        floor <= entry.owner_version
+    }
+
     /// Reads a key from the store and caches it. Unknown, revoked, or of a deleted
-    /// owner: `API_KEY_INVALID`.
+    /// owner: `API_KEY_INVALID`. The key's roles are its granted roles that its owner
+    /// holds now.
     async fn load(&self, hash: &str, now: i64) -> Result<Arc<CachedKey>> {
-        let Some((key, owner)) = self.store.find_by_hash(hash).await? else {
+        let Some((key, owner, owner_version)) = self.store.find_by_hash(hash).await? else {
             return Err(invalid());
         };
         if key.revoked_at.is_some() || self.cache.is_revoked(hash) {
@@ -254,6 +272,7 @@ impl KeyService {
             credential: Arc::new(CredentialInfo::new(super::KIND, key.id.clone(), key.scopes)),
             id: key.id,
             user: AuthUser { roles, ..owner },
+            owner_version,
             expires_at: key.expires_at,
             verified_at: now,
             last_touch: AtomicI64::new(key.last_used_at.unwrap_or(i64::MIN)),
@@ -416,12 +435,9 @@ impl KeyService {
 
     /// Scopes from the configured list (`INVALID_SCOPE` otherwise), deduplicated.
     fn check_scopes(&self, scopes: Vec<String>) -> Result<Vec<String>> {
-        if let Some(unknown) = scopes.iter().find(|s| !self.settings.scopes.contains(s)) {
-            let shown = crate::core::crypto::clip(unknown, 64);
-            return Err(SentriError::new(
-                ErrorCode::InvalidScope,
-                format!("Unknown scope {shown:?}"),
-            ));
+        // A fixed message: the refused scope is the caller's input, never echoed.
+        if scopes.iter().any(|s| !self.settings.scopes.contains(s)) {
+            return Err(SentriError::new(ErrorCode::InvalidScope, "Unknown scope"));
         }
         Ok(dedupe(scopes))
     }

@@ -146,7 +146,7 @@ fn key_from_row(row: &impl Columns) -> Result<KeyRecord> {
 }
 
 /// Maps a key row joined with its owner.
-fn key_and_owner(row: &impl Columns) -> Result<(KeyRecord, AuthUser)> {
+fn key_and_owner(row: &impl Columns) -> Result<(KeyRecord, AuthUser, i64)> {
     let key = key_from_row(row)?;
     let roles: String = row.col("u_roles")?;
     let owner = AuthUser {
@@ -154,7 +154,8 @@ fn key_and_owner(row: &impl Columns) -> Result<(KeyRecord, AuthUser)> {
         identifier: row.col("u_identifier")?,
         roles: parse_list(&roles)?,
     };
-    Ok((key, owner))
+    let version: i64 = row.col("u_authz_version")?;
+    Ok((key, owner, version))
 }
 
 /// The changes of `PATCH /api-keys/{id}` (`None`: unchanged).
@@ -231,11 +232,19 @@ impl Store {
         Ok(())
     }
 
-    /// The key whose secret hashes to `hash`, with its owner, in one query. `None`
-    /// when there is none or its owner is gone.
-    pub(super) async fn find_by_hash(&self, hash: &str) -> Result<Option<(KeyRecord, AuthUser)>> {
+    /// The key whose secret hashes to `hash`, with its owner and the owner's
+    /// authorization version (read with the roles, in one query). `None` when there is
+    /// none or its owner is gone.
+    pub(super) async fn find_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<(KeyRecord, AuthUser, i64)>> {
         let stmt = Self::select()
             .expr_as(Expr::col((USERS, "identifier")), "u_identifier")
+            .expr_as(
+                Expr::col((USERS, crate::identity::roles::schema::AUTHZ_VERSION)),
+                "u_authz_version",
+            )
             .expr_as(
                 Expr::cust(crate::identity::roles::schema::roles_json_sql(
                     self.db.dialect(),

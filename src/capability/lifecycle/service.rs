@@ -54,6 +54,10 @@ fn code_hash(row_id: &str, code: &str) -> String {
     sha256_hex(&format!("{row_id}:{code}"))
 }
 
+/// An id no user and no token has (ids are UUID v7): the statements of an unknown
+/// account run against it, so they cost what a known account's do.
+const NO_ROW: &str = "00000000-0000-0000-0000-000000000000";
+
 fn invalid_token() -> SentriError {
     SentriError::token_invalid("Invalid or expired token")
 }
@@ -358,24 +362,29 @@ impl LifecycleService {
         }
         let identifier = self.check_identifier(identifier)?;
         let now = self.now();
-        let Some((user, _)) = self.by_identifier(&identifier).await? else {
+        // The same statements whatever the account: an unknown identifier, an account
+        // without a live code and one with a code all read the user, read the newest
+        // code and spend an attempt (of no row, for an id no row has), so the answer
+        // takes the same time and tells nothing about the account.
+        let user = self
+            .core
+            .identity
+            .db
+            .find_user_by_identifier(&identifier)
+            .await?;
+        let user_id = user.as_ref().map_or(NO_ROW, |u| u.id.as_str());
+        let tokens = self.tokens();
+        let row = tokens.newest_live(Purpose::Verify, user_id, now).await?;
+        let row_id = row.as_ref().map_or(NO_ROW, |r| r.id.as_str());
+        let spent = tokens
+            .spend_attempt(row_id, self.config.max_code_attempts, now)
+            .await?;
+        let presented = code_hash(row_id, code);
+        let expected = row.as_ref().map_or(NO_ROW, |r| r.token_hash.as_str());
+        let matches = secrets_equal(presented.as_bytes(), expected.as_bytes());
+        let Some(row) = row.filter(|_| spent && matches) else {
             return Err(invalid_code());
         };
-        let tokens = self.tokens();
-        let row = tokens
-            .newest_live(Purpose::Verify, &user.id, now)
-            .await?
-            .ok_or_else(invalid_code)?;
-        if !tokens
-            .spend_attempt(&row.id, self.config.max_code_attempts, now)
-            .await?
-        {
-            return Err(invalid_code());
-        }
-        let presented = code_hash(&row.id, code);
-        if !secrets_equal(presented.as_bytes(), row.token_hash.as_bytes()) {
-            return Err(invalid_code());
-        }
         if !tokens.consume(&row.id, now).await? {
             return Err(invalid_code());
         }

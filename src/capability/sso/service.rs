@@ -265,13 +265,18 @@ impl SsoService {
         let flow = self
             .take_flow(provider, cb.state.as_deref(), binding)
             .await?;
+        // A fixed message: the callback's `error` is in the query string, which anyone
+        // can forge a link with; it is logged (sanitised), never echoed.
         if let Some(err) = cb.error.as_deref() {
+            tracing::info!(
+                target: "sentri::sso",
+                provider,
+                error = %sanitize_code(err),
+                "sentri: the identity provider refused the sign-in"
+            );
             return Err(SentriError::new(
                 ErrorCode::SsoRejected,
-                format!(
-                    "The identity provider refused the sign-in ({})",
-                    sanitize_code(err)
-                ),
+                "The identity provider refused the sign-in",
             ));
         }
         let code = cb

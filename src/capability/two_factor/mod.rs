@@ -165,6 +165,10 @@ impl TwoFactor {
     }
 }
 
+/// The capability's name, which also names its login step (see
+/// [`Core::resume_sign_in`]).
+const STEP_NAME: &str = "two_factor";
+
 /// The login step: challenges users who have a confirmed device.
 struct Step(TwoFactor);
 
@@ -208,7 +212,7 @@ impl ReauthFactor for CodeFactor {
 
 impl Capability for TwoFactor {
     fn name(&self) -> &'static str {
-        "two_factor"
+        STEP_NAME
     }
 
     fn migrations(&self) -> &'static [Migration] {

@@ -8,7 +8,7 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 
 use super::TwoFactorService;
-use crate::capability::{Core, SignIn};
+use crate::capability::Core;
 use crate::core::error::{ErrorCode, Result, SentriError};
 use crate::core::principal::Assurance;
 use crate::http::guard::CurrentUser;
@@ -72,10 +72,10 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
             .ok_data(200, "Backup codes regenerated", codes())
             .err(&[E::InvalidCredentials, E::TwoFactorInvalid, E::TwoFactorLocked, E::NotFound, E::TooManyAttempts]),
         doc.op(Method::Post, "/2fa/verify", "two-factor", "Complete a login with a second factor")
-            .describe("`twoFactorToken` from the login's challenge and a TOTP or backup code; answers like `POST /login`.")
+            .describe("`twoFactorToken` from the login's challenge and a TOTP or backup code; answers like `POST /login`: the login steps registered after two-factor still run (e.g. `EMAIL_NOT_VERIFIED`).")
             .body::<VerifyBody>()
             .ok_data(200, "Login successful", object([("accessToken", of(Type::String)), ("user", user())]))
-            .err(&[E::TwoFactorInvalid, E::TwoFactorLocked, E::TooManyAttempts]),
+            .err(&[E::TwoFactorInvalid, E::TwoFactorLocked, E::TooManyAttempts, E::EmailNotVerified]),
     ])
 }
 
@@ -189,9 +189,8 @@ async fn verify(State(s): State<TwoFactorService>, req: Request) -> Result<Respo
             "twoFactorToken or code is too long",
         ));
     }
-    let res = s
+    let outcome = s
         .verify_login(&body.two_factor_token, &body.code, meta)
         .await?;
-    Ok(s.core
-        .sign_in_response(&SignIn::Session(res), "Login successful"))
+    Ok(s.core.sign_in_response(&outcome, "Login successful"))
 }

@@ -6,15 +6,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::TwoFactor;
 use super::store::{ChallengeRow, Device, Store};
 use super::totp;
-use crate::capability::{Challenge, Core, FirstFactor};
+use super::{STEP_NAME, TwoFactor};
+use crate::capability::{Challenge, Core, FirstFactor, SignIn};
 use crate::core::clock::duration_ms;
 use crate::core::crypto::{random_token, sha256_hex};
 use crate::core::error::{ErrorCode, Result, SentriError};
 use crate::core::events::{AuthEvent, AuthEventKind};
-use crate::core::principal::{Assurance, AuthResult, AuthUser, SessionMeta};
+use crate::core::principal::{Assurance, AuthUser, SessionMeta};
 
 /// The bytes of a TOTP secret (160 bits, RFC 4226's recommendation).
 const SECRET_BYTES: usize = 20;
@@ -350,14 +350,10 @@ impl TwoFactorService {
         }))
     }
 
-    /// Completes a challenged login with a TOTP or backup code: a session whose
-    /// assurance is level 2.
-    pub async fn verify_login(
-        &self,
-        token: &str,
-        code: &str,
-        meta: SessionMeta,
-    ) -> Result<AuthResult> {
+    /// Completes a challenged login with a TOTP or backup code: the login steps
+    /// registered after two-factor run (any may halt or challenge), then a session
+    /// whose assurance is level 2.
+    pub async fn verify_login(&self, token: &str, code: &str, meta: SessionMeta) -> Result<SignIn> {
         let span = crate::core::observe::op_span!("verify_2fa");
         crate::core::observe::traced(span, self.verify_login_once(token, code, meta), |_| "ok")
             .await
@@ -368,7 +364,7 @@ impl TwoFactorService {
         token: &str,
         code: &str,
         meta: SessionMeta,
-    ) -> Result<AuthResult> {
+    ) -> Result<SignIn> {
         let throttle = self.core.throttle();
         let attempt = throttle.attempt_from(meta.ip.as_deref()).await?;
         let result = self.verify_challenge(token, code, meta).await;
@@ -377,12 +373,7 @@ impl TwoFactorService {
     }
 
     /// [`verify_login`](Self::verify_login) once the client address was admitted.
-    async fn verify_challenge(
-        &self,
-        token: &str,
-        code: &str,
-        meta: SessionMeta,
-    ) -> Result<AuthResult> {
+    async fn verify_challenge(&self, token: &str, code: &str, meta: SessionMeta) -> Result<SignIn> {
         let hash = sha256_hex(token);
         let now = self.now();
         let row = self
@@ -401,7 +392,12 @@ impl TwoFactorService {
         if method == Method::Backup {
             self.emit(AuthEventKind::BackupCodeUsed, &user.id, Some(&meta));
         }
-        self.core.open_session(user, meta, &assurance).await
+        // The steps registered after this one still run (e.g. a required verified
+        // address): meeting the second factor skips none of them.
+        let factor = FirstFactor::from_amr(&row.amr);
+        self.core
+            .resume_sign_in(STEP_NAME, user, meta, factor, &assurance)
+            .await
     }
 
     /// A re-authentication's second factor: a TOTP code or an unused backup code of

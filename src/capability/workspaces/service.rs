@@ -13,7 +13,7 @@ use super::store::{
 };
 use crate::capability::Core;
 use crate::core::BoxFuture;
-use crate::core::crypto::{clip, random_token, sha256_hex};
+use crate::core::crypto::{random_token, sha256_hex};
 use crate::core::error::{ErrorCode, Result, SentriError};
 use crate::core::events::{AuthEvent, AuthEventKind};
 use crate::core::principal::{Assurance, AuthUser};
@@ -162,10 +162,11 @@ impl WorkspaceService {
     /// Checked, deduplicated workspace roles (`INVALID_ROLE` otherwise; empty: the
     /// default role).
     pub(super) fn check_roles(&self, roles: Vec<String>) -> Result<Vec<String>> {
-        if let Some(bad) = roles.iter().find(|r| !self.settings.roles.contains(r)) {
+        // A fixed message: the refused role is the caller's input, never echoed.
+        if roles.iter().any(|r| !self.settings.roles.contains(r)) {
             return Err(SentriError::new(
                 ErrorCode::InvalidRole,
-                format!("Unknown workspace role {:?}", clip(bad, 64)),
+                "Unknown workspace role",
             ));
         }
         let roles = dedupe(roles);

@@ -10,6 +10,7 @@ mod abuse;
 mod flows;
 mod signup;
 mod transport;
+mod uniform;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

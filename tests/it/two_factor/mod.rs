@@ -4,6 +4,7 @@
 
 mod flows;
 mod races;
+mod steps;
 
 use std::time::Duration;
 
