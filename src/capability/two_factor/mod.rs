@@ -39,7 +39,7 @@ use axum::http::StatusCode;
 pub use service::{Enrolment, TwoFactorService};
 pub use totp::totp_code;
 
-use super::{Capability, Core, FirstFactor, LoginStep, StepOutcome};
+use super::{Capability, Core, CredentialReset, FirstFactor, LoginStep, StepOutcome};
 use crate::core::BoxFuture;
 use crate::core::error::Result;
 use crate::core::principal::{AuthUser, SessionMeta};
@@ -213,5 +213,16 @@ impl Capability for TwoFactor {
 
     fn login_step(&self) -> Option<Arc<dyn LoginStep>> {
         Some(Arc::new(Step(self.clone())))
+    }
+
+    /// Deletes every outstanding challenge of the user: a login that passed the first
+    /// factor before the credentials ended cannot finish with `POST /2fa/verify`.
+    fn end_credentials<'a>(
+        &'a self,
+        core: &'a Core,
+        user_id: &'a str,
+        _reset: CredentialReset,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.service(core).store.delete_challenges(user_id).await })
     }
 }

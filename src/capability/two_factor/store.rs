@@ -408,6 +408,15 @@ impl Store {
         self.db.exec(self.db.build(&insert)).await.map(|_| ())
     }
 
+    /// Deletes every outstanding challenge of the user (one statement).
+    pub(super) async fn delete_challenges(&self, user_id: &str) -> Result<()> {
+        let stmt = Query::delete()
+            .from_table(CHALLENGES)
+            .and_where(Expr::col(USER_ID).eq(user_id))
+            .to_owned();
+        self.db.exec(self.db.build(&stmt)).await.map(|_| ())
+    }
+
     pub(super) async fn find_challenge(&self, token_hash: &str) -> Result<Option<ChallengeRow>> {
         let (sql, values) = self.db.build(
             &Query::select()
