@@ -363,8 +363,8 @@ impl Store {
         Ok(())
     }
 
-    /// The keys of `user_id` revoked at `since` or later (what [`revoke_all`]
-    /// (Self::revoke_all) at `since` revoked, and any revoked after it).
+    /// The keys of `user_id` revoked at `since` or later (what
+    /// [`revoke_all`](Self::revoke_all) at `since` revoked, and any revoked after it).
     pub(super) async fn revoked_since(&self, user_id: &str, since: i64) -> Result<Vec<KeyRecord>> {
         let stmt = Self::select()
             .and_where(Expr::col(USER_ID).eq(user_id))
