@@ -246,6 +246,19 @@ impl Core {
         Ok(())
     }
 
+    /// Tells every enabled capability that the address of `user_id` may have changed
+    /// (its identifier, or its separate `email`), through
+    /// [`Capability::address_changed`]: what was mailed to the old address (reset,
+    /// sign-in and verification tokens) must stop working. The account capability's
+    /// change of identifier calls it once the new identifier is stored, before it
+    /// answers.
+    pub async fn address_changed(&self, user_id: &str) -> Result<()> {
+        for capability in self.capabilities.iter() {
+            capability.address_changed(self, user_id).await?;
+        }
+        Ok(())
+    }
+
     /// Re-authenticates the session `sid` of `user_id`: proves every factor the account
     /// has (its password when it has one, the code of each enrolled
     /// [`ReauthFactor`]), then records the new authentication on the session (its
@@ -572,6 +585,17 @@ pub trait Capability: Send + Sync + 'static {
         _core: &'a Core,
         _user_id: &'a str,
         _reset: CredentialReset,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Runs after the address of `user_id` may have changed ([`Core::address_changed`]):
+    /// whatever this capability mailed to the previous address must stop working. The
+    /// default mails nothing.
+    fn address_changed<'a>(
+        &'a self,
+        _core: &'a Core,
+        _user_id: &'a str,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async { Ok(()) })
     }

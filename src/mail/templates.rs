@@ -121,6 +121,13 @@ pub struct Templates {
     pub magic_link: Template,
     /// Notice to the previous (verified) address after the account's address changed.
     pub address_changed: Template,
+    /// Notice after a password reset (every credential of the account was ended).
+    pub password_reset_notice: Template,
+    /// Notice after a password change (every credential of the account was ended).
+    pub password_changed_notice: Template,
+    /// Notice after signing out everywhere, `logout-all` (every credential of the
+    /// account was ended).
+    pub logout_all_notice: Template,
 }
 
 impl Default for Templates {
@@ -150,6 +157,21 @@ impl Default for Templates {
                 "Your {app} email address was changed",
                 "The email address of your {app} account was changed, and this address no longer receives its messages. If you did not do this, contact support at once.\n",
                 "<p>The email address of your {app} account was changed, and this address no longer receives its messages.</p><p>If you did not do this, contact support at once.</p>",
+            ),
+            password_reset_notice: Template::new(
+                "Your {app} password was reset",
+                "The password of your {app} account was reset. Every device was signed out, and links sent to you before no longer work. If you did not do this, reset your password again at once and contact support.\n",
+                "<p>The password of your {app} account was reset. Every device was signed out, and links sent to you before no longer work.</p><p>If you did not do this, reset your password again at once and contact support.</p>",
+            ),
+            password_changed_notice: Template::new(
+                "Your {app} password was changed",
+                "The password of your {app} account was changed. Every device was signed out, and links sent to you before no longer work. If you did not do this, reset your password at once and contact support.\n",
+                "<p>The password of your {app} account was changed. Every device was signed out, and links sent to you before no longer work.</p><p>If you did not do this, reset your password at once and contact support.</p>",
+            ),
+            logout_all_notice: Template::new(
+                "You were signed out of {app} everywhere",
+                "Your {app} account was signed out on every device, and links sent to you before no longer work. If you did not do this, reset your password at once and contact support.\n",
+                "<p>Your {app} account was signed out on every device, and links sent to you before no longer work.</p><p>If you did not do this, reset your password at once and contact support.</p>",
             ),
         }
     }

@@ -31,6 +31,8 @@ mod openapi;
 mod password;
 mod props;
 mod races;
+#[cfg(all(feature = "api-keys", feature = "smtp"))]
+mod recovery;
 mod roles;
 mod scaleout;
 mod secops;

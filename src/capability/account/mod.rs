@@ -61,7 +61,9 @@ impl AccountService {
     }
 
     /// Changes a user's identifier after checking the current password
-    /// (`INVALID_CREDENTIALS` when wrong, `USER_ALREADY_EXISTS` when taken).
+    /// (`INVALID_CREDENTIALS` when wrong, `USER_ALREADY_EXISTS` when taken). Every
+    /// token mailed to the account before (reset, sign-in, verification) stops working
+    /// before this returns ([`Core::address_changed`]).
     pub async fn change_identifier(
         &self,
         user_id: &str,
@@ -92,6 +94,9 @@ impl AccountService {
             .update_user_identifier(user_id, &identifier)
             .await?
             .ok_or_else(SentriError::user_not_found)?;
+        // Before the answer (and before the event that mails the new address): nothing
+        // mailed to the old address works any more.
+        self.core.address_changed(user_id).await?;
         self.emit(AuthEventKind::IdentifierChanged, user_id);
         Ok(user.to_auth_user())
     }

@@ -24,6 +24,10 @@
 //! - **Cache**: a verified key is trusted for `cache_ttl` (default 5 s) without a
 //!   database read; a revocation drops it at once in the revoking process and, with a
 //!   `redis_url`, in the others when the message arrives.
+//! - **Recovery**: a password reset, a password change and `logout-all` revoke every
+//!   key of the account (one statement, then the same cache eviction and broadcast as
+//!   `DELETE`), before they answer; [`ApiKeys::keep_on_credential_reset`] keeps them.
+//!   A key whose creation races that revocation is revoked again (its session is gone).
 //!
 //! Workspaces have not landed: keys are not bound to a workspace yet.
 //!
@@ -60,7 +64,7 @@ use axum::Router;
 use axum::http::request::Parts;
 use axum::http::{HeaderName, StatusCode};
 
-use super::{Capability, Core, Credential};
+use super::{Capability, Core, Credential, CredentialReset};
 use crate::core::BoxFuture;
 use crate::core::error::{Result, SentriError};
 use crate::db::Migration;
@@ -87,6 +91,7 @@ const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
 /// | [`cache_capacity`](Self::cache_capacity) | 10 000 keys |
 /// | [`max_lifetime`](Self::max_lifetime) | none: keys without `expiresIn` never expire |
 /// | [`max_keys_per_user`](Self::max_keys_per_user) | 100 unrevoked keys |
+/// | [`keep_on_credential_reset`](Self::keep_on_credential_reset) | off: a password reset, a password change and logout-all revoke every key of the account |
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct ApiKeys {
@@ -98,6 +103,7 @@ pub struct ApiKeys {
     cache_capacity: u64,
     max_lifetime: Option<Duration>,
     max_keys_per_user: u32,
+    keep_on_credential_reset: bool,
     state: Arc<OnceLock<Arc<KeyService>>>,
 }
 
@@ -112,6 +118,7 @@ impl Default for ApiKeys {
             cache_capacity: 10_000,
             max_lifetime: None,
             max_keys_per_user: 100,
+            keep_on_credential_reset: false,
             state: Arc::new(OnceLock::new()),
         }
     }
@@ -128,6 +135,7 @@ impl fmt::Debug for ApiKeys {
             .field("cache_capacity", &self.cache_capacity)
             .field("max_lifetime", &self.max_lifetime)
             .field("max_keys_per_user", &self.max_keys_per_user)
+            .field("keep_on_credential_reset", &self.keep_on_credential_reset)
             .finish()
     }
 }
@@ -206,6 +214,16 @@ impl ApiKeys {
     /// How many unrevoked keys one user may have (default 100).
     pub fn max_keys_per_user(mut self, n: u32) -> Self {
         self.max_keys_per_user = n;
+        self
+    }
+
+    /// Keep the account's keys when a password reset, a password change or logout-all
+    /// ends every other credential of the account (default off: they end too, so a key
+    /// an intruder created does not outlive the recovery). The first proof of the
+    /// account's address on an account registered without it
+    /// ([`CredentialReset::AddressProven`]) revokes every key whatever this says.
+    pub fn keep_on_credential_reset(mut self, keep: bool) -> Self {
+        self.keep_on_credential_reset = keep;
         self
     }
 
@@ -339,6 +357,24 @@ impl Capability for ApiKeys {
 
     fn credential(&self) -> Option<Arc<dyn Credential>> {
         Some(Arc::new(KeyCredential::new(self.clone())))
+    }
+
+    /// Revokes every key of the user (one statement), drops them from this process's
+    /// cache and broadcasts the revocations, before returning; unless
+    /// [`keep_on_credential_reset`](ApiKeys::keep_on_credential_reset) is on and the
+    /// reason is not [`CredentialReset::AddressProven`].
+    fn end_credentials<'a>(
+        &'a self,
+        core: &'a Core,
+        user_id: &'a str,
+        reset: CredentialReset,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if self.keep_on_credential_reset && reset != CredentialReset::AddressProven {
+                return Ok(());
+            }
+            self.service(core)?.revoke_all(user_id).await
+        })
     }
 }
 

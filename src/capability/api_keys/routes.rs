@@ -153,7 +153,7 @@ async fn create(
         expires_in: body.expires_in,
         metadata: body.metadata,
     };
-    let created = svc.create(owner, input).await?;
+    let created = svc.create(owner, &user.session_id, input).await?;
     let data = json!({ "key": created.secret, "apiKey": KeyView::from(created.key) });
     let mut res = success(
         StatusCode::CREATED,

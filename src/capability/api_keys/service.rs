@@ -322,8 +322,21 @@ impl KeyService {
 
     // ---- management ------------------------------------------------------------------
 
-    /// Creates a key for `owner_id`; the secret is returned here and never again.
-    pub(super) async fn create(&self, owner_id: &str, input: NewKey) -> Result<Created> {
+    /// Creates a key for `owner_id`, asked by its session `session_id`; the secret is
+    /// returned here and never again.
+    ///
+    /// A creation racing the end of every credential of the owner (a password reset,
+    /// …) must not leave a live key behind: once stored, the key stands only if the
+    /// session that asked for it is still live in the store, else it is revoked again
+    /// and the request refused (`TOKEN_INVALID`). The end of every credential revokes
+    /// the sessions before the keys, so either its key revocation sees this key, or
+    /// this check sees the revoked session.
+    pub(super) async fn create(
+        &self,
+        owner_id: &str,
+        session_id: &str,
+        input: NewKey,
+    ) -> Result<Created> {
         let owner = self.core.identity.get_user(owner_id).await?;
         let name = check_name(&input.name)?;
         let scopes = self.check_scopes(input.scopes)?;
@@ -357,6 +370,14 @@ impl KeyService {
             revoked_at: None,
         };
         self.store.insert(&key).await?;
+        let db = &self.core.identity.db;
+        if !db.family_active(session_id, self.core.now_ms()).await? {
+            self.store
+                .revoke(owner_id, &key.id, self.core.now_ms())
+                .await?;
+            self.cache.forget(&key.key_hash).await;
+            return Err(SentriError::token_invalid("Token has been revoked"));
+        }
         self.emit(AuthEventKind::ApiKeyCreated, &key);
         Ok(Created { secret, key })
     }
@@ -418,6 +439,22 @@ impl KeyService {
             self.emit(AuthEventKind::ApiKeyRevoked, &key);
         }
         self.get(user_id, id).await
+    }
+
+    /// Revokes every live key of `user_id` in one statement, then drops each from this
+    /// process's cache and tells the other processes (Redis), before returning: from
+    /// then on no request of this process authenticates with any of them, and the
+    /// others refuse them as soon as the message arrives (else within the cache TTL).
+    /// One `api_key_revoked` event per key.
+    pub(super) async fn revoke_all(&self, user_id: &str) -> Result<()> {
+        let now = self.core.now_ms();
+        self.store.revoke_all(user_id, now).await?;
+        for key in self.store.revoked_since(user_id, now).await? {
+            self.cache.forget(&key.key_hash).await;
+            self.publish(REVOKED, &key.key_hash).await;
+            self.emit(AuthEventKind::ApiKeyRevoked, &key);
+        }
+        Ok(())
     }
 
     async fn publish(&self, kind: &str, hash: &str) {

@@ -9,7 +9,7 @@ use sea_query_sqlx::SqlxValues;
 
 use crate::core::error::{Result, SentriError};
 use crate::core::principal::AuthUser;
-use crate::db::{Columns, Database, Migration, Target, db_err, on_pool};
+use crate::db::{Columns, Database, Migration, Step, Target, db_err, on_pool};
 use crate::identity::schema::USERS;
 
 pub(super) const KEYS: &str = "sentri_api_keys";
@@ -353,6 +353,33 @@ impl Store {
             .and_where(Expr::col(REVOKED_AT).is_null())
             .to_owned();
         self.db.exec_retrying(self.db.build(&stmt)).await
+    }
+
+    /// Revokes every live key of `user_id` at `now`, in one statement (run again as a
+    /// whole on a deadlock or a busy database).
+    pub(super) async fn revoke_all(&self, user_id: &str, now: i64) -> Result<()> {
+        let stmt = Query::update()
+            .table(KEYS)
+            .value(REVOKED_AT, now)
+            .and_where(Expr::col(USER_ID).eq(user_id))
+            .and_where(Expr::col(REVOKED_AT).is_null())
+            .to_owned();
+        let step = [Step {
+            built: self.db.build(&stmt),
+            must_affect: false,
+        }];
+        self.db.steps(&step, db_err).await?;
+        Ok(())
+    }
+
+    /// The keys of `user_id` revoked at `since` or later (what
+    /// [`revoke_all`](Self::revoke_all) at `since` revoked, and any revoked after it).
+    pub(super) async fn revoked_since(&self, user_id: &str, since: i64) -> Result<Vec<KeyRecord>> {
+        let stmt = Self::select()
+            .and_where(Expr::col(USER_ID).eq(user_id))
+            .and_where(Expr::col(REVOKED_AT).gte(since))
+            .to_owned();
+        self.fetch(&stmt).await
     }
 
     /// Records a use at `now` unless one was recorded less than `every_ms` before.

@@ -44,7 +44,7 @@ use axum::http::StatusCode;
 pub use service::{LifecycleService, VerificationMode};
 use store::Purpose;
 
-use super::{Capability, Core, FirstFactor, LoginStep, StepOutcome};
+use super::{Capability, Core, CredentialReset, FirstFactor, LoginStep, StepOutcome};
 use crate::core::BoxFuture;
 use crate::core::error::{ErrorCode, Result, SentriError};
 use crate::core::events::{AuthEvent, AuthEventKind, EventSink};
@@ -79,6 +79,7 @@ pub struct Lifecycle {
     pub(crate) templates: Templates,
     pub(crate) mailer: Arc<dyn Mailer>,
     pub(crate) queue: QueueOptions,
+    pub(crate) security_notices: bool,
     service: Arc<OnceLock<LifecycleService>>,
 }
 
@@ -141,6 +142,7 @@ impl Lifecycle {
             templates: Templates::default(),
             mailer,
             queue: QueueOptions::default(),
+            security_notices: true,
             service: Arc::new(OnceLock::new()),
         }
     }
@@ -274,6 +276,18 @@ impl Lifecycle {
         self
     }
 
+    /// The notice mailed to the account after a password reset, a password change or
+    /// logout-all (default on): the templates
+    /// [`password_reset_notice`](Templates::password_reset_notice),
+    /// [`password_changed_notice`](Templates::password_changed_notice) and
+    /// [`logout_all_notice`](Templates::logout_all_notice), fixed texts without any
+    /// secret, to the account's address when it is verified (after a reset: always, the
+    /// reset link just proved it). Off: no notice; the tokens still end.
+    pub fn security_notices(mut self, on: bool) -> Self {
+        self.security_notices = on;
+        self
+    }
+
     /// Sets the send queue's options (capacity, tries, backoff).
     pub fn queue(mut self, options: QueueOptions) -> Self {
         self.queue = options;
@@ -347,6 +361,26 @@ impl Capability for Lifecycle {
                 lifecycle: self.clone(),
             }) as Arc<dyn LoginStep>
         })
+    }
+
+    /// Ends every reset, sign-in and verification token of the user, then mails the
+    /// notice of `reset` ([`security_notices`](Lifecycle::security_notices)).
+    fn end_credentials<'a>(
+        &'a self,
+        core: &'a Core,
+        user_id: &'a str,
+        reset: CredentialReset,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.service(core).end_credentials(user_id, reset).await })
+    }
+
+    /// Ends every token mailed to the user (to the old address, or the current one).
+    fn address_changed<'a>(
+        &'a self,
+        core: &'a Core,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.service(core).end_mailed_tokens(user_id).await })
     }
 
     fn event_sinks(&self) -> Vec<Arc<dyn EventSink>> {

@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::Lifecycle;
-use super::store::{NewToken, Purpose, Signups, TokenRow, Tokens};
-use crate::capability::{Core, FirstFactor, SignIn};
+use super::store::{AddressCheck, NewToken, Purpose, Signups, TokenRow, Tokens};
+use crate::capability::{Core, CredentialReset, FirstFactor, SignIn};
 use crate::core::crypto::{random_token, secrets_equal, sha256_hex};
 use crate::core::error::{ErrorCode, Result, SentriError};
 use crate::core::events::{AuthEvent, AuthEventKind};
@@ -431,9 +431,12 @@ impl LifecycleService {
         Ok(())
     }
 
-    /// Resets a password with a mailed token: the policy, then in one transaction the
-    /// token is used, the hash stored and every other reset or sign-in token of the
-    /// account ended; then every session is revoked and the address marked verified.
+    /// Resets a password with a mailed token: the policy, the token's address against
+    /// the account's current one (`TOKEN_INVALID`, nothing changed, when it differs),
+    /// then in one transaction the token is used, the hash stored (only while the
+    /// account still has that address) and every other mailed token of the account
+    /// ended; then every credential of the account is ended
+    /// ([`Core::end_every_credential`]) and the address marked verified.
     pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<()> {
         let span = crate::core::observe::op_span!("reset_password");
         crate::core::observe::traced(
@@ -453,11 +456,25 @@ impl LifecycleService {
             .live_by_hash(Purpose::Reset, &sha256_hex(token), now)
             .await?
             .ok_or_else(invalid_token)?;
+        // The token must have been sent to the account's current address, checked
+        // before anything is used or set: a link mailed to an address the account no
+        // longer has is as dead as any other.
+        let (user, state) = self
+            .user_and_email(&row.user_id)
+            .await?
+            .ok_or_else(invalid_token)?;
+        if address_of(&user, &state).as_deref() != Some(row.address.as_str()) {
+            return Err(invalid_token());
+        }
+        let address = AddressCheck {
+            identifier: &user.identifier,
+            email: (!is_address(&user.identifier)).then_some(row.address.as_str()),
+        };
         let hash = identity.hasher.hash(new_password).await?;
-        let purposes = [Purpose::Reset, Purpose::Magic];
+        let purposes = [Purpose::Reset, Purpose::Magic, Purpose::Verify];
         if !self
             .tokens()
-            .consume_and_set_password(&row, &hash, &purposes, now)
+            .consume_and_set_password(&row, &address, &hash, &purposes, now)
             .await?
         {
             return Err(invalid_token());
@@ -475,6 +492,46 @@ impl LifecycleService {
             Err(err) if err.is(&ErrorCode::TokenInvalid) => Ok(()),
             Err(err) => Err(err),
         }
+    }
+
+    /// Ends what this capability mailed to `user_id` (every reset, sign-in and
+    /// verification token), then, unless `reset` is the first proof of the address,
+    /// queues the notice of `reset` to the account's address: when that address is
+    /// verified, or after a reset (the reset link just proved it). An address nobody
+    /// proved is not mailed, so nobody can make the server mail an address at will.
+    pub(super) async fn end_credentials(
+        &self,
+        user_id: &str,
+        reset: CredentialReset,
+    ) -> Result<()> {
+        self.tokens().end_all(user_id, self.now()).await?;
+        if !self.config.security_notices {
+            return Ok(());
+        }
+        let templates = &self.config.templates;
+        let template = match reset {
+            CredentialReset::PasswordReset => &templates.password_reset_notice,
+            CredentialReset::PasswordChanged => &templates.password_changed_notice,
+            CredentialReset::LogoutAll => &templates.logout_all_notice,
+            _ => return Ok(()),
+        };
+        let Some((user, state)) = self.user_and_email(user_id).await? else {
+            return Ok(());
+        };
+        let Some(address) = address_of(&user, &state) else {
+            return Ok(());
+        };
+        if reset == CredentialReset::PasswordReset || is_verified(&user, &state) {
+            let vars = TemplateVars::new(self.config.app_name.clone(), 0);
+            self.send(template, &vars, &address, user_id);
+        }
+        Ok(())
+    }
+
+    /// The account's address may have changed: every token mailed before (to whichever
+    /// address) is ended.
+    pub(super) async fn end_mailed_tokens(&self, user_id: &str) -> Result<()> {
+        self.tokens().end_all(user_id, self.now()).await
     }
 
     /// Sign-up by link is on: the flag, public sign-up open, `/register` not behind an

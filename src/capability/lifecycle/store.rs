@@ -117,6 +117,16 @@ pub(super) struct TokenRow {
     pub(super) address: String,
 }
 
+/// The account's columns its address was read from, as a reset checked them.
+#[derive(Debug)]
+pub(super) struct AddressCheck<'a> {
+    /// The identifier, as read.
+    pub(super) identifier: &'a str,
+    /// The stored address, when the address is that one (the identifier is not an
+    /// address); `None`: the identifier is the address.
+    pub(super) email: Option<&'a str>,
+}
+
 /// A token to store.
 pub(super) struct NewToken<'a> {
     pub(super) id: &'a str,
@@ -327,23 +337,49 @@ impl Tokens<'_> {
             .await
     }
 
+    /// Ends every unused token of the user, whatever its purpose (`used_at` set, so it
+    /// is refused like a used one), in one statement.
+    pub(super) async fn end_all(&self, user_id: &str, now: i64) -> Result<()> {
+        let stmt = Query::update()
+            .table(TOKENS)
+            .value(USED_AT, now)
+            .and_where(Expr::col(USER_ID).eq(user_id))
+            .and_where(Expr::col(USED_AT).is_null())
+            .to_owned();
+        let step = [Step {
+            built: self.0.build(&stmt),
+            must_affect: false,
+        }];
+        self.0.steps(&step, db_err).await?;
+        Ok(())
+    }
+
     /// In one transaction: uses the token `id` (or changes nothing and answers `false`
-    /// when another caller used it first), stores the new password hash and ends every
-    /// other live token of `purposes` of the user.
+    /// when another caller used it first), stores the new password hash, only while the
+    /// account still has the address the token was sent to (`address` is what the
+    /// caller read and checked: the identifier, and the stored `email` when the
+    /// identifier is not an address; a change committed since answers `false` and
+    /// changes nothing), and ends every other live token of `purposes` of the user.
     pub(super) async fn consume_and_set_password(
         &self,
         row: &TokenRow,
+        address: &AddressCheck<'_>,
         password_hash: &str,
         purposes: &[Purpose],
         now: i64,
     ) -> Result<bool> {
         let db = self.0;
-        let set_password = Query::update()
+        let mut set_password = Query::update();
+        set_password
             .table(USERS)
             .value(users::PASSWORD_HASH, password_hash)
             .value(users::UPDATED_AT, now)
             .and_where(Expr::col(users::ID).eq(row.user_id.as_str()))
-            .to_owned();
+            .and_where(Expr::col(users::IDENTIFIER).eq(address.identifier));
+        if let Some(email) = address.email {
+            set_password.and_where(Expr::col(users::EMAIL).eq(email));
+        }
+        let set_password = set_password.to_owned();
         let end_others = Query::update()
             .table(TOKENS)
             .value(USED_AT, now)

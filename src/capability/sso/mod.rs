@@ -46,7 +46,7 @@ use axum::http::StatusCode;
 
 pub use service::SsoLink;
 
-use super::{Capability, Core};
+use super::{Capability, Core, CredentialReset};
 use crate::core::error::{ErrorCode, Result, SentriError};
 use crate::db::Migration;
 
@@ -346,6 +346,17 @@ impl Capability for Sso {
     #[cfg(feature = "openapi")]
     fn openapi(&self, doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::OpenApi {
         routes::openapi(doc)
+    }
+
+    /// Deletes the user's in-flight link flows: a link started by a session that just
+    /// ended (an intruder's, say) cannot complete and attach its external identity.
+    fn end_credentials<'a>(
+        &'a self,
+        core: &'a Core,
+        user_id: &'a str,
+        _reset: CredentialReset,
+    ) -> crate::core::BoxFuture<'a, Result<()>> {
+        Box::pin(async move { core.identity.db.sso_end_link_flows(user_id).await })
     }
 }
 

@@ -201,6 +201,15 @@ impl Database {
         .await
     }
 
+    /// Deletes every in-flight flow that would link an external identity to `user_id`.
+    pub(super) async fn sso_end_link_flows(&self, user_id: &str) -> Result<(), SentriError> {
+        let stmt = Query::delete()
+            .from_table(FLOWS)
+            .and_where(Expr::col(LINK_USER_ID).eq(user_id))
+            .to_owned();
+        self.exec(self.build(&stmt)).await.map(|_| ())
+    }
+
     /// Deletes the flow; `true` for exactly one caller however many race.
     pub(super) async fn sso_consume_flow(&self, id: &str) -> Result<bool, SentriError> {
         let stmt = Query::delete()

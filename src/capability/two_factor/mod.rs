@@ -39,7 +39,9 @@ use axum::http::StatusCode;
 pub use service::{Enrolment, TwoFactorService};
 pub use totp::totp_code;
 
-use super::{Capability, Core, FirstFactor, LoginStep, ReauthFactor, StepOutcome};
+use super::{
+    Capability, Core, CredentialReset, FirstFactor, LoginStep, ReauthFactor, StepOutcome,
+};
 use crate::core::BoxFuture;
 use crate::core::error::Result;
 use crate::core::principal::{AuthUser, SessionMeta};
@@ -242,5 +244,26 @@ impl Capability for TwoFactor {
 
     fn reauth_factor(&self) -> Option<Arc<dyn ReauthFactor>> {
         Some(Arc::new(CodeFactor(self.clone())))
+    }
+
+    /// Deletes every outstanding challenge of the user: a login that passed the first
+    /// factor before the credentials ended cannot finish with `POST /2fa/verify`. On the
+    /// first proof of the account's address (`AddressProven`) the devices and backup
+    /// codes go too: they were set up by whoever held the account before that proof,
+    /// and would otherwise challenge (or let in) its owner's next sign-in.
+    fn end_credentials<'a>(
+        &'a self,
+        core: &'a Core,
+        user_id: &'a str,
+        reset: CredentialReset,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let store = &self.service(core).store;
+            if reset == CredentialReset::AddressProven {
+                store.delete_all(user_id).await
+            } else {
+                store.delete_challenges(user_id).await
+            }
+        })
     }
 }

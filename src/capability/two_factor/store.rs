@@ -408,6 +408,30 @@ impl Store {
         self.db.exec(self.db.build(&insert)).await.map(|_| ())
     }
 
+    /// Deletes every outstanding challenge of the user (one statement).
+    /// Deletes every device, backup code and challenge of the user, in one transaction.
+    pub(super) async fn delete_all(&self, user_id: &str) -> Result<()> {
+        let steps: Vec<_> = [DEVICES, BACKUP, CHALLENGES]
+            .into_iter()
+            .map(|table| {
+                let stmt = Query::delete()
+                    .from_table(table)
+                    .and_where(Expr::col(USER_ID).eq(user_id))
+                    .to_owned();
+                step(&self.db, &stmt, false)
+            })
+            .collect();
+        self.db.steps(&steps, db_err).await.map(|_| ())
+    }
+
+    pub(super) async fn delete_challenges(&self, user_id: &str) -> Result<()> {
+        let stmt = Query::delete()
+            .from_table(CHALLENGES)
+            .and_where(Expr::col(USER_ID).eq(user_id))
+            .to_owned();
+        self.db.exec(self.db.build(&stmt)).await.map(|_| ())
+    }
+
     pub(super) async fn find_challenge(&self, token_hash: &str) -> Result<Option<ChallengeRow>> {
         let (sql, values) = self.db.build(
             &Query::select()

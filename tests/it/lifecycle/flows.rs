@@ -271,9 +271,13 @@ async fn a_reset_consumes_every_other_outstanding_reset_token() {
             )
             .await;
         expect(&r, StatusCode::UNAUTHORIZED, "TOKEN_INVALID", t.name);
+        // The reset was notified (the third message), without a link.
+        let notice = e.mail(&id, 3).await;
+        assert!(notice.contains("password was reset"), "{}", t.name);
+        assert!(!notice.contains("token="), "{}", t.name);
         // Expiry: a fresh token dies after 30 minutes.
         e.post("/forgot-password", json!({"identifier": id})).await;
-        let third = token_in(&e.mail(&id, 3).await);
+        let third = token_in(&e.mail(&id, 4).await);
         e.clock.advance(Duration::from_secs(30 * 60 + 1));
         let r = e
             .post(

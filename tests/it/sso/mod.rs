@@ -346,6 +346,36 @@ async fn link_and_unlink() {
     }
 }
 
+/// Invariant: a link flow in flight when the account's credentials end (here
+/// logout-all by the owner; a reset and a password change take the same path) cannot
+/// complete: an intruder's session cannot attach its identity after the recovery.
+#[tokio::test]
+async fn a_link_flow_in_flight_dies_with_the_recovery() {
+    let idp = Idp::start(Algorithm::ES256).await;
+    for t in databases("sso::recovery").await {
+        let (app, _auth) = build(&t, sso(&idp.issuer)).await;
+        register(&app, "dora@example.com", PW).await;
+        let intruder = access_of(&app, "dora@example.com").await;
+        let owner = access_of(&app, "dora@example.com").await;
+        idp.next_user("intruder-1", "mallory@elsewhere.example", false);
+        let (cookie, path) = begin_link(&app, &intruder, "test").await;
+        let r = call(
+            &app,
+            Method::POST,
+            "/auth/logout-all",
+            &[("authorization", &bearer(&owner))],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}: {:?}", t.name, r.body);
+        let r = callback(&app, &path, Some(&cookie)).await;
+        expect(&r, StatusCode::BAD_REQUEST, "SSO_STATE_INVALID", t.name);
+        let owner = access_of(&app, "dora@example.com").await;
+        assert!(links(&app, &owner).await.is_empty(), "{}", t.name);
+        t.cleanup().await;
+    }
+}
+
 /// A login step that demands a second factor for external sign-ins.
 struct SecondFactor;
 
