@@ -454,7 +454,10 @@ impl LifecycleService {
             return Err(invalid_token());
         }
         self.core
-            .end_every_credential(&row.user_id, crate::capability::CredentialReset::PasswordReset)
+            .end_every_credential(
+                &row.user_id,
+                crate::capability::CredentialReset::PasswordReset,
+            )
             .await?;
         self.emit(AuthEventKind::PasswordReset, &row.user_id);
         // The token proved the address; a changed address stays unverified.
