@@ -10,6 +10,8 @@ mod abuse;
 mod flows;
 mod signup;
 mod transport;
+#[cfg(feature = "api-keys")]
+mod verified;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
