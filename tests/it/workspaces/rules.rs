@@ -880,8 +880,12 @@ async fn the_audit_log_records_and_filters_workspace_events() {
         };
         assert_eq!(kinds_of(a.clone(), 1).await, ["workspace_created"], "{n}");
         assert_eq!(
-            kinds_of(b.clone(), 2).await,
-            ["workspace_created", "member_added"],
+            kinds_of(b.clone(), 3).await,
+            [
+                "workspace_created",
+                "invitation_created",
+                "invitation_accepted"
+            ],
             "{n}"
         );
         t.cleanup().await;
