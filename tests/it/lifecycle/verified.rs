@@ -64,7 +64,9 @@ async fn the_first_magic_link_sign_in_ends_what_the_registrant_set_up() {
         assert_eq!(r.status, StatusCode::OK, "{n}: {:?}", r.body);
         let mine = r.body["data"]["accessToken"].as_str().unwrap().to_owned();
         let my_refresh = r.cookie("refresh_token").unwrap();
-        // Every credential of the attacker is refused.
+        // Every credential of the attacker is refused. The removed password answers as
+        // a wrong one does, after one hash computation.
+        let before = e.auth.bcrypt_runs();
         let r = e
             .post(
                 "/login",
@@ -72,6 +74,7 @@ async fn the_first_magic_link_sign_in_ends_what_the_registrant_set_up() {
             )
             .await;
         expect(&r, StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS", n);
+        assert_eq!(e.auth.bcrypt_runs() - before, 1, "{n}: one hash");
         let r = refresh_with(&e.app, &refresh).await;
         expect(&r, StatusCode::UNAUTHORIZED, "TOKEN_INVALID", n);
         let r = profile_with(&e.app, &access).await;
