@@ -23,6 +23,7 @@
 //! ```
 
 pub mod account;
+mod address;
 #[cfg(feature = "api-keys")]
 #[cfg_attr(docsrs, doc(cfg(feature = "api-keys")))]
 pub mod api_keys;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 pub use normalize::{
     IdentifierCase, IdentifierCollision, IdentifierMigrationReport, MAX_IDENTIFIER_BYTES,
-    normalize_identifier,
+    normalize_address_domain, normalize_identifier,
 };
 pub use roles::{ROLES_MANAGE, RoleHolder, RoleRecord};
 pub use store::{EmailState, NewUser, UserRecord};

@@ -19,6 +19,16 @@
 //! `x` it accepts, and two identifiers are the same account exactly when their normal
 //! forms are equal byte for byte.
 //!
+//! # Addresses
+//!
+//! An identifier with a non-empty local part and a non-empty domain around its last `@`
+//! is an address, and is compared as the mail system compares addresses: the **local
+//! part** by the profile above, the **domain** through IDNA (UTS #46, non-transitional)
+//! to its ASCII form ([`normalize_address_domain`]). So `bob@BÜCHER.test`,
+//! `bob@bücher.test` and `bob@xn--bcher-kva.test` are one identifier, while
+//! `bob@straße.test` (`bob@xn--strae-oqa.test`) and `bob@strasse.test` stay two: no
+//! case fold ever merges two domains. A domain IDNA refuses is a `VALIDATION_ERROR`.
+//!
 //! Identifiers stored by an older normalisation (trim, NFKC, `to_lowercase`) are
 //! brought to this form by [`Database::renormalize_identifiers`](crate::db::Database::renormalize_identifiers),
 //! which refuses (and changes nothing) when two accounts would merge.
@@ -69,9 +79,66 @@ pub fn normalize_identifier(identifier: &str, case: IdentifierCase) -> Result<St
     if identifier.len() > MAX_IDENTIFIER_BYTES * 4 {
         return Err(too_long());
     }
-    let normalized = stable_form(identifier, case)?;
+    // NFKC first (no case folding): what is typed as `＠` is an `@`, and the domain
+    // must not be case-folded (`ß` would become `ss`) before IDNA sees it.
+    let typed = stable_form(identifier, IdentifierCase::Sensitive)?;
+    let normalized = match address_parts(&typed) {
+        Some((local, domain)) => {
+            let local = stable_form(local, case)?;
+            let domain = domain_to_ascii(domain)?;
+            let joined = format!("{local}@{domain}");
+            if joined.len() > MAX_IDENTIFIER_BYTES {
+                return Err(too_long());
+            }
+            joined
+        }
+        None => stable_form(identifier, case)?,
+    };
     check_normalized(&normalized)?;
     Ok(normalized)
+}
+
+/// An identifier is an address when it has a non-empty local part and a non-empty
+/// domain around its last `@`: `(local part, domain)`.
+fn address_parts(typed: &str) -> Option<(&str, &str)> {
+    let (local, domain) = typed.rsplit_once('@')?;
+    (!local.trim().is_empty() && !domain.trim().is_empty()).then_some((local, domain))
+}
+
+/// The domain of an address as the mail system compares it: UTS #46 (IDNA) processing,
+/// **non-transitional** (`ß`, `ς`, ZWJ and ZWNJ are kept, so `straße.test` and
+/// `strasse.test` stay two domains), to its ASCII (`xn--`) form, lower case. Spaces,
+/// control characters and the URL's forbidden code points (`%#/:<>?@[\]^|`) are
+/// refused; hyphen positions and DNS lengths are not checked here (the mail layer
+/// checks what it sends to). An IDNA error is a `VALIDATION_ERROR` with a fixed message.
+///
+/// ```
+/// use sentri::identity::normalize_address_domain as d;
+/// assert_eq!(d("BÜCHER.test")?, "xn--bcher-kva.test");
+/// assert_eq!(d("xn--bcher-kva.test")?, "xn--bcher-kva.test");
+/// assert_eq!(d("straße.test")?, "xn--strae-oqa.test");
+/// assert_ne!(d("straße.test")?, d("strasse.test")?);
+/// assert!(d("bad domain.test").is_err());
+/// # Ok::<(), sentri::SentriError>(())
+/// ```
+pub fn normalize_address_domain(domain: &str) -> Result<String> {
+    domain_to_ascii(domain)
+}
+
+fn domain_to_ascii(domain: &str) -> Result<String> {
+    use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
+    let ascii = Uts46::new()
+        .to_ascii(
+            domain.as_bytes(),
+            AsciiDenyList::URL,
+            Hyphens::Allow,
+            DnsLength::Ignore,
+        )
+        .map_err(|_| SentriError::validation("the address has an invalid domain"))?;
+    if ascii.is_empty() {
+        return Err(SentriError::validation("the address has an invalid domain"));
+    }
+    Ok(ascii.into_owned())
 }
 
 /// The fixed point of [`map_once`] starting from `input`.
@@ -321,6 +388,93 @@ mod tests {
             n(&"\u{FDFA}".repeat(12)).unwrap_err().message(),
             "identifier is too long"
         );
+    }
+
+    /// Addresses compare as mail does: the local part by the identifier profile, the
+    /// domain through IDNA (UTS #46, non-transitional) to ASCII; no fold merges two
+    /// domains.
+    #[test]
+    fn addresses_compare_as_mail_does() {
+        let same = [
+            ("Bob@Example.COM", "bob@example.com"),
+            ("  bob@example.com ", "bob@example.com"),
+            ("bob@BÜCHER.test", "bob@xn--bcher-kva.test"),
+            ("bob@bücher.test", "bob@xn--bcher-kva.test"),
+            ("bob@xn--bcher-kva.test", "bob@xn--bcher-kva.test"),
+            ("bob@XN--BCHER-KVA.test", "bob@xn--bcher-kva.test"),
+            // Non-transitional: ß stays ß in the domain (and is `ss` in the local part).
+            ("bob@straße.test", "bob@xn--strae-oqa.test"),
+            ("bob@STRASSE.test", "bob@strasse.test"),
+            ("Straße@strasse.test", "strasse@strasse.test"),
+            // Fullwidth letters and at sign (NFKC), in both parts.
+            ("ＢＯＢ＠ＥＸＡＭＰＬＥ.com", "bob@example.com"),
+            // The last `@` separates the domain.
+            ("a@b@Example.com", "a@b@example.com"),
+        ];
+        for (typed, want) in same {
+            let got = n(typed).unwrap_or_else(|e| panic!("{typed:?}: {}", e.message()));
+            assert_eq!(got, want, "{typed:?}");
+            assert_eq!(n(&got).unwrap(), got, "{typed:?} idempotent");
+        }
+        assert_ne!(
+            n("bob@straße.test").unwrap(),
+            n("bob@strasse.test").unwrap()
+        );
+        // Final sigma is kept by non-transitional processing: two domains.
+        assert_ne!(n("x@σοφος.test").unwrap(), n("x@σοφοσ.test").unwrap());
+        assert_eq!(n("x@ΣΟΦΟΣ.test").unwrap(), n("x@σοφοσ.test").unwrap());
+        assert_eq!(
+            n("bob@BÜCHER.test").unwrap(),
+            n("bob@xn--bcher-kva.test").unwrap()
+        );
+        // Case-sensitive identifiers keep the local part's case; the domain is folded.
+        assert_eq!(
+            normalize_identifier("Bob@BÜCHER.test", Sensitive).unwrap(),
+            "Bob@xn--bcher-kva.test"
+        );
+        // Not addresses: no local part or no domain; identifier rules only.
+        assert_eq!(n("@Handle").unwrap(), "@handle");
+        assert_eq!(n("Handle@").unwrap(), "handle@");
+        // IDNA errors: a fixed message, never the input.
+        for bad in [
+            "bob@bad domain.test",
+            "bob@exa%mple.test",
+            "bob@xn--a.test",
+            "bob@exa:mple.test",
+        ] {
+            let err = n(bad).unwrap_err();
+            assert_eq!(err.code().as_str(), "VALIDATION_ERROR", "{bad:?}");
+            assert_eq!(
+                err.message(),
+                "the address has an invalid domain",
+                "{bad:?}"
+            );
+        }
+    }
+
+    /// A migration from the earlier form (the whole address case-folded) rewrites a
+    /// Unicode domain to its ASCII form and refuses when that merges two accounts.
+    #[test]
+    fn plan_moves_unicode_domains_to_ascii() {
+        let plan = plan_renormalization(
+            rows(&[("1", "bob@bücher.test"), ("2", "bob@strasse.test")]),
+            Insensitive,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.changes,
+            vec![(
+                "1".into(),
+                "bob@bücher.test".into(),
+                "bob@xn--bcher-kva.test".into()
+            )]
+        );
+        let err = plan_renormalization(
+            rows(&[("1", "bob@bücher.test"), ("2", "bob@xn--bcher-kva.test")]),
+            Insensitive,
+        )
+        .unwrap_err();
+        assert_eq!(err.groups, vec![vec!["1".to_owned(), "2".to_owned()]]);
     }
 
     fn rows(list: &[(&str, &str)]) -> Vec<(String, String)> {

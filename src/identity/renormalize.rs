@@ -5,9 +5,10 @@ use sea_query_sqlx::SqlxValues;
 use sqlx::Row;
 
 use super::normalize::{
-    IdentifierCase, IdentifierCollision, IdentifierMigrationReport, plan_renormalization,
+    IdentifierCase, IdentifierCollision, IdentifierMigrationReport, normalize_identifier,
+    plan_renormalization,
 };
-use super::schema::{ID, IDENTIFIER, UPDATED_AT, USERS};
+use super::schema::{EMAIL, ID, IDENTIFIER, UPDATED_AT, USERS};
 use crate::core::error::SentriError;
 use crate::db::{Database, db_err, is_unique_violation, now_ms, on_pool};
 
@@ -42,14 +43,16 @@ impl Database {
         if !report.updated.is_empty() {
             tracing::info!(
                 rewritten = report.updated.len(),
-                "sentri: stored identifiers moved to the NFKC_Casefold form"
+                "sentri: stored identifiers moved to the current normal form"
             );
         }
         self.record_applied(component, version).await
     }
 
     /// Rewrites every stored identifier that is not in the normal form of `case` (see
-    /// [`crate::identity::normalize_identifier`]) to that form, in one transaction.
+    /// [`crate::identity::normalize_identifier`]) to that form, in one transaction; the
+    /// stored addresses (`email`) are rewritten to the same form in that transaction (an
+    /// address the profile refuses is left as it is).
     ///
     /// If two users would end up with the same identifier (two stored identifiers that
     /// normalise equal, or one that normalises to another user's), **nothing is changed**
@@ -73,14 +76,28 @@ impl Database {
         &self,
         case: IdentifierCase,
     ) -> Result<IdentifierMigrationReport, SentriError> {
-        let rows = self.user_identifiers().await?;
+        let (rows, emails) = self.user_identifiers().await?;
         let scanned = u64::try_from(rows.len()).unwrap_or(u64::MAX);
         let plan = plan_renormalization(rows, case).map_err(IdentifierCollision::into_error)?;
-        if !plan.changes.is_empty() {
+        // Stored addresses follow their identifiers, so that "verified for the current
+        // address" still holds once both are in the new form.
+        let email_changes: Vec<(String, String, String)> = emails
+            .into_iter()
+            .filter_map(|(id, old)| match normalize_identifier(&old, case) {
+                Ok(new) if new != old => Some((id, old, new)),
+                _ => None,
+            })
+            .collect();
+        if !plan.changes.is_empty() || !email_changes.is_empty() {
             let statements = plan
                 .changes
                 .iter()
                 .map(|(id, old, new)| self.identifier_update(id, old, new))
+                .chain(
+                    email_changes
+                        .iter()
+                        .map(|(id, old, new)| self.email_update(id, old, new)),
+                )
                 .collect();
             self.apply_in_one_transaction(statements).await?;
         }
@@ -97,29 +114,51 @@ impl Database {
         })
     }
 
-    /// Every user's `(id, identifier)`.
-    async fn user_identifiers(&self) -> Result<Vec<(String, String)>, SentriError> {
+    /// Every user's `(id, identifier)`, and `(id, email)` of those with a stored address.
+    async fn user_identifiers(
+        &self,
+    ) -> Result<(Vec<(String, String)>, Vec<(String, String)>), SentriError> {
         let (sql, values) = self.build(
             &Query::select()
-                .columns([ID, IDENTIFIER])
+                .columns([ID, IDENTIFIER, EMAIL])
                 .from(USERS)
                 .to_owned(),
         );
-        self.read(|| async {
-            on_pool!(self, pool => {
-                let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
-                    .fetch_all(pool)
-                    .await
-                    .map_err(db_err)?;
-                rows.iter()
-                    .map(|row| Ok((
-                        row.try_get::<String, _>(ID).map_err(db_err)?,
-                        row.try_get::<String, _>(IDENTIFIER).map_err(db_err)?,
-                    )))
-                    .collect()
+        let rows: Vec<(String, String, Option<String>)> = self
+            .read(|| async {
+                on_pool!(self, pool => {
+                    let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql.clone()), values.clone())
+                        .fetch_all(pool)
+                        .await
+                        .map_err(db_err)?;
+                    rows.iter()
+                        .map(|row| Ok((
+                            row.try_get::<String, _>(ID).map_err(db_err)?,
+                            row.try_get::<String, _>(IDENTIFIER).map_err(db_err)?,
+                            row.try_get::<Option<String>, _>(EMAIL).map_err(db_err)?,
+                        )))
+                        .collect()
+                })
             })
-        })
-        .await
+            .await?;
+        let emails = rows
+            .iter()
+            .filter_map(|(id, _, email)| Some((id.clone(), email.clone()?)))
+            .collect();
+        let identifiers = rows.into_iter().map(|(id, ident, _)| (id, ident)).collect();
+        Ok((identifiers, emails))
+    }
+
+    /// `UPDATE … SET email = new WHERE id = id AND email = old`.
+    fn email_update(&self, id: &str, old: &str, new: &str) -> (String, SqlxValues) {
+        self.build(
+            &Query::update()
+                .table(USERS)
+                .value(EMAIL, new)
+                .and_where(Expr::col(ID).eq(id))
+                .and_where(Expr::col(EMAIL).eq(old))
+                .to_owned(),
+        )
     }
 
     /// `UPDATE … SET identifier = new WHERE id = id AND identifier = old`.

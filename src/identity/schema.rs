@@ -17,8 +17,10 @@ pub(crate) const EMAIL: &str = "email";
 pub(crate) const EMAIL_VERIFIED_AT: &str = "email_verified_at";
 
 /// The data migration that moves stored identifiers to the current normal form (run by
-/// `ServerAuth::migrate`, recorded under this component).
-pub(crate) const IDENTIFIER_FORM: (&str, i64) = ("identity-form", 1);
+/// `ServerAuth::migrate`, recorded under this component). Version 1: NFKC_Casefold;
+/// version 2: the domain of an address through IDNA to its ASCII form (a database that
+/// ran version 1 runs the rewrite once more).
+pub(crate) const IDENTIFIER_FORM: (&str, i64) = ("identity-form", 2);
 
 /// The migrations of the users table.
 pub(crate) const MIGRATIONS: &[Migration] = &[

@@ -36,7 +36,7 @@ use crate::http::csrf::TrustedOrigins;
 use crate::http::transport::Transport;
 use crate::identity::roles::RoleCatalogue;
 use crate::identity::{
-    Identity, LoginInput, ProvisionUser, RegisterInput, Roles, normalize_identifier,
+    IdentifierCase, Identity, LoginInput, ProvisionUser, RegisterInput, Roles, normalize_identifier,
 };
 use crate::keystore::{KeyStore, SigningKeyInfo};
 use crate::password::PasswordHasher;
@@ -46,7 +46,14 @@ use crate::token::{AccessClaims, RefreshClaims, TokenOptions, TokenService};
 
 /// The address a provisioned account gets: the identifier when it is one (an `email`
 /// must then be the same), else the given `email` (checked).
-fn provisioned_address(identifier: &str, email: Option<&str>) -> Result<Option<String>> {
+fn provisioned_address(
+    identifier: &str,
+    email: Option<&str>,
+    case: IdentifierCase,
+) -> Result<Option<String>> {
+    // An address compares as every address does (IDNA domain, see `normalize_identifier`).
+    let email = email.map(|e| normalize_identifier(e, case)).transpose()?;
+    let email = email.as_deref();
     if crate::mail::is_address(identifier) {
         if email.is_some_and(|e| e != identifier) {
             return Err(SentriError::validation(
@@ -584,7 +591,7 @@ impl ServerAuth {
         let address = match email.as_deref() {
             Some(email) => {
                 let identifier = identity.normalize(&input.identifier)?;
-                provisioned_address(&identifier, Some(email))?
+                provisioned_address(&identifier, Some(email), identity.case)?
                     .filter(|address| *address != identifier)
             }
             None => None,
@@ -610,7 +617,7 @@ impl ServerAuth {
         let identity = self.identity();
         let identifier = identity.normalize(&input.identifier)?;
         identity.policy.validate(&input.password)?;
-        let address = provisioned_address(&identifier, input.email.as_deref())?;
+        let address = provisioned_address(&identifier, input.email.as_deref(), identity.case)?;
         let roles = match input.roles.as_slice() {
             [] => identity.default_roles(),
             given => crate::identity::dedupe(given.iter().cloned()),

@@ -645,7 +645,7 @@ async fn a_database_of_the_landed_schema_upgrades_in_place() {
         let expected = [
             ("identity", 1),
             ("identity-email", 1),
-            ("identity-form", 1),
+            ("identity-form", 2),
             ("identity-roles", 1),
             ("session", 1),
             ("session", 2),

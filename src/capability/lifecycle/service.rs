@@ -22,16 +22,13 @@ const HOUR_MS: i64 = 3_600_000;
 
 /// The account's address: the identifier when it is an address, else the stored one.
 pub(super) fn address_of(user: &UserRecord, state: &EmailState) -> Option<String> {
-    if is_address(&user.identifier) {
-        return Some(user.identifier.clone());
-    }
-    state.email.clone()
+    crate::capability::address::address_of(&user.identifier, state)
 }
 
 /// Verified: a verification time is stored *for the current address* (changing the
 /// address therefore asks for a new verification).
 pub(super) fn is_verified(user: &UserRecord, state: &EmailState) -> bool {
-    state.verified_at.is_some() && state.email.is_some() && address_of(user, state) == state.email
+    crate::capability::address::is_verified(&user.identifier, state)
 }
 
 /// `n` decimal digits, uniform (rejection sampling over the system RNG).
@@ -586,7 +583,9 @@ impl LifecycleService {
     /// The account a used sign-up link stands for: created (no password, the default
     /// role, the address verified) unless an account with that identifier exists by
     /// now (another sign-up link or a registration won the race: the link proved the
-    /// address, which is that account's identifier, as a sign-in link would).
+    /// address, which is that account's identifier, as a sign-in link would, with the
+    /// same consequence for an account registered without that proof:
+    /// [`Core::address_proven`]).
     async fn sign_up(&self, address: &str) -> Result<AuthUser> {
         let identity = &self.core.identity;
         let db = &identity.db;
@@ -610,8 +609,12 @@ impl LifecycleService {
                 }
             }
         };
-        db.set_user_email(&user.id, address, Some(self.now()))
-            .await?;
+        if created {
+            db.set_user_email(&user.id, address, Some(self.now()))
+                .await?;
+        } else {
+            self.core.address_proven(&user.id, address).await?;
+        }
         if created {
             // After the address is verified: no verification message follows.
             self.emit(AuthEventKind::Registered, &user.id);
@@ -656,9 +659,26 @@ impl LifecycleService {
         if !self.tokens().consume(&row.id, now).await? {
             return Err(invalid_token());
         }
-        self.mark_verified(&row).await?;
+        self.proven_by_sign_in(&row).await?;
         let user = self.core.identity.get_user(&row.user_id).await?;
         self.core.sign_in(user, meta, FirstFactor::EmailLink).await
+    }
+
+    /// A used sign-in link proved `row.address`, which must still be the account's
+    /// address. The first proof on an account registered without one ends every earlier
+    /// credential and removes the password ([`Core::address_proven`]) before the
+    /// session is opened; a plain verification link (not a sign-in) only marks the
+    /// address verified ([`mark_verified`](Self::mark_verified)).
+    async fn proven_by_sign_in(&self, row: &TokenRow) -> Result<()> {
+        let Some((user, state)) = self.user_and_email(&row.user_id).await? else {
+            return Err(invalid_token());
+        };
+        if address_of(&user, &state).as_deref() != Some(row.address.as_str()) {
+            return Err(invalid_token());
+        }
+        self.core.address_proven(&user.id, &row.address).await?;
+        self.emit(AuthEventKind::EmailVerified, &user.id);
+        Ok(())
     }
 
     /// Runs `work` off the request path; a failure is logged, never answered.

@@ -158,7 +158,9 @@ impl SsoProvider {
         self
     }
 
-    /// Sets whether a verified provider e-mail links to an existing account.
+    /// Sets whether a verified provider e-mail links to an existing account (only to
+    /// one whose own address is verified and equal to it; otherwise the sign-in is 409
+    /// `SSO_LINK_CONFLICT`).
     pub fn link_verified_email(mut self, link: bool) -> Self {
         self.link_verified_email = link;
         self

@@ -339,24 +339,42 @@ impl SsoService {
         self.core.emit(event);
     }
 
-    /// By link; else by verified e-mail (when the provider may link); else a new account
-    /// (when the provider may create one, with its verified e-mail as identifier).
+    /// By link; else by verified e-mail (when the provider may link, and only to an
+    /// account whose own address is verified); else a new account (when the provider
+    /// may create one, with its verified e-mail as identifier, verified).
+    ///
+    /// Signing in by link with the provider's verified e-mail equal to the account's
+    /// unverified address is the first proof of that address
+    /// ([`Core::address_proven`](crate::capability::Core)): what was set up before it
+    /// ends, and the session opened next is the only one.
     async fn resolve_user(&self, p: &SsoProvider, claims: &IdClaims) -> Result<AuthUser> {
         let identity = &self.core.identity;
         let db = &identity.db;
+        // The provider's verified e-mail, compared as addresses are (IDNA domain).
+        let email = claims
+            .verified_email()
+            .map(|e| identity.normalize(e))
+            .transpose()?;
         if let Some(user_id) = db.sso_find_link(&p.name, &claims.sub).await? {
+            if let Some(email) = &email {
+                self.core.address_proven(&user_id, email).await?;
+            }
             return identity.get_user(&user_id).await;
         }
-        let email = claims.verified_email();
         let now = self.core.now_ms();
         if p.link_verified_email
-            && let Some(email) = email
-            && let Some(user) = db
-                .find_user_by_identifier(&identity.normalize(email)?)
-                .await?
+            && let Some(email) = email.as_deref()
+            && let Some(user) = db.find_user_by_identifier(email).await?
         {
+            // Only a verified address is trusted: an account registered with this
+            // address but never proven may be someone else's (pre-hijacking).
+            if self.core.verified_address(&user.id).await?.as_deref() != Some(email) {
+                return Err(link_conflict(
+                    "An account with this e-mail already exists: sign in to it, then link this provider",
+                ));
+            }
             return match db
-                .sso_insert_link(&user.id, &p.name, &claims.sub, Some(email), now)
+                .sso_insert_link(&user.id, &p.name, &claims.sub, claims.email.as_deref(), now)
                 .await
             {
                 Ok(()) => {
@@ -372,12 +390,12 @@ impl SsoService {
         if !p.create_users {
             return Err(not_allowed("No account is linked to this identity"));
         }
-        let Some(email) = email else {
+        let Some(identifier) = email else {
             return Err(not_allowed(
                 "The identity provider did not vouch for an e-mail address: no account can be created",
             ));
         };
-        let identifier = identity.normalize(email)?;
+        let email = claims.verified_email();
         let roles = identity.default_roles();
         let hash = unusable_password_hash();
         let new = NewUser {
@@ -386,7 +404,7 @@ impl SsoService {
             roles: &roles,
         };
         match db
-            .sso_create_linked_user(&new, &p.name, &claims.sub, Some(email), now)
+            .sso_create_linked_user(&new, &p.name, &claims.sub, email, now)
             .await
         {
             Ok(user) => {
@@ -482,10 +500,17 @@ fn check_domain(p: &SsoProvider, claims: &IdClaims) -> Result<()> {
     if p.allowed_domains.is_empty() {
         return Ok(());
     }
+    // Domains compare in their IDNA ASCII form (`bücher.test` is `xn--bcher-kva.test`).
+    let ascii = |d: &str| crate::identity::normalize_address_domain(d).ok();
     let allowed = claims
         .verified_email()
         .and_then(|e| e.rsplit_once('@'))
-        .is_some_and(|(_, domain)| p.allowed_domains.contains(&domain.to_ascii_lowercase()));
+        .and_then(|(_, domain)| ascii(domain))
+        .is_some_and(|domain| {
+            p.allowed_domains
+                .iter()
+                .any(|a| ascii(a).as_deref() == Some(domain.as_str()))
+        });
     if allowed {
         Ok(())
     } else {

@@ -8,7 +8,9 @@ use crate::core::error::SentriError;
 use crate::db::{
     Database, Migration, Step, StepsOutcome, Target, db_err, is_unique_violation, on_pool,
 };
-use crate::identity::schema::{ID as USER_ID_COL, PASSWORD_HASH, UPDATED_AT, USERS};
+use crate::identity::schema::{
+    EMAIL as EMAIL_COL, EMAIL_VERIFIED_AT, ID as USER_ID_COL, PASSWORD_HASH, UPDATED_AT, USERS,
+};
 use crate::identity::{NewUser, UserRecord};
 
 pub(super) const LINKS: &str = "sentri_sso_links";
@@ -329,6 +331,17 @@ impl Database {
         now: i64,
     ) -> Result<UserRecord, SentriError> {
         let (record, mut steps) = self.insert_user(new)?;
+        // The provider vouched for the address that is the new identifier: verified.
+        let verified = Query::update()
+            .table(USERS)
+            .value(EMAIL_COL, new.identifier)
+            .value(EMAIL_VERIFIED_AT, now)
+            .and_where(Expr::col(USER_ID_COL).eq(record.id.as_str()))
+            .to_owned();
+        steps.push(Step {
+            built: self.build(&verified),
+            must_affect: true,
+        });
         steps.push(Step {
             built: self.sso_link_insert(&record.id, provider, subject, email, now)?,
             must_affect: true,

@@ -104,6 +104,7 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
             .path_param("user_id", "The member's user id")
             .err(&[E::MemberNotFound, E::LastOwner, E::NotFound, E::Forbidden])
     };
+    let invitation_created_schema = || object([("invitation", any()), ("token", of(Type::String))]);
     let token_answer = || {
         object([
             ("accessToken", of(Type::String)),
@@ -166,17 +167,17 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
         in_ws(
             Method::Post,
             "/workspaces/{id}/members",
-            "Add an account as a member (managers)",
+            "Invite an address to become a member (managers)",
+        )
+        .describe(
+            "An invitation to the identifier, which must be an address: the same answer \
+             whether an account holds it, and no one joins before accepting it with that \
+             address verified. The token is in the answer only when no mailer is configured.",
         )
         .body::<AddMemberBody>()
-        .ok_data(201, "Member added", object([("member", member())]))
-        .err(&[E::ReauthRequired, E::TwoFactorRequired])
-        .err(&[
-            E::InvalidRole,
-            E::Forbidden,
-            E::UserNotFound,
-            E::AlreadyMember,
-        ]),
+        .ok_data(201, "Invitation created", invitation_created_schema())
+        .err(&[E::InvalidRole, E::Forbidden])
+        .err(&[E::ReauthRequired, E::TwoFactorRequired]),
         member_path(Method::Patch, "Change a member's roles or status")
             .body::<UpdateMemberBody>()
             .ok_data(200, "Member updated", object([("member", member())]))
@@ -210,11 +211,7 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
         )
         .describe("The token is in the answer only when no mailer is configured.")
         .body::<InviteBody>()
-        .ok_data(
-            201,
-            "Invitation created",
-            object([("invitation", any()), ("token", of(Type::String))]),
-        )
+        .ok_data(201, "Invitation created", invitation_created_schema())
         .err(&[E::InvalidRole, E::Forbidden])
         .err(&[E::ReauthRequired, E::TwoFactorRequired]),
         in_ws(
@@ -240,6 +237,10 @@ pub(super) fn openapi(doc: &crate::http::openapi::ApiDoc) -> utoipa::openapi::Op
             Method::Post,
             "/workspaces/invitations/accept",
             "Accept an invitation as the invited address",
+        )
+        .describe(
+            "The caller's verified address (the identifier when it is an address) must be \
+             the invitation's; the workspace's other pending invitations to it are revoked.",
         )
         .body::<AcceptBody>()
         .ok_data(
@@ -443,14 +444,22 @@ async fn add_member(
     JsonBody(b): JsonBody<AddMemberBody>,
 ) -> Result<Response> {
     s.check_grant(&b.roles, assurance.as_ref())?;
-    let m = s
+    let (inv, token) = s
         .add_member(&id_of(path)?, &me.user.id, &b.identifier, b.roles)
         .await?;
-    Ok(success(
-        StatusCode::CREATED,
-        "Member added",
-        json!({ "member": member_view(&m) }),
-    ))
+    Ok(invitation_created(&inv, token))
+}
+
+/// `201 {invitation, token?}`: the answer of an invitation, and of a member added by
+/// identifier (the same whether an account holds that address).
+fn invitation_created(inv: &InvitationRecord, token: Option<String>) -> Response {
+    let mut data = json!({ "invitation": invitation_view(inv) });
+    if let Some(token) = token {
+        data["token"] = Value::String(token);
+    }
+    let mut res = success(StatusCode::CREATED, "Invitation created", data);
+    crate::http::no_store(res.headers_mut());
+    res
 }
 
 #[derive(Deserialize)]
@@ -535,13 +544,7 @@ async fn invite(
     let (inv, token) = s
         .invite(&id_of(path)?, &me.user.id, &b.address, b.roles)
         .await?;
-    let mut data = json!({ "invitation": invitation_view(&inv) });
-    if let Some(token) = token {
-        data["token"] = Value::String(token);
-    }
-    let mut res = success(StatusCode::CREATED, "Invitation created", data);
-    crate::http::no_store(res.headers_mut());
-    Ok(res)
+    Ok(invitation_created(&inv, token))
 }
 
 async fn invitations(

@@ -353,40 +353,18 @@ impl WorkspaceService {
         self.store.members(&scope, after, limit).await
     }
 
-    /// Adds an existing account as an active member (managers; granting the owner role
-    /// needs an owner).
+    /// "Adds" a member by identifier (managers; granting the owner role needs an
+    /// owner): an invitation to that address, exactly as [`invite`](Self::invite). No
+    /// account is looked up, so the answer is the same whether one exists, and no one
+    /// joins without accepting with that address verified as theirs.
     pub(super) async fn add_member(
         &self,
         id: &str,
         caller: &str,
         identifier: &str,
         roles: Vec<String>,
-    ) -> Result<MemberRecord> {
-        let roles = self.check_roles(roles)?;
-        let (scope, me) = self.manage(id, caller).await?;
-        self.check_owner_grant(&me, &[], &roles)?;
-        let normalized = self.core.identity.normalize(identifier)?;
-        let target = self
-            .core
-            .identity
-            .db
-            .find_user_by_identifier(&normalized)
-            .await?
-            .ok_or_else(SentriError::user_not_found)?;
-        self.store
-            .add_member(
-                &scope,
-                &self.state(&target.id, &roles, MemberStatus::Active),
-                self.now(),
-            )
-            .await?;
-        self.changed(id, &target.id).await;
-        let event = self.emit(AuthEventKind::MemberAdded, id, Some(&target.id));
-        self.core.emit(event.role(roles.join(",")));
-        self.store
-            .member(&scope, &target.id)
-            .await?
-            .ok_or_else(member_not_found)
+    ) -> Result<(InvitationRecord, Option<String>)> {
+        self.invite(id, caller, identifier, roles).await
     }
 
     /// Only an owner may grant or take away the owner role.
@@ -454,8 +432,9 @@ impl WorkspaceService {
         if !is_id(target) {
             return Err(member_not_found());
         }
+        let addresses = self.addresses_of(target).await?;
         let (old, _) = self
-            .change(&scope, target, |old| {
+            .change_voiding(&scope, target, &addresses, |old| {
                 if caller != target && self.owns(&old.roles) && !self.owns(&me.roles) {
                     return Err(SentriError::forbidden("Only an owner can remove an owner"));
                 }
@@ -477,6 +456,32 @@ impl WorkspaceService {
     where
         F: Fn(&MemberRecord) -> Result<Option<(Vec<String>, MemberStatus)>>,
     {
+        self.change_voiding(scope, target, &[], decide).await
+    }
+
+    /// The addresses a member could be invited by: the identifier and the stored
+    /// address (each as stored), so that a removal voids their pending invitations.
+    async fn addresses_of(&self, user: &str) -> Result<Vec<String>> {
+        let db = &self.core.identity.db;
+        let Some(u) = db.find_user_by_id(user).await? else {
+            return Ok(Vec::new());
+        };
+        let email = db.user_email(user).await?.and_then(|s| s.email);
+        Ok(dedupe(std::iter::once(u.identifier).chain(email).collect()))
+    }
+
+    /// [`change`](Self::change); a removal also revokes the workspace's pending
+    /// invitations to `addresses` in the same transaction.
+    async fn change_voiding<F>(
+        &self,
+        scope: &Scope,
+        target: &str,
+        addresses: &[String],
+        decide: F,
+    ) -> Result<(MemberRecord, Option<MemberRecord>)>
+    where
+        F: Fn(&MemberRecord) -> Result<Option<(Vec<String>, MemberStatus)>>,
+    {
         for _ in 0..CHANGE_TRIES {
             let old = self
                 .store
@@ -490,7 +495,14 @@ impl WorkspaceService {
             let now = self.now();
             match self
                 .store
-                .change_member(scope, &old, new.as_ref(), &self.settings.owner, now)
+                .change_member(
+                    scope,
+                    &old,
+                    new.as_ref(),
+                    &self.settings.owner,
+                    now,
+                    addresses,
+                )
                 .await?
             {
                 Change::Done => {
@@ -602,11 +614,13 @@ impl WorkspaceService {
         roles: Vec<String>,
     ) -> Result<(InvitationRecord, Option<String>)> {
         let roles = self.check_roles(roles)?;
+        let (scope, me) = self.manage(id, caller).await?;
+        // Compared as mail compares addresses (IDNA domain), and one that can be mailed.
         let address = self.core.identity.normalize(address)?;
         if address.len() > super::store::MAX_ADDRESS_BYTES {
             return Err(SentriError::validation("address is too long"));
         }
-        let (scope, me) = self.manage(id, caller).await?;
+        crate::mail::validate_address(&address)?;
         self.check_owner_grant(&me, &[], &roles)?;
         let token = random_token(32);
         let now = self.now();
@@ -623,19 +637,7 @@ impl WorkspaceService {
             accepted_at: None,
             revoked_at: None,
         };
-        let existing = self
-            .core
-            .identity
-            .db
-            .find_user_by_identifier(&address)
-            .await?;
-        let invited = existing
-            .as_ref()
-            .map(|u| self.state(&u.id, &roles, MemberStatus::Invited));
-        self.store.invite(&scope, &inv, invited.as_ref()).await?;
-        if let Some(u) = &existing {
-            self.changed(id, &u.id).await;
-        }
+        self.store.invite(&scope, &inv).await?;
         self.core
             .emit(self.emit(AuthEventKind::InvitationCreated, id, Some(caller)));
         match &self.settings.mail {
@@ -715,9 +717,10 @@ impl WorkspaceService {
         Ok(())
     }
 
-    /// Accepts an invitation as the signed-in `user`, whose identifier (or verified
-    /// address) must be the invited address. Once only: a used, revoked or expired
-    /// token is `INVITATION_INVALID`.
+    /// Accepts an invitation as the signed-in `user`, whose **verified** address (the
+    /// identifier when it is an address, else the stored one) must be the invited
+    /// address. Once only: a used, revoked or expired token is `INVITATION_INVALID`;
+    /// accepting revokes the workspace's other pending invitations to that address.
     pub(super) async fn accept(&self, user: &AuthUser, token: &str) -> Result<WorkspaceRecord> {
         let invalid = || {
             SentriError::new(
@@ -735,12 +738,20 @@ impl WorkspaceService {
             .await?
             .filter(|i| i.accepted_at.is_none() && i.revoked_at.is_none() && i.expires_at > now)
             .ok_or_else(invalid)?;
-        if !self.is_address_of(user, &inv.address).await? {
+        // The stored address in today's form (an invitation stored before the IDNA
+        // rule may hold a Unicode domain), and both forms for voiding its siblings.
+        let address = self
+            .core
+            .identity
+            .normalize(&inv.address)
+            .unwrap_or_else(|_| inv.address.clone());
+        if self.core.verified_address(&user.id).await?.as_deref() != Some(address.as_str()) {
             return Err(SentriError::new(
                 ErrorCode::InvitationAddressMismatch,
-                "This invitation is for another address",
+                "This invitation is for another address, or yours is not verified",
             ));
         }
+        let addresses = dedupe(vec![address, inv.address.clone()]);
         let scope = Scope::of(&inv.workspace_id);
         let existing = self.store.member(&scope, &user.id).await?;
         let promote = match existing.map(|m| m.status) {
@@ -756,7 +767,7 @@ impl WorkspaceService {
         let state = self.state(&user.id, &inv.roles, MemberStatus::Active);
         if !self
             .store
-            .accept(&scope, &inv, &state, promote, now)
+            .accept(&scope, &inv, &state, promote, now, &addresses)
             .await?
         {
             return Err(invalid());
@@ -771,15 +782,6 @@ impl WorkspaceService {
             .workspace(&inv.workspace_id)
             .await?
             .ok_or_else(not_found)
-    }
-
-    /// `true` when `address` is `user`'s identifier or verified address.
-    async fn is_address_of(&self, user: &AuthUser, address: &str) -> Result<bool> {
-        if user.identifier == address {
-            return Ok(true);
-        }
-        let state = self.core.identity.db.user_email(&user.id).await?;
-        Ok(state.is_some_and(|s| s.verified_at.is_some() && s.email.as_deref() == Some(address)))
     }
 
     // ---- provisioning ------------------------------------------------------------------

@@ -649,6 +649,9 @@ impl Store {
     /// Changes membership `old` to `new` (`None`: deletes it), refusing to leave the
     /// workspace without an active owner: the workspace row is locked first, and when
     /// `old` is an active owner that `new` is not, another active owner must exist.
+    ///
+    /// A removal (`new` is `None`) also revokes, in the same transaction, every pending
+    /// invitation of the workspace to one of `addresses` (the removed member's).
     pub(super) async fn change_member(
         &self,
         scope: &Scope,
@@ -656,6 +659,7 @@ impl Store {
         new: Option<&MemberState<'_>>,
         owner: &str,
         now: i64,
+        addresses: &[String],
     ) -> Result<Change> {
         let loses_owner = old.is_active_owner(owner)
             && !new.is_some_and(|n| n.owner && n.status == MemberStatus::Active);
@@ -687,15 +691,18 @@ impl Store {
         if loses_owner {
             steps.push(self.another_owner(scope, &old.user_id, now));
         }
+        let write_at = steps.len();
         steps.push(Step {
             built: write,
             must_affect: true,
         });
-        let last = steps.len() - 1;
+        if new.is_none() && !addresses.is_empty() {
+            steps.push(self.void_invitations(scope, addresses, now));
+        }
         Ok(match self.db.steps(&steps, db_err).await? {
             StepsOutcome::Committed => Change::Done,
             StepsOutcome::StoppedAt(0) => Change::NoWorkspace,
-            StepsOutcome::StoppedAt(n) if n == last => Change::Moved,
+            StepsOutcome::StoppedAt(n) if n == write_at => Change::Moved,
             StepsOutcome::StoppedAt(_) => Change::LastOwner,
         })
     }
@@ -720,14 +727,9 @@ impl Store {
             .to_owned()
     }
 
-    /// Stores an invitation (and, for an address that names an account, its `invited`
-    /// membership unless it has one).
-    pub(super) async fn invite(
-        &self,
-        scope: &Scope,
-        inv: &InvitationRecord,
-        invited: Option<&MemberState<'_>>,
-    ) -> Result<()> {
+    /// Stores an invitation. No membership row is made before it is accepted (an
+    /// `invited` row would tell who holds the address, verified or not).
+    pub(super) async fn invite(&self, scope: &Scope, inv: &InvitationRecord) -> Result<()> {
         let insert = Query::insert()
             .into_table(INVITATIONS)
             .columns([
@@ -753,13 +755,6 @@ impl Store {
             .map_err(SentriError::internal)?
             .to_owned();
         self.db.exec_with(self.db.build(&insert), db_err).await?;
-        if let Some(member) = invited {
-            match self.add_member(scope, member, inv.created_at).await {
-                Ok(()) => {}
-                Err(e) if e.is(&ErrorCode::AlreadyMember) => {}
-                Err(e) => return Err(e),
-            }
-        }
         Ok(())
     }
 
@@ -796,6 +791,24 @@ impl Store {
             .and_where(Expr::col(TOKEN_HASH).eq(hash))
             .to_owned();
         self.db.fetch_first(&stmt).await
+    }
+
+    /// Revokes every pending invitation of the workspace to one of `addresses` (may
+    /// affect none): the step that voids the siblings of an accepted invitation, and
+    /// the invitations of a removed member.
+    fn void_invitations(&self, scope: &Scope, addresses: &[String], now: i64) -> Step {
+        let stmt = Query::update()
+            .table(INVITATIONS)
+            .value(REVOKED_AT, now)
+            .and_where(Expr::col(WORKSPACE_ID).eq(scope.id()))
+            .and_where(Expr::col(ADDRESS).is_in(addresses.iter().map(String::as_str)))
+            .and_where(Expr::col(ACCEPTED_AT).is_null())
+            .and_where(Expr::col(REVOKED_AT).is_null())
+            .to_owned();
+        Step {
+            built: self.db.build(&stmt),
+            must_affect: false,
+        }
     }
 
     /// Revokes a pending invitation and deletes the `invited` membership it made.
@@ -837,6 +850,11 @@ impl Store {
     /// while pending and unexpired, in the same transaction that makes the membership
     /// active (an `invited` row is promoted, else one is inserted). `false`: it was used,
     /// revoked or expired meanwhile.
+    ///
+    /// Every other pending invitation of the workspace to one of `addresses` (the
+    /// invitation's address, in each stored form) is revoked in that transaction: one
+    /// address joins once, and a sibling invitation cannot bring a member back after a
+    /// removal.
     pub(super) async fn accept(
         &self,
         scope: &Scope,
@@ -844,6 +862,7 @@ impl Store {
         member: &MemberState<'_>,
         promote: bool,
         now: i64,
+        addresses: &[String],
     ) -> Result<bool> {
         let consume = Query::update()
             .table(INVITATIONS)
@@ -881,6 +900,7 @@ impl Store {
                 must_affect: true,
             },
             join,
+            self.void_invitations(scope, addresses, now),
         ];
         let outcome = self
             .db

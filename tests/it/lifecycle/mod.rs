@@ -11,6 +11,8 @@ mod flows;
 mod signup;
 mod transport;
 mod uniform;
+#[cfg(feature = "api-keys")]
+mod verified;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -5,6 +5,8 @@
 
 mod idp;
 mod interop;
+#[cfg(feature = "api-keys")]
+mod verified;
 
 use std::sync::Arc;
 
@@ -241,7 +243,26 @@ async fn verified_email_links_only_when_allowed_and_unverified_never() {
         no_session(&r);
         assert_eq!(t.db.count_users().await.unwrap(), 1);
         assert!(links(&app, &alice).await.is_empty(), "{}", t.name);
-        // Linking on and verified: the existing account.
+        // Linking on and verified, but the account's own address is not: refused,
+        // never landing in an account whose address nobody proved.
+        let r = sign_in(&app, &idp, "trusted", "a-2", "ALICE@example.com", true).await;
+        expect(
+            &r,
+            StatusCode::CONFLICT,
+            "SSO_LINK_CONFLICT",
+            "unverified account",
+        );
+        no_session(&r);
+        assert!(links(&app, &alice).await.is_empty(), "{}", t.name);
+        // Once the account's address is verified: the existing account.
+        let user =
+            t.db.find_user_by_identifier("alice@example.com")
+                .await
+                .unwrap()
+                .unwrap();
+        t.db.set_user_email(&user.id, "alice@example.com", Some(1))
+            .await
+            .unwrap();
         let r = sign_in(&app, &idp, "trusted", "a-2", "ALICE@example.com", true).await;
         let id = signed_in_user(&app, &r).await;
         let me = profile_with(&app, &alice).await;

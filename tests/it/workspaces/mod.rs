@@ -7,6 +7,7 @@ mod isolation;
 #[cfg(feature = "postgres")]
 mod rls;
 mod rules;
+mod verified;
 
 use std::time::Duration;
 
@@ -61,12 +62,23 @@ pub struct Member {
     pub refresh: String,
 }
 
-/// Provisions `name` and signs in.
+/// The verified address of the account `name` made by [`member`]: the identifier when
+/// it is an address, else `name@example.test`.
+pub fn address_of(name: &str) -> String {
+    if name.contains('@') {
+        name.to_owned()
+    } else {
+        format!("{name}@example.test")
+    }
+}
+
+/// Provisions `name` with a verified address ([`address_of`]) and signs in.
 pub async fn member(auth: &ServerAuth, app: &Router, name: &str) -> Member {
-    let user = auth
-        .provision_user(ProvisionUser::new(name, PW))
-        .await
-        .unwrap();
+    let mut input = ProvisionUser::new(name, PW).mark_email_verified(true);
+    if !name.contains('@') {
+        input = input.email(address_of(name));
+    }
+    let user = auth.provision_user(input).await.unwrap();
     let r = login(app, name, PW).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     Member {
@@ -97,9 +109,10 @@ pub async fn workspace(app: &Router, owner: &Member, name: &str) -> String {
         .to_owned()
 }
 
-/// Adds `who` to workspace `ws` (as `by`) with `roles`.
+/// Adds `who` (made by [`member`]) to workspace `ws` with `roles`: `by` adds the member
+/// by address (an invitation), `who` signs in and accepts it.
 pub async fn add(app: &Router, by: &Member, ws: &str, who: &str, roles: &[&str]) {
-    let body = json!({ "identifier": who, "roles": roles });
+    let body = json!({ "identifier": address_of(who), "roles": roles });
     let r = api(
         app,
         &by.token,
@@ -109,6 +122,21 @@ pub async fn add(app: &Router, by: &Member, ws: &str, who: &str, roles: &[&str])
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let token = r.body["data"]["token"]
+        .as_str()
+        .expect("no mailer: the token");
+    let r = login(app, who, PW).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let access = r.body["data"]["accessToken"].as_str().unwrap();
+    let r = api(
+        app,
+        access,
+        Method::POST,
+        "/workspaces/invitations/accept",
+        Some(json!({ "token": token })),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
 }
 
 /// An access token of `m`'s session switched to `ws`.
