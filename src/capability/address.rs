@@ -15,24 +15,26 @@ use crate::identity::schema::{
 use crate::identity::{EmailState, unusable_password_hash};
 use crate::mail::is_address;
 
-/// The account's address: its identifier when that is an address, else the stored one.
-pub(crate) fn address_of(identifier: &str, state: &EmailState) -> Option<String> {
-    if is_address(identifier) {
-        return Some(identifier.to_owned());
-    }
-    state.email.clone()
-}
-
-/// Verified: a verification time is stored *for the current address* (changing the
-/// address therefore asks for a new verification).
-pub(crate) fn is_verified(identifier: &str, state: &EmailState) -> bool {
-    state.verified_at.is_some()
-        && state.email.is_some()
-        && address_of(identifier, state) == state.email
-}
-
 impl Core {
-    /// The account's address when it is verified (see [`is_verified`]); `None` for an
+    /// The account's address: its identifier when that is an address, else the stored
+    /// one. (An associated function of `Core` so that capabilities reach it without
+    /// importing this module.)
+    pub(crate) fn address_of(identifier: &str, state: &EmailState) -> Option<String> {
+        if is_address(identifier) {
+            return Some(identifier.to_owned());
+        }
+        state.email.clone()
+    }
+
+    /// Verified: a verification time is stored *for the current address* (changing the
+    /// address therefore asks for a new verification).
+    pub(crate) fn is_verified(identifier: &str, state: &EmailState) -> bool {
+        state.verified_at.is_some()
+            && state.email.is_some()
+            && Self::address_of(identifier, state) == state.email
+    }
+
+    /// The account's address when it is verified (see [`Core::is_verified`]); `None` for an
     /// unknown user, an account without an address or with an unverified one.
     pub(crate) async fn verified_address(&self, user_id: &str) -> Result<Option<String>> {
         let db = &self.identity.db;
@@ -40,8 +42,8 @@ impl Core {
             return Ok(None);
         };
         let state = db.user_email(user_id).await?.unwrap_or_default();
-        Ok(is_verified(&user.identifier, &state)
-            .then(|| address_of(&user.identifier, &state))
+        Ok(Self::is_verified(&user.identifier, &state)
+            .then(|| Self::address_of(&user.identifier, &state))
             .flatten())
     }
 
@@ -62,7 +64,7 @@ impl Core {
             return Ok(false);
         };
         let state = db.user_email(user_id).await?.unwrap_or_default();
-        if address_of(&user.identifier, &state).as_deref() != Some(address) {
+        if Self::address_of(&user.identifier, &state).as_deref() != Some(address) {
             return Ok(false);
         }
         let now = self.now_ms();

@@ -46,11 +46,11 @@ async fn server(db: Database, redis: Option<&str>) -> (ServerAuth, Router) {
         .route(
             "/api/me",
             get(|u: CurrentUser| async move { axum::Json(json!({ "roles": u.user.roles })) })
-                .route_layer(auth.protect()),
+                .route_layer(auth.protect().admit_credentials()),
         )
         .route(
             "/api/admin",
-            get(|| async { "admin" }).route_layer(auth.authorize(["admin"])),
+            get(|| async { "admin" }).route_layer(auth.authorize(["admin"]).admit_credentials()),
         )
         .layer(auth.error_handler());
     (auth, app)

@@ -22,13 +22,13 @@ const HOUR_MS: i64 = 3_600_000;
 
 /// The account's address: the identifier when it is an address, else the stored one.
 pub(super) fn address_of(user: &UserRecord, state: &EmailState) -> Option<String> {
-    crate::capability::address::address_of(&user.identifier, state)
+    Core::address_of(&user.identifier, state)
 }
 
 /// Verified: a verification time is stored *for the current address* (changing the
 /// address therefore asks for a new verification).
 pub(super) fn is_verified(user: &UserRecord, state: &EmailState) -> bool {
-    crate::capability::address::is_verified(&user.identifier, state)
+    Core::is_verified(&user.identifier, state)
 }
 
 /// `n` decimal digits, uniform (rejection sampling over the system RNG).
@@ -359,10 +359,10 @@ impl LifecycleService {
         }
         let identifier = self.check_identifier(identifier)?;
         let now = self.now();
-        // The same statements whatever the account: an unknown identifier, an account
-        // without a live code and one with a code all read the user, read the newest
-        // code and spend an attempt (of no row, for an id no row has), so the answer
-        // takes the same time and tells nothing about the account.
+        // The same work whatever the account: an unknown identifier, an account without
+        // a live code and one with a code all read the user, read the newest code and
+        // write one attempt (of the code, else of a decoy row), so the answer takes the
+        // same time and tells nothing about the account.
         let user = self
             .core
             .identity
@@ -373,9 +373,23 @@ impl LifecycleService {
         let tokens = self.tokens();
         let row = tokens.newest_live(Purpose::Verify, user_id, now).await?;
         let row_id = row.as_ref().map_or(NO_ROW, |r| r.id.as_str());
-        let spent = tokens
-            .spend_attempt(row_id, self.config.max_code_attempts, now)
-            .await?;
+        let spent = match &row {
+            Some(r) => {
+                tokens
+                    .spend_attempt(&r.id, self.config.max_code_attempts, now)
+                    .await?
+            }
+            None => false,
+        };
+        if !spent {
+            // No live code, or its attempts are spent: write a decoy attempt instead.
+            let slot = sha256_hex(&identifier)
+                .as_bytes()
+                .first()
+                .copied()
+                .unwrap_or(0);
+            tokens.spend_decoy(slot).await?;
+        }
         let presented = code_hash(row_id, code);
         let expected = row.as_ref().map_or(NO_ROW, |r| r.token_hash.as_str());
         let matches = secrets_equal(presented.as_bytes(), expected.as_bytes());

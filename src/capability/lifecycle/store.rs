@@ -29,6 +29,13 @@ const COLUMNS: [&str; 9] = [
 /// bound to the address, not to a user.
 pub(super) const SIGNUPS: &str = "sentri_lifecycle_signups";
 
+/// Rows that a code check of an account without a live code spends an attempt of, so
+/// that every check writes one row: a known address answers in the time of an unknown
+/// one (component `lifecycle` version 3).
+const DECOYS: &str = "sentri_lifecycle_decoys";
+/// How many decoy rows (spread so that concurrent checks do not queue on one row).
+pub(super) const DECOY_ROWS: u8 = 16;
+
 /// The migrations of the lifecycle capability.
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -40,6 +47,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         component: "lifecycle",
         version: 2,
         up: signups_table,
+    },
+    Migration {
+        component: "lifecycle",
+        version: 3,
+        up: decoys_table,
     },
 ];
 
@@ -59,6 +71,25 @@ fn signups_table(target: Target) -> Vec<String> {
         .col(ColumnDef::new(CREATED_AT).big_integer().not_null())
         .col(ColumnDef::new(USED_AT).big_integer().null());
     target.create_table(table.to_owned(), vec![Target::index(SIGNUPS, EXPIRES_AT)])
+}
+
+fn decoys_table(target: Target) -> Vec<String> {
+    let mut table = Table::create();
+    table
+        .table(DECOYS)
+        .col(ColumnDef::new(ID).integer().not_null().primary_key())
+        .col(ColumnDef::new(ATTEMPTS).big_integer().not_null());
+    let mut out = target.create_table(table.to_owned(), Vec::new());
+    // Emptied first, so that a step re-run after a partial failure (MySQL commits each
+    // DDL statement) inserts the rows once.
+    out.push(target.query(&Query::delete().from_table(DECOYS).to_owned()));
+    let mut insert = Query::insert();
+    insert.into_table(DECOYS).columns([ID, ATTEMPTS]);
+    for slot in 0..DECOY_ROWS {
+        insert.values_panic([Expr::val(i32::from(slot)), Expr::val(0i64)]);
+    }
+    out.push(target.query(&insert));
+    out
 }
 
 fn tokens_table(target: Target) -> Vec<String> {
@@ -328,6 +359,17 @@ impl Tokens<'_> {
             .and_where(Expr::col(ATTEMPTS).lt(i64::from(max)))
             .to_owned();
         self.0.exec_retrying(self.0.build(&stmt)).await
+    }
+
+    /// Spends an attempt of decoy row `slot` (a code check that found no live code):
+    /// one row written, as a real attempt writes one.
+    pub(super) async fn spend_decoy(&self, slot: u8) -> Result<()> {
+        let stmt = Query::update()
+            .table(DECOYS)
+            .value(ATTEMPTS, Expr::col(ATTEMPTS).add(1))
+            .and_where(Expr::col(ID).eq(i32::from(slot % DECOY_ROWS)))
+            .to_owned();
+        self.0.exec_retrying(self.0.build(&stmt)).await.map(|_| ())
     }
 
     /// Uses a live token: `true` for exactly one caller, whatever the concurrency.

@@ -39,9 +39,7 @@ use axum::http::StatusCode;
 pub use service::{Enrolment, TwoFactorService};
 pub use totp::totp_code;
 
-use super::{
-    Capability, Core, CredentialReset, FirstFactor, LoginStep, ReauthFactor, StepOutcome,
-};
+use super::{Capability, Core, CredentialReset, FirstFactor, LoginStep, ReauthFactor, StepOutcome};
 use crate::core::BoxFuture;
 use crate::core::error::Result;
 use crate::core::principal::{AuthUser, SessionMeta};

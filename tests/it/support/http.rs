@@ -101,10 +101,13 @@ pub fn app(auth: &ServerAuth) -> Router {
     });
     Router::new()
         .nest("/auth", auth.router())
+        // The app opts its profile route in to capability credentials (API keys), so the
+        // suites can check a key is alive or dead through it; sentri's own routes admit
+        // sessions only (`boundaries::matrix`).
         .route(
             "/api/profile",
             get(|u: CurrentUser| async move { axum::Json(json!({ "user": u.user })) })
-                .route_layer(auth.protect()),
+                .route_layer(auth.protect().admit_credentials()),
         )
         .route(
             "/api/admin",
