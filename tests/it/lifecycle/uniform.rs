@@ -36,7 +36,7 @@ const NOISE_SHARE: f64 = 0.25;
 /// shows in every one (the per-account work done on the request path costs several
 /// times the bound), while other tests of the same binary loading the two cores can
 /// push a single measurement over it.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// One keep-alive HTTP/1.1 connection.
 struct Conn {

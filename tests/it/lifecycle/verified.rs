@@ -143,3 +143,80 @@ async fn a_verification_link_keeps_the_credentials() {
         t.cleanup().await;
     }
 }
+
+/// A second factor the registrant enrolled before the address was proven does not
+/// survive the proof: the owner's first sign-in by link opens a session (no challenge
+/// from the registrant's authenticator) and the account has no device or backup code.
+#[tokio::test]
+async fn a_second_factor_set_up_before_the_proof_ends_with_it() {
+    use sentri::capability::two_factor::{TwoFactor, totp_code};
+    use sentri::clock::Clock;
+    let Some((url, maildir)) = smtp("verified::prehijack_2fa") else {
+        return;
+    };
+    for t in databases("verified::prehijack_2fa").await {
+        let n = t.name;
+        let config = lifecycle(&url).email_verification(false);
+        let sealer = sentri::core::seal::Sealer::new("k1", [7; 32]).unwrap();
+        let e = env_with(&t, config, &maildir, |c| c.with(TwoFactor::new(sealer))).await;
+        let victim = address();
+        // The registrant (not the address's owner) signs in and enrols a TOTP device.
+        e.register(&victim).await;
+        let r = e
+            .post(
+                "/login",
+                json!({"identifier": victim, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{n}: {:?}", r.body);
+        let h = bearer(r.body["data"]["accessToken"].as_str().unwrap());
+        let r = call(
+            &e.app,
+            Method::POST,
+            "/auth/2fa/totp/enroll",
+            &[("authorization", &h)],
+            Some(json!({"password": PASSWORD, "name": "theirs"})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{n}: {:?}", r.body);
+        let device = r.body["data"]["deviceId"].as_str().unwrap().to_owned();
+        let secret = r.body["data"]["secret"].as_str().unwrap().to_owned();
+        let now = u64::try_from(e.clock.now_ms() / 1000).unwrap();
+        let r = call(
+            &e.app,
+            Method::POST,
+            "/auth/2fa/totp/confirm",
+            &[("authorization", &h)],
+            Some(json!({"deviceId": device, "code": totp_code(&secret, now).unwrap()})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{n}: {:?}", r.body);
+        // The owner signs in by link: a session, not the registrant's challenge.
+        let r = e
+            .post("/magic-link/request", json!({"identifier": victim}))
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{n}");
+        let token = token_in(&e.mail(&victim, 1).await);
+        let r = e.post("/magic-link/consume", json!({"token": token})).await;
+        assert_eq!(r.status, StatusCode::OK, "{n}: {:?}", r.body);
+        assert_eq!(
+            r.body["data"]["twoFactorRequired"],
+            serde_json::Value::Null,
+            "{n}"
+        );
+        let mine = bearer(r.body["data"]["accessToken"].as_str().unwrap());
+        let r = call(
+            &e.app,
+            Method::GET,
+            "/auth/2fa",
+            &[("authorization", &mine)],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{n}: {:?}", r.body);
+        assert_eq!(r.body["data"]["enabled"], false, "{n}: {:?}", r.body);
+        assert_eq!(r.body["data"]["devices"], json!([]), "{n}");
+        assert_eq!(r.body["data"]["backupCodesRemaining"], 0, "{n}");
+        t.cleanup().await;
+    }
+}
