@@ -244,19 +244,11 @@ impl Sessions {
         {
             return Err(SentriError::token_invalid("Session has been revoked"));
         }
-        let (user, av) = self
-            .db
-            .stamped_user(user)
-            .await?
-            .ok_or_else(SentriError::user_not_found)?;
-        let binding = self.db.family_binding(sid).await?;
         // The workspace asked for, even if a removal unbound the family meanwhile: the
         // tenant guard refuses such a token (membership), it never widens anything.
-        let grant = AccessGrant {
-            workspace: workspace.map(str::to_owned),
-            ..grant_of(binding, av)
-        };
-        self.tokens.sign_access_granted(&user, sid, &grant)
+        let workspace = workspace.map(str::to_owned);
+        self.sign_for_family(sid, user, |grant| AccessGrant { workspace, ..grant })
+            .await
     }
 
     /// Records a re-authentication of the live session `sid` of `user`: the family's
@@ -278,16 +270,28 @@ impl Sessions {
         {
             return Err(SentriError::token_invalid("Session has been revoked"));
         }
+        self.sign_for_family(sid, user, |grant| AccessGrant {
+            assurance: Some(assurance),
+            ..grant
+        })
+        .await
+    }
+
+    /// Signs an access token of family `sid` for `user` (its roles and authorization
+    /// version read now) with what the family grants, as `adjust` changes it.
+    async fn sign_for_family(
+        &self,
+        sid: &str,
+        user: &str,
+        adjust: impl FnOnce(AccessGrant) -> AccessGrant,
+    ) -> Result<(String, AccessClaims)> {
         let (user, av) = self
             .db
             .stamped_user(user)
             .await?
             .ok_or_else(SentriError::user_not_found)?;
         let binding = self.db.family_binding(sid).await?;
-        let grant = AccessGrant {
-            assurance: Some(assurance),
-            ..grant_of(binding, av)
-        };
+        let grant = adjust(grant_of(binding, av));
         self.tokens.sign_access_granted(&user, sid, &grant)
     }
 
