@@ -271,11 +271,12 @@ run_backend() { # backend db_url alg full(1/0) rss(1/0) client(1/0) many-rows(1/
     kill "$CLIENT_PID" 2>/dev/null || true; wait "$CLIENT_PID" 2>/dev/null || true; CLIENT_PID=""
   fi
 
-  # --- api-keys: the same route with an API key (warm cache), ratio to the Bearer JWT row.
+  # --- api-keys: a route that admits keys (`require_scopes`; /api/profile admits sessions
+  # only), with a warm key cache, ratio to the Bearer JWT row.
   local key; key=$(curl -fs -X POST "$BASE/auth/api-keys" -H 'content-type: application/json' \
-    -H "$bearer" -d '{"name":"load"}' | jq -r .data.key)
-  measure "$backend" "$alg" "GET /api/profile (API key)" "$profile_rps" "Bearer JWT" \
-    "$DURATION" "$CONNS" "$PLAIN" "$BASE/api/profile" -H "X-Sentri-Key: $key"
+    -H "$bearer" -d '{"name":"load","scopes":["orders:read"]}' | jq -r .data.key)
+  measure "$backend" "$alg" "GET /api/orders (API key, require_scopes)" "$profile_rps" "Bearer JWT" \
+    "$DURATION" "$CONNS" "$PLAIN" "$BASE/api/orders" -H "X-Sentri-Key: $key"
 
   # One session per token in the pool (2x the connections): no token is ever replayed.
   : > "$WORK/refresh-tokens"

@@ -736,7 +736,7 @@ async fn api_key_fixture(fx: &ProtectFixture) -> ApiKeyFixture {
     let key = body["data"]["key"].as_str().unwrap_or_default().to_owned();
     let app = Router::new()
         .route("/r", get(handler))
-        .route_layer(auth.protect());
+        .route_layer(auth.protect().admit("api_key"));
     ApiKeyFixture { app, key }
 }
 
